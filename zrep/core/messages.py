@@ -1,0 +1,194 @@
+"""Frozen dataclasses for every protocol message, log entry and hard state.
+
+Invariants: every message carries its sender (`src`), its destination (`dst`,
+0 for a broadcast heartbeat) and the sender's epoch, so that a receiver can
+judge any message, however late, by its epoch. Indexes are 1-based; 0 means
+"before the first entry". Must not import anything outside the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. `data` is an encoded store command; b"" is a leader's no-op."""
+
+    epoch: int
+    index: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be on disk before a promise or an ack leaves the node.
+
+    `epoch` is the highest epoch this node has joined; `vote` is the node it
+    promised (or followed) in that epoch, 0 if none. One promise per epoch.
+    """
+
+    epoch: int = 0
+    vote: int = 0
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    ELECTING = 1  # suspects the leader, asked its peers, waits for answers
+    CANDIDATE = 2  # sent Coordinator, collects promises
+    LEADER = 3
+
+
+class AnswerReason(IntEnum):
+    OK = 0  # no objection: I hear no leader and I am not better than you
+    LEADER_ALIVE = 1  # I still hear a healthy leader: do not disrupt it
+    BETTER = 2  # my rank is higher: I run the election myself
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Liveness and gossip over PUB/SUB. Confirms nothing: it is never acknowledged."""
+
+    src: int
+    dst: int
+    epoch: int
+    role: int
+    leader: int
+    last_epoch: int
+    last_index: int
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Election:
+    """'I suspect the leader; may I run?' `insist` is set after a better node failed to claim."""
+
+    src: int
+    dst: int
+    epoch: int
+    last_epoch: int
+    last_index: int
+    insist: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    src: int
+    dst: int
+    epoch: int
+    reason: int  # AnswerReason
+    leader: int  # with LEADER_ALIVE: the leader this node hears
+
+
+@dataclass(frozen=True, slots=True)
+class Coordinator:
+    """'I claim `epoch`; my log ends at (last_epoch, last_index).'"""
+
+    src: int
+    dst: int
+    epoch: int
+    last_epoch: int
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    """A persisted promise (granted) or a refusal, with the refuser's epoch."""
+
+    src: int
+    dst: int
+    epoch: int
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Leader to follower: entries after (prev_index, prev_epoch), and the commit index.
+
+    `round` numbers the leader's confirmation rounds: an ack that echoes it
+    proves the follower still accepted this leader after the round began
+    (read index).
+    """
+
+    src: int
+    dst: int
+    epoch: int
+    prev_index: int
+    prev_epoch: int
+    entries: tuple[Entry, ...]
+    commit: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAck:
+    """Follower to leader. On success `match` is the last index known to equal the
+    leader's log; on failure `match` is a hint: retry from match + 1."""
+
+    src: int
+    dst: int
+    epoch: int
+    success: bool
+    match: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Follower to leader: client commands to propose. Answers flow back through
+    the log: the follower answers its client when it applies the entry."""
+
+    src: int
+    dst: int
+    epoch: int
+    commands: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """Follower to leader: confirm leadership and tell me the commit index to wait for."""
+
+    src: int
+    dst: int
+    epoch: int
+    ctx: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexReply:
+    """Leader to follower: `index` (0 with ok=False: I am not the leader)."""
+
+    src: int
+    dst: int
+    epoch: int
+    ctx: int
+    ok: bool
+    index: int
+
+
+Message = (
+    Heartbeat
+    | Election
+    | Answer
+    | Coordinator
+    | Promise
+    | Append
+    | AppendAck
+    | Forward
+    | ReadIndexRequest
+    | ReadIndexReply
+)
+
+PEER_MESSAGE_TYPES: tuple[type, ...] = (
+    Heartbeat,
+    Election,
+    Answer,
+    Coordinator,
+    Promise,
+    Append,
+    AppendAck,
+    Forward,
+    ReadIndexRequest,
+    ReadIndexReply,
+)
