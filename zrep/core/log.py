@@ -1,0 +1,91 @@
+"""The in-memory view of one replica's log.
+
+Invariants: entries are contiguous from `first_index` to `last_index`; every
+entry's epoch is >= the epoch of the entry before it; `prev_epoch` is the
+epoch of the entry just before `first_index` (0 for an empty prefix, or the
+epoch at a snapshot's boundary once snapshots drop a prefix). The view only
+changes in memory; the shell persists what the Ready says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import InvariantError
+from .messages import Entry
+
+
+class LogView:
+    __slots__ = ("_entries", "first_index", "prev_epoch")
+
+    def __init__(self, entries: Sequence[Entry] = (), first_index: int = 1, prev_epoch: int = 0) -> None:
+        self._entries: list[Entry] = list(entries)
+        self.first_index = first_index
+        self.prev_epoch = prev_epoch
+        for offset, entry in enumerate(self._entries):
+            if entry.index != first_index + offset:
+                raise InvariantError(f"log view: entry {entry.index} at position {first_index + offset}")
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index + len(self._entries) - 1
+
+    @property
+    def last_epoch(self) -> int:
+        return self._entries[-1].epoch if self._entries else self.prev_epoch
+
+    def epoch_at(self, index: int) -> int | None:
+        """Epoch of the entry at `index`; None when the view does not hold it."""
+        if index == self.first_index - 1:
+            return self.prev_epoch
+        if self.first_index <= index <= self.last_index:
+            return self._entries[index - self.first_index].epoch
+        return None
+
+    def matches(self, index: int, epoch: int) -> bool:
+        return self.epoch_at(index) == epoch
+
+    def entry(self, index: int) -> Entry:
+        if not self.first_index <= index <= self.last_index:
+            raise InvariantError(f"log view: no entry {index} in [{self.first_index}, {self.last_index}]")
+        return self._entries[index - self.first_index]
+
+    def slice(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries lo..hi inclusive (clipped to the view), stopping once `max_bytes`
+        of data is reached (at least one entry is always returned)."""
+        lo = max(lo, self.first_index)
+        hi = min(hi, self.last_index)
+        if lo > hi:
+            return []
+        out = self._entries[lo - self.first_index : hi - self.first_index + 1]
+        if max_bytes is None:
+            return out
+        total = 0
+        for n, entry in enumerate(out):
+            total += len(entry.data) + 16
+            if total > max_bytes and n > 0:
+                return out[:n]
+        return out
+
+    def append(self, entry: Entry) -> None:
+        if entry.index != self.last_index + 1:
+            raise InvariantError(f"log view: append of {entry.index} after {self.last_index}")
+        if entry.epoch < self.last_epoch:
+            raise InvariantError(f"log view: epoch {entry.epoch} after epoch {self.last_epoch}")
+        self._entries.append(entry)
+
+    def truncate_from(self, index: int) -> None:
+        """Drop entries >= index. The caller guarantees none of them is committed."""
+        if index < self.first_index:
+            raise InvariantError(f"log view: truncate to {index} below first index {self.first_index}")
+        del self._entries[index - self.first_index :]
+
+    def conflict_hint(self, index: int, floor: int) -> int:
+        """For a mismatch at `index`: the last index before the run of entries
+        sharing index's epoch (fast back-off: skip a whole epoch per round trip),
+        never below `floor` (entries up to the commit index are known to match)."""
+        epoch = self.epoch_at(index)
+        i = min(index, self.last_index)
+        while i > floor and i >= self.first_index and self.epoch_at(i) == epoch:
+            i -= 1
+        return max(i, floor)

@@ -1,0 +1,33 @@
+"""What a leader knows of one follower's log (etcd-raft's tracker.Progress).
+
+`match`: highest index known to be on the follower's disk and equal to ours.
+`next`: the next index to send. In probe mode one append is in flight at a
+time until the follower's log position is known; in replicate mode up to
+`Timing.max_inflight` appends are pipelined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Progress:
+    match: int = 0
+    next: int = 1
+    inflight: int = 0
+    probing: bool = True
+    last_ack_tick: int = 0
+    round: int = 0  # highest read-index round this follower acknowledged in our epoch
+    last_contact_tick: int = 0
+
+    def can_send(self, max_inflight: int) -> bool:
+        if self.probing:
+            return self.inflight == 0
+        return self.inflight < max_inflight
+
+    def restart_probe(self) -> None:
+        """Forget what is in flight and find the follower's position again."""
+        self.probing = True
+        self.inflight = 0
+        self.next = self.match + 1

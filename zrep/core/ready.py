@@ -1,0 +1,77 @@
+"""`Ready`: everything one step of the core asks the world to do, in order.
+
+The shell (real node or simulator) applies a Ready through
+`zrep.driver.apply_ready`, and only there:
+  1. send `messages` (safe before the persist: a leader's appends, elections);
+  2. persist `hard_state`, `truncate_from`, `entries`, `commit`, then one fsync;
+  3. send `after_persist` (acks and promises: they state durable facts);
+  4. apply `committed` to the store, answer `reads`;
+  5. call `replica.advance(ready)`.
+Splitting the two message lists in the type makes "an ack before its fsync"
+impossible to write by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .messages import Entry, HardState, Message
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read may be answered once the store has applied `index`.
+    `index` is -1 when the read failed (leadership lost: retry elsewhere)."""
+
+    ctx: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    hard_state: HardState | None
+    truncate_from: int | None
+    entries: tuple[Entry, ...]
+    commit: int | None
+    messages: tuple[Message, ...]
+    after_persist: tuple[Message, ...]
+    committed: tuple[Entry, ...]
+    reads: tuple[ReadState, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def must_persist(self) -> bool:
+        return self.hard_state is not None or self.truncate_from is not None or bool(self.entries)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.must_persist
+            or self.commit is not None
+            or self.messages
+            or self.after_persist
+            or self.committed
+            or self.reads
+            or self.notes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Protocol timing in abstract ticks (the shell decides how long a tick is)."""
+
+    heartbeat_ticks: int = 5
+    election_ticks: int = 50
+    answer_ticks: int = 5
+    max_inflight: int = 64
+    max_batch_entries: int = 512
+    max_batch_bytes: int = 1 << 20
+
+    @classmethod
+    def from_ms(cls, heartbeat_ms: int, election_timeout_ms: int, tick_ms: int) -> "Timing":
+        hb = max(1, heartbeat_ms // tick_ms)
+        return cls(
+            heartbeat_ticks=hb,
+            election_ticks=max(3 * hb, election_timeout_ms // tick_ms),
+            answer_ticks=max(2, hb),
+        )

@@ -1,0 +1,697 @@
+"""`Replica`: one node's protocol state machine. Pure: inputs in, a `Ready` out.
+
+Rules it keeps (DESIGN section 4), each enforced here and nowhere else:
+  * At most one leader per epoch: a node becomes leader only with promises
+    from a majority; a promise is persisted before it is sent, and a node
+    promises at most one coordinator per epoch.
+  * A leader holds every committed entry: nobody promises a coordinator whose
+    log (last epoch, last index) is behind its own.
+  * Commit is the highest index on a majority whose entry is of the leader's
+    own epoch (Raft section 5.4.2); the leader counts itself only after its
+    own fsync.
+  * A follower truncates only a conflicting suffix above its commit index,
+    and advances its commit only up to what it verified to match the current
+    leader in this epoch.
+  * Acks and promises travel in `Ready.after_persist`, never before the fsync.
+  * No election while a healthy leader is heard: an `Election` is a pre-vote;
+    a node claims an epoch only when a majority (itself included) answered
+    and nobody objected, so an isolated node never inflates its epoch.
+
+Must not import zmq, os, time, socket, threading, or the global `random`
+functions: randomness comes from the injected `random.Random`, time from
+`tick()`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import InvariantError
+from .election import Rank, may_promise, rank
+from .log import LogView
+from .messages import (
+    Answer,
+    AnswerReason,
+    Append,
+    AppendAck,
+    Coordinator,
+    Election,
+    Entry,
+    Forward,
+    HardState,
+    Heartbeat,
+    Message,
+    Promise,
+    ReadIndexReply,
+    ReadIndexRequest,
+    Role,
+)
+from .progress import Progress
+from .quorum import majority, quorum_index
+from .ready import ReadState, Ready, Timing
+
+# Test-only planted bugs: each switches one safety rule off, so that tests can
+# show the simulator and the chaos checker catch its absence.
+BUGS = frozenset(
+    {
+        "ack_before_persist",  # (a) append acks leave before the fsync
+        "commit_old_epoch",  # (b) count an older epoch's entry for commit
+        "promise_behind_log",  # (c) promise a coordinator whose log is behind
+        "promise_not_persisted",  # (d) promise without persisting it
+        "never_truncate",  # keep a conflicting suffix and ack anyway
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What `propose` did: appended at `first_index..last_index` (leader),
+    forwarded to `leader`, or neither (no leader known: the client retries)."""
+
+    accepted: bool
+    forwarded: bool
+    leader: int
+    first_index: int = 0
+    last_index: int = 0
+
+
+class Replica:
+    def __init__(
+        self,
+        node_id: int,
+        members: Sequence[int],
+        *,
+        rng: random.Random,
+        timing: Timing = Timing(),
+        hard_state: HardState = HardState(),
+        log: LogView | None = None,
+        commit: int = 0,
+        applied: int = 0,
+        bugs: frozenset[str] = frozenset(),
+    ) -> None:
+        if node_id not in members:
+            raise InvariantError(f"node {node_id} is not a member of {sorted(members)}")
+        unknown = set(bugs) - BUGS
+        if unknown:
+            raise InvariantError(f"unknown planted bugs {sorted(unknown)}")
+        self.id = node_id
+        self.members = tuple(sorted(members))
+        self.peers = tuple(m for m in self.members if m != node_id)
+        self.timing = timing
+        self.bugs = bugs
+        self._rng = rng
+        self.hs = hard_state
+        self.log = log if log is not None else LogView()
+        self.stable = self.log.last_index  # last index known durable on our disk
+        self.commit = min(commit, self.log.last_index)
+        self.applied = applied
+        self.role = Role.FOLLOWER
+        self.leader = 0
+        self.now = 0  # ticks since this replica started (not wall time)
+        self._elapsed = 0  # ticks in the current wait (leader silence, answers, promises)
+        self._hb_elapsed = 0
+        self._timeout = 0
+        self._max_seen_epoch = hard_state.epoch
+        self._peer_rank: dict[int, Rank] = {}
+        self._answers: dict[int, int] = {}
+        self._insist = False
+        self._awaiting_better = False
+        self._promises: set[int] = set()
+        self._verified = 0  # follower: last index verified to match the leader of hs.epoch
+        self._progress: dict[int, Progress] = {}
+        self._epoch_start = 0  # leader: index of its no-op
+        self._round = 0  # leader: read-index confirmation rounds sent
+        self._reads_unsent: list[tuple[int, int]] = []  # (requester, ctx); 0 = local
+        self._reads_waiting: list[tuple[int, int, int, int]] = []  # (round, index, requester, ctx)
+        self._remote_reads: set[int] = set()
+        self.dropped = 0  # messages ignored as malformed for this cluster
+        # Outputs gathered until the next ready().
+        self._msgs: list[Message] = []
+        self._after: list[Message] = []
+        self._entries: list[Entry] = []
+        self._truncate: int | None = None
+        self._hs_dirty = False
+        self._commit_dirty = False
+        self._reads: list[ReadState] = []
+        self._notes: list[str] = []
+        self._timeout = self._new_timeout()
+
+    # ----------------------------------------------------------------- API
+
+    def tick(self) -> None:
+        self.now += 1
+        self._elapsed += 1
+        self._hb_elapsed += 1
+        if self._hb_elapsed >= self.timing.heartbeat_ticks:
+            self._hb_elapsed = 0
+            self._heartbeat()
+        _TICK[self.role](self)
+
+    def step(self, msg: Message) -> None:
+        handler = _STEP.get(type(msg))
+        if handler is None or msg.src not in self.peers or msg.dst not in (0, self.id):
+            self.dropped += 1
+            return
+        self._heard_from(msg.src)
+        if msg.epoch > self.hs.epoch:
+            self._max_seen_epoch = max(self._max_seen_epoch, msg.epoch)
+            if self.role in (Role.LEADER, Role.CANDIDATE):
+                # A higher epoch exists: whatever we claimed is over.
+                # Step down without adopting the epoch: we may still owe the
+                # sender (a better coordinator) our promise for it.
+                self._note(f"saw epoch {msg.epoch} from node {msg.src} in {type(msg).__name__}; stepping down")
+                self._become_follower(0)
+        handler(self, msg)
+
+    def propose(self, commands: Sequence[bytes]) -> Proposal:
+        """Append client commands (leader), forward them (follower), or refuse."""
+        if self.role == Role.LEADER:
+            first = self.log.last_index + 1
+            for data in commands:
+                self._append_own(data)
+            self._broadcast_append()
+            return Proposal(True, False, self.id, first, self.log.last_index)
+        if self.leader:
+            self._send(Forward(self.id, self.leader, self.hs.epoch, tuple(commands)))
+            return Proposal(False, True, self.leader)
+        return Proposal(False, False, 0)
+
+    def read_index(self, ctx: int) -> bool:
+        """Start a linearizable read; its `ReadState(ctx, index)` comes in a later
+        Ready. False when no leader is known (answer the client NO_LEADER)."""
+        if self.role == Role.LEADER:
+            self._reads_unsent.append((0, ctx))
+            return True
+        if self.leader:
+            self._remote_reads.add(ctx)
+            self._send(ReadIndexRequest(self.id, self.leader, self.hs.epoch, ctx))
+            return True
+        return False
+
+    def durable_on(self, index: int) -> tuple[int, ...]:
+        """Leader only: the members known to hold `index` on disk, in id order."""
+        if self.role != Role.LEADER:
+            return ()
+        have = [self.id] if self.stable >= index else []
+        have += [p for p, pr in self._progress.items() if pr.match >= index]
+        return tuple(sorted(have))
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._msgs
+            or self._after
+            or self._entries
+            or self._hs_dirty
+            or self._truncate is not None
+            or self._commit_dirty
+            or self._reads
+            or self._notes
+            or (self._reads_unsent and self.role == Role.LEADER and self.commit >= self._epoch_start)
+            or min(self.commit, self.stable) > self.applied
+        )
+
+    def ready(self) -> Ready:
+        self._flush_reads()
+        top = min(self.commit, self.stable)
+        committed = tuple(self.log.slice(self.applied + 1, top)) if top > self.applied else ()
+        ready = Ready(
+            hard_state=self.hs if self._hs_dirty else None,
+            truncate_from=self._truncate,
+            entries=tuple(self._entries),
+            commit=self.commit if self._commit_dirty else None,
+            messages=tuple(self._msgs),
+            after_persist=tuple(self._after),
+            committed=committed,
+            reads=tuple(self._reads),
+            notes=tuple(self._notes),
+        )
+        self._msgs, self._after, self._entries, self._reads, self._notes = [], [], [], [], []
+        self._truncate = None
+        self._hs_dirty = self._commit_dirty = False
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The shell has persisted, sent and applied `ready`."""
+        if ready.entries:
+            self.stable = max(self.stable, ready.entries[-1].index)
+        if ready.committed:
+            self.applied = ready.committed[-1].index
+        if self.role == Role.LEADER:
+            self._maybe_commit()  # we count ourselves only now, after our fsync
+
+    def status(self) -> dict[str, int]:
+        return {
+            "id": self.id,
+            "role": int(self.role),
+            "epoch": self.hs.epoch,
+            "leader": self.leader,
+            "last_index": self.log.last_index,
+            "last_epoch": self.log.last_epoch,
+            "commit": self.commit,
+            "applied": self.applied,
+        }
+
+    # ------------------------------------------------------------ outputs
+
+    def _send(self, msg: Message) -> None:
+        self._msgs.append(msg)
+
+    def _send_after_persist(self, msg: Message) -> None:
+        self._after.append(msg)
+
+    def _note(self, text: str) -> None:
+        self._notes.append(f"node {self.id} epoch {self.hs.epoch} tick {self.now}: {text}")
+
+    def _set_hard_state(self, hs: HardState, persist: bool = True) -> None:
+        if hs.epoch < self.hs.epoch:
+            raise InvariantError(f"epoch going back from {self.hs.epoch} to {hs.epoch}")
+        if hs != self.hs:
+            self.hs = hs
+            self._hs_dirty = self._hs_dirty or persist
+
+    def _set_commit(self, index: int) -> None:
+        if index > self.commit:
+            if index > self.log.last_index:
+                raise InvariantError(f"commit {index} beyond last index {self.log.last_index}")
+            self.commit = index
+            self._commit_dirty = True
+
+    def _append_own(self, data: bytes) -> None:
+        entry = Entry(self.hs.epoch, self.log.last_index + 1, data)
+        self.log.append(entry)
+        self._entries.append(entry)
+
+    def _truncate_from(self, index: int) -> None:
+        if index <= self.commit:
+            raise InvariantError(f"truncating committed entry {index} (commit {self.commit})")
+        self.log.truncate_from(index)
+        self._entries = [e for e in self._entries if e.index < index]
+        if index <= self.stable:
+            self.stable = index - 1
+            self._truncate = index if self._truncate is None else min(self._truncate, index)
+
+    # ------------------------------------------------------------ timing
+
+    def _rank(self) -> Rank:
+        return rank(self.log.last_epoch, self.log.last_index, self.id)
+
+    def _new_timeout(self) -> int:
+        """Election timeout, staggered so the best-ranked live node moves first."""
+        mine = self._rank()
+        better = sum(1 for r in self._peer_rank.values() if r > mine)
+        jitter = self._rng.randrange(max(1, self.timing.election_ticks // 4))
+        return self.timing.election_ticks + better * self.timing.answer_ticks + jitter
+
+    def _heard_from(self, peer: int) -> None:
+        pr = self._progress.get(peer)
+        if pr is not None:
+            pr.last_contact_tick = self.now
+
+    def _hears_live_leader(self) -> int:
+        """The leader this node currently trusts, 0 if none."""
+        if self.role == Role.LEADER:
+            return self.id
+        if self.role == Role.FOLLOWER and self.leader and self._elapsed < self.timing.election_ticks:
+            return self.leader
+        return 0
+
+    def _heartbeat(self) -> None:
+        self._send(
+            Heartbeat(
+                self.id, 0, self.hs.epoch, int(self.role), self.leader,
+                self.log.last_epoch, self.log.last_index, self.commit,
+            )
+        )
+        if self.role == Role.LEADER:
+            for peer, pr in self._progress.items():
+                if pr.inflight and self.now - pr.last_ack_tick >= 2 * self.timing.heartbeat_ticks:
+                    pr.restart_probe()  # appends or acks were lost: resend from match
+                if pr.inflight == 0:
+                    self._send_append(peer)
+
+    # ------------------------------------------------------------ roles
+
+    def _become_follower(self, leader: int) -> None:
+        if self.role == Role.LEADER:
+            self._fail_reads()
+        self.role = Role.FOLLOWER
+        self.leader = leader
+        self._progress = {}
+        self._elapsed = 0
+        self._timeout = self._new_timeout()
+
+    def _follow(self, leader: int, epoch: int) -> None:
+        """Accept `leader` as the leader of `epoch` (>= ours)."""
+        if epoch > self.hs.epoch:
+            self._set_hard_state(HardState(epoch, leader))
+            self._verified = 0  # nothing of this new leader's log is verified yet
+        if self.role != Role.FOLLOWER or self.leader != leader:
+            self._note(f"following node {leader}")
+            self._become_follower(leader)
+            self._remote_reads_fail()
+        self._elapsed = 0
+        self._awaiting_better = False
+
+    def _start_election(self, insist: bool) -> None:
+        self._note(
+            f"suspects leader {self.leader or '-'} after {self._elapsed} ticks; asking peers"
+            + (" (insisting)" if insist else "")
+        )
+        self.role = Role.ELECTING
+        self.leader = 0
+        self._elapsed = 0
+        self._insist = insist
+        self._awaiting_better = False
+        self._answers = {self.id: AnswerReason.OK}
+        for peer in self.peers:
+            self._send(Election(self.id, peer, self.hs.epoch, self.log.last_epoch, self.log.last_index, insist))
+        self._maybe_decide_election()
+
+    def _maybe_decide_election(self, timed_out: bool = False) -> None:
+        if not timed_out and len(self._answers) < len(self.members):
+            return
+        reasons = list(self._answers.values())
+        if AnswerReason.BETTER in reasons and not self._insist:
+            self._note("a better-ranked node will run; waiting for its Coordinator")
+            self._become_follower(0)
+            self._awaiting_better = True
+            self._timeout = self.timing.election_ticks
+        elif AnswerReason.LEADER_ALIVE in reasons:
+            self._note("a peer still hears a healthy leader; not running")
+            self._become_follower(0)
+        elif reasons.count(AnswerReason.OK) >= majority(len(self.members)):
+            self._become_candidate()
+        else:
+            self._note(f"only {len(reasons)} of {len(self.members)} answered; not running")
+            self._become_follower(0)
+
+    def _become_candidate(self) -> None:
+        epoch = max(self.hs.epoch, self._max_seen_epoch) + 1
+        self._set_hard_state(HardState(epoch, self.id))
+        self.role = Role.CANDIDATE
+        self._elapsed = 0
+        self._promises = {self.id}
+        self._note(f"claims epoch {epoch} with rank {self._rank()}")
+        for peer in self.peers:
+            self._send_after_persist(Coordinator(self.id, peer, epoch, self.log.last_epoch, self.log.last_index))
+        self._maybe_win()
+
+    def _maybe_win(self) -> None:
+        if len(self._promises) >= majority(len(self.members)):
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader = self.id
+        self._elapsed = 0
+        nxt = self.log.last_index + 1
+        self._progress = {p: Progress(next=nxt, last_ack_tick=self.now, last_contact_tick=self.now) for p in self.peers}
+        self._append_own(b"")  # the no-op that lets us commit (and serve reads) in our epoch
+        self._epoch_start = self.log.last_index
+        self._note(f"is leader with promises from {sorted(self._promises)}")
+        self._broadcast_append()
+
+    # ------------------------------------------------------------ ticks
+
+    def _tick_follower(self) -> None:
+        if self._elapsed >= self._timeout:
+            self._start_election(insist=self._awaiting_better)
+
+    def _tick_electing(self) -> None:
+        if self._elapsed >= self.timing.answer_ticks:
+            self._maybe_decide_election(timed_out=True)
+
+    def _tick_candidate(self) -> None:
+        if self._elapsed >= self.timing.election_ticks:
+            self._note(f"got promises from {sorted(self._promises)} only; giving up the claim")
+            self._become_follower(0)
+
+    def _tick_leader(self) -> None:
+        # Check-quorum: a leader that no majority has heard from steps down,
+        # so a leader cut off with a minority stops taking writes.
+        window = self.timing.election_ticks
+        heard = 1 + sum(1 for pr in self._progress.values() if self.now - pr.last_contact_tick < window)
+        if heard < majority(len(self.members)):
+            self._note(f"heard from {heard} of {len(self.members)} nodes in {window} ticks; stepping down")
+            self._become_follower(0)
+
+    # ------------------------------------------------------------ handlers
+
+    def _on_heartbeat(self, m: Heartbeat) -> None:
+        self._peer_rank[m.src] = rank(m.last_epoch, m.last_index, m.src)
+        if m.role != Role.LEADER or m.leader != m.src or m.epoch < self.hs.epoch:
+            return
+        if self.role == Role.LEADER:
+            if m.epoch == self.hs.epoch:
+                raise InvariantError(f"two leaders in epoch {m.epoch}: {self.id} and {m.src}")
+            return
+        self._follow(m.src, m.epoch)
+
+    def _on_election(self, m: Election) -> None:
+        self._peer_rank[m.src] = rank(m.last_epoch, m.last_index, m.src)
+        live = self._hears_live_leader()
+        better = self._rank() > rank(m.last_epoch, m.last_index, m.src)
+        if live:
+            reason, leader = AnswerReason.LEADER_ALIVE, live
+        elif better and not m.insist:
+            reason, leader = AnswerReason.BETTER, 0
+        else:
+            reason, leader = AnswerReason.OK, 0
+        self._send(Answer(self.id, m.src, self.hs.epoch, int(reason), leader))
+        if reason == AnswerReason.BETTER and self.role == Role.FOLLOWER:
+            self._start_election(insist=False)
+        elif reason == AnswerReason.OK and not m.insist and self.role == Role.ELECTING:
+            # A better node is running: let it, rather than split the promises.
+            self._become_follower(0)
+            self._awaiting_better = True
+            self._timeout = self.timing.election_ticks
+
+    def _on_answer(self, m: Answer) -> None:
+        if self.role != Role.ELECTING or m.reason not in AnswerReason._value2member_map_:
+            return
+        self._answers[m.src] = m.reason
+        self._maybe_decide_election()
+
+    def _on_coordinator(self, m: Coordinator) -> None:
+        self._peer_rank[m.src] = rank(m.last_epoch, m.last_index, m.src)
+        live = self._hears_live_leader()
+        grant = (live in (0, m.src)) and may_promise(
+            self.hs,
+            m.src,
+            m.epoch,
+            (m.last_epoch, m.last_index),
+            (self.log.last_epoch, self.log.last_index),
+            ignore_log="promise_behind_log" in self.bugs,
+        )
+        if not grant:
+            self._send(Promise(self.id, m.src, self.hs.epoch, False))
+            return
+        unpersisted = "promise_not_persisted" in self.bugs
+        self._set_hard_state(HardState(m.epoch, m.src), persist=not unpersisted)
+        if self.role != Role.FOLLOWER or self.leader:
+            self._become_follower(0)
+        self._elapsed = 0
+        self._awaiting_better = False
+        self._timeout = self.timing.election_ticks
+        promise = Promise(self.id, m.src, m.epoch, True)
+        self._send(promise) if unpersisted else self._send_after_persist(promise)
+
+    def _on_promise(self, m: Promise) -> None:
+        if self.role != Role.CANDIDATE or m.epoch != self.hs.epoch or not m.granted:
+            return
+        self._promises.add(m.src)
+        self._maybe_win()
+
+    def _on_append(self, m: Append) -> None:
+        if m.epoch < self.hs.epoch:
+            self._ack(m, False, self.log.last_index)  # tells a stale leader our epoch
+            return
+        if self.role == Role.LEADER:
+            raise InvariantError(f"two leaders in epoch {m.epoch}: {self.id} and {m.src}")
+        self._follow(m.src, m.epoch)
+        prev_index, prev_epoch, entries = m.prev_index, m.prev_epoch, m.entries
+        if prev_index < self.log.first_index - 1:
+            # Below our first entry everything is committed, hence equal: skip it.
+            skip = self.log.first_index - 1 - prev_index
+            entries = entries[skip:]
+            prev_index, prev_epoch = self.log.first_index - 1, self.log.prev_epoch
+        if prev_index > self.log.last_index:
+            self._ack(m, False, self.log.last_index)
+            return
+        if not self.log.matches(prev_index, prev_epoch):
+            self._ack(m, False, self.log.conflict_hint(prev_index, self.commit))
+            return
+        self._append_entries(entries)
+        match = prev_index + len(entries)
+        self._verified = max(self._verified, match)
+        self._set_commit(min(m.commit, self._verified))
+        self._ack(m, True, match)
+
+    def _append_entries(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            have = self.log.epoch_at(entry.index)
+            if have == entry.epoch:
+                continue  # already there (a duplicate or overlapping append)
+            if have is not None:
+                if "never_truncate" in self.bugs:
+                    continue
+                self._note(f"truncates conflicting suffix from {entry.index}")
+                self._truncate_from(entry.index)
+            self.log.append(entry)
+            self._entries.append(entry)
+
+    def _ack(self, m: Append, success: bool, match: int) -> None:
+        ack = AppendAck(self.id, m.src, self.hs.epoch, success, match, m.round)
+        if "ack_before_persist" in self.bugs:
+            self._send(ack)
+        else:
+            self._send_after_persist(ack)
+
+    def _on_append_ack(self, m: AppendAck) -> None:
+        if self.role != Role.LEADER or m.epoch != self.hs.epoch:
+            return
+        pr = self._progress[m.src]
+        pr.last_ack_tick = self.now
+        if m.round > pr.round:
+            pr.round = m.round
+            self._confirm_reads()
+        if m.success:
+            if m.match > self.log.last_index:
+                return  # cannot be ours: ignore rather than trust it
+            pr.match = max(pr.match, m.match)
+            pr.next = max(pr.next, pr.match + 1)
+            pr.inflight = max(0, pr.inflight - 1)
+            pr.probing = False
+            self._maybe_commit()
+        else:
+            pr.probing = True
+            pr.inflight = 0
+            pr.next = max(pr.match + 1, min(m.match + 1, self.log.last_index + 1))
+        self._send_more(m.src)
+
+    def _on_forward(self, m: Forward) -> None:
+        if self.role == Role.LEADER and m.commands:
+            self.propose(m.commands)
+
+    def _on_read_index_request(self, m: ReadIndexRequest) -> None:
+        if self.role == Role.LEADER:
+            self._reads_unsent.append((m.src, m.ctx))
+        else:
+            self._send(ReadIndexReply(self.id, m.src, self.hs.epoch, m.ctx, False, 0))
+
+    def _on_read_index_reply(self, m: ReadIndexReply) -> None:
+        if m.ctx in self._remote_reads:
+            self._remote_reads.discard(m.ctx)
+            self._reads.append(ReadState(m.ctx, m.index if m.ok else -1))
+
+    # ------------------------------------------------------------ leader work
+
+    def _broadcast_append(self) -> None:
+        for peer in self.peers:
+            self._send_more(peer)
+        if not self.peers:
+            self._maybe_commit()
+
+    def _send_more(self, peer: int) -> None:
+        pr = self._progress[peer]
+        while pr.can_send(self.timing.max_inflight) and pr.next <= self.log.last_index:
+            self._send_append(peer)
+
+    def _send_append(self, peer: int) -> None:
+        pr = self._progress[peer]
+        prev = pr.next - 1
+        prev_epoch = self.log.epoch_at(prev)
+        if prev_epoch is None:
+            raise InvariantError(f"no entry {prev} to send to node {peer} (log starts at {self.log.first_index})")
+        entries = self.log.slice(
+            pr.next, pr.next + self.timing.max_batch_entries - 1, self.timing.max_batch_bytes
+        )
+        self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, tuple(entries), self.commit, self._round))
+        if entries:
+            pr.next = entries[-1].index + 1
+        if pr.inflight == 0:
+            pr.last_ack_tick = self.now
+        pr.inflight += 1
+
+    def _maybe_commit(self) -> None:
+        matches = [self.stable] + [pr.match for pr in self._progress.values()]
+        index = quorum_index(matches, len(self.members))
+        if index <= self.commit:
+            return
+        if self.log.epoch_at(index) != self.hs.epoch and "commit_old_epoch" not in self.bugs:
+            return  # Raft 5.4.2: older epochs commit only under an entry of ours
+        self._set_commit(index)
+        if self._reads_waiting or self._reads_unsent:
+            self._confirm_reads()
+
+    # ------------------------------------------------------------ reads
+
+    def _flush_reads(self) -> None:
+        """Start one confirmation round for every read that arrived since the last."""
+        if not self._reads_unsent or self.role != Role.LEADER:
+            return
+        if self.commit < self._epoch_start:
+            return  # until our no-op commits we do not know the true commit index
+        self._round += 1
+        for requester, ctx in self._reads_unsent:
+            self._reads_waiting.append((self._round, self.commit, requester, ctx))
+        self._reads_unsent = []
+        for peer, pr in self._progress.items():
+            prev = pr.next - 1 if pr.probing else pr.match
+            prev_epoch = self.log.epoch_at(prev)
+            if prev_epoch is not None:
+                self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, (), self.commit, self._round))
+        self._confirm_reads()
+
+    def _confirm_reads(self) -> None:
+        if not self._reads_waiting:
+            return
+        rounds = [self._round] + [pr.round for pr in self._progress.values()]
+        confirmed = quorum_index(rounds, len(self.members))
+        still = []
+        for item in self._reads_waiting:
+            round_, index, requester, ctx = item
+            if round_ > confirmed:
+                still.append(item)
+            elif requester == 0:
+                self._reads.append(ReadState(ctx, index))
+            else:
+                self._send(ReadIndexReply(self.id, requester, self.hs.epoch, ctx, True, index))
+        self._reads_waiting = still
+
+    def _fail_reads(self) -> None:
+        pending = [(r, c) for _, _, r, c in self._reads_waiting] + self._reads_unsent
+        for requester, ctx in pending:
+            if requester == 0:
+                self._reads.append(ReadState(ctx, -1))
+            else:
+                self._send(ReadIndexReply(self.id, requester, self.hs.epoch, ctx, False, 0))
+        self._reads_waiting, self._reads_unsent = [], []
+
+    def _remote_reads_fail(self) -> None:
+        for ctx in sorted(self._remote_reads):
+            self._reads.append(ReadState(ctx, -1))
+        self._remote_reads.clear()
+
+
+_STEP: dict[type, Callable[[Replica, Message], None]] = {
+    Heartbeat: Replica._on_heartbeat,
+    Election: Replica._on_election,
+    Answer: Replica._on_answer,
+    Coordinator: Replica._on_coordinator,
+    Promise: Replica._on_promise,
+    Append: Replica._on_append,
+    AppendAck: Replica._on_append_ack,
+    Forward: Replica._on_forward,
+    ReadIndexRequest: Replica._on_read_index_request,
+    ReadIndexReply: Replica._on_read_index_reply,
+}
+
+_TICK: dict[Role, Callable[[Replica], None]] = {
+    Role.FOLLOWER: Replica._tick_follower,
+    Role.ELECTING: Replica._tick_electing,
+    Role.CANDIDATE: Replica._tick_candidate,
+    Role.LEADER: Replica._tick_leader,
+}
