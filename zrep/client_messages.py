@@ -1,0 +1,308 @@
+"""Client requests and replies: frozen dataclasses and the argument schema of every op.
+
+Invariant: a `ClientRequest` or `ClientReply` that exists is valid. Its
+`__post_init__` runs the checks below and raises ValueError (local misuse: a
+bug or bad input in the caller). The codec decodes through the same checks, so
+bad bytes from the network become `DecodeError` instead; the node answers
+BAD_REQUEST and carries on.
+
+Request args, per op (exactly these keys; ints are never bool):
+
+| op         | args                                                                  |
+|------------|-----------------------------------------------------------------------|
+| send       | client, seq, low, ack, sender: str (may be ""), to: str, body: bytes  |
+| delete     | client, seq, low, ack, mailbox: str,                                  |
+|            | offsets: array of 1..MAX_DELETE_OFFSETS distinct ints in 0..2**63-1   |
+| read       | mailbox: str, after: int -1..2**63-1 (offsets > after; -1 = all),     |
+|            | limit: int 1..MAX_READ_LIMIT                                          |
+| stale_read | as read; served from the local store, not confirmed by the leader     |
+| mailboxes  | pattern: str (a glob; "*" = every mailbox)                            |
+| status     | (none)                                                                |
+
+Write args: client: str of 1..MAX_CLIENT_ID_BYTES UTF-8 bytes without control
+characters; seq: int 1..2**63-1; low: int 1..seq; ack: "majority" | "all".
+`(client, seq)` names a write for exactly-once; `low` is the lowest seq the
+client still waits for (answers below it may be forgotten). These mirror the
+log command layout (zrep.commands), so a request that passes here always
+encodes as a command. Other strings are only bounded here (MAX_NAME_CHARS, a
+guard against abuse); the store judges names, senders and body sizes against
+its configured limits and answers BAD_MAILBOX, BAD_SENDER or TOO_LARGE.
+
+Reply: `ok` is True exactly when `code` is OK. With NOT_LEADER, `result` is
+{"leader": int >= 1, "rpc": str ("" if this node does not know its address)};
+when no leader is known the code is NO_LEADER. Other results are free-form:
+str keys; values None, bool, int (int64), str, bytes, arrays (decoded as
+tuples) and maps, nested at most MAX_RESULT_DEPTH deep. A map holds at most
+MAX_MAP_KEYS keys (a decoder bound): return long collections as arrays.
+
+Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable, Mapping
+
+MAX_UINT = 2**63 - 1  # msgpack can carry uint64, but we keep every int in int64
+MIN_INT = -(2**63)
+MAX_NAME_CHARS = 4096
+MAX_CLIENT_ID_BYTES = 128  # as zrep.commands: a client id is part of every log command
+MAX_DELETE_OFFSETS = 10_000  # as zrep.commands
+MAX_MESSAGE_CHARS = 4096
+MAX_TEXT_CHARS = 65536
+MAX_READ_LIMIT = 10_000
+MAX_RESULT_DEPTH = 8
+MAX_MAP_KEYS = 1024  # the codec refuses bigger maps before building them
+
+
+class Op(StrEnum):
+    SEND = "send"
+    DELETE = "delete"
+    READ = "read"
+    STALE_READ = "stale_read"
+    MAILBOXES = "mailboxes"
+    STATUS = "status"
+
+
+class Code(StrEnum):
+    OK = "OK"
+    NOT_LEADER = "NOT_LEADER"  # ask the leader named in result
+    NO_LEADER = "NO_LEADER"  # none known now: retry later or elsewhere, with backoff
+    TIMEOUT = "TIMEOUT"  # outcome unknown: retry with the same (client, seq)
+    BAD_REQUEST = "BAD_REQUEST"  # the request itself is wrong: do not retry
+    TOO_LARGE = "TOO_LARGE"  # body or frame over the cluster's limit
+    UNAVAILABLE = "UNAVAILABLE"  # no majority reachable / node stopping
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1: as zrep.commands.has_control
+WRITE_OPS = frozenset({Op.SEND, Op.DELETE})
+ACK_LEVELS = frozenset({"majority", "all"})
+
+Check = Callable[[object], None]  # raises ValueError with a short reason
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def _show(v: object) -> str:
+    text = repr(v)
+    return (text[:40] + "...") if len(text) > 40 else text
+
+
+def integer(minimum: int = 0, maximum: int = MAX_UINT) -> Check:
+    def check(v: object) -> None:
+        if type(v) is not int or not minimum <= v <= maximum:  # type() so bool is refused
+            raise ValueError(f"expected an integer in {minimum}..{maximum}, got {_show(v)}")
+
+    return check
+
+
+def client_id(v: object) -> None:
+    # Same rule as zrep.commands: fixed code-point ranges, never the Unicode database.
+    if type(v) is str and 1 <= len(v.encode("utf-8", "surrogatepass")) <= MAX_CLIENT_ID_BYTES:
+        if not _CONTROL.search(v):
+            return
+    raise ValueError(f"expected 1..{MAX_CLIENT_ID_BYTES} UTF-8 bytes without control characters, got {_show(v)}")
+
+
+def offsets(v: object) -> None:
+    if (type(v) is not tuple and type(v) is not list) or not 1 <= len(v) <= MAX_DELETE_OFFSETS:
+        raise ValueError(f"expected an array of 1..{MAX_DELETE_OFFSETS} offsets, got {_show(v)}")
+    check = integer(0)
+    for o in v:
+        check(o)
+    if len(set(v)) != len(v):
+        raise ValueError("offsets must be distinct")
+
+
+def text(max_chars: int, min_chars: int = 1) -> Check:
+    def check(v: object) -> None:
+        if type(v) is not str or not min_chars <= len(v) <= max_chars:
+            raise ValueError(f"expected a string of {min_chars}..{max_chars} characters, got {_show(v)}")
+
+    return check
+
+
+def one_of(choices: frozenset[str]) -> Check:
+    choices = frozenset(map(str, choices))  # plain strings, so errors print plainly
+
+    def check(v: object) -> None:
+        if not isinstance(v, str) or v not in choices:  # isinstance: a StrEnum member is fine
+            raise ValueError(f"expected one of {sorted(choices)}, got {_show(v)}")
+
+    return check
+
+
+def blob(v: object) -> None:
+    if type(v) is not bytes:
+        raise ValueError(f"expected bytes, got {type(v).__name__}")
+
+
+_WRITE_ARGS: dict[str, Check] = {
+    "client": client_id,
+    "seq": integer(1),
+    "low": integer(1),
+    "ack": one_of(ACK_LEVELS),
+}
+_READ_ARGS: dict[str, Check] = {
+    "mailbox": text(MAX_NAME_CHARS),
+    "after": integer(-1),
+    "limit": integer(1, MAX_READ_LIMIT),
+}
+
+OP_ARGS: dict[str, dict[str, Check]] = {
+    Op.SEND: {**_WRITE_ARGS, "sender": text(MAX_NAME_CHARS, 0), "to": text(MAX_NAME_CHARS), "body": blob},
+    Op.DELETE: {**_WRITE_ARGS, "mailbox": text(MAX_NAME_CHARS), "offsets": offsets},
+    Op.READ: _READ_ARGS,
+    Op.STALE_READ: _READ_ARGS,
+    Op.MAILBOXES: {"pattern": text(MAX_NAME_CHARS)},
+    Op.STATUS: {},
+}
+
+
+def _low_not_above_seq(args: Mapping[str, Any]) -> None:
+    if args["low"] > args["seq"]:
+        raise ValueError(f"low ({args['low']}) is above seq ({args['seq']}): a client waits for its own request")
+
+
+# Rules across several args, run after every arg passed its own check.
+OP_RULES: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    Op.SEND: _low_not_above_seq,
+    Op.DELETE: _low_not_above_seq,
+}
+
+
+def check_args(op: object, args: object) -> None:
+    """Raise ValueError unless `args` is exactly the schema of `op`."""
+    schema = OP_ARGS.get(op) if type(op) is str or isinstance(op, Op) else None
+    if schema is None:
+        raise ValueError(f"op: expected one of {[str(o) for o in Op]}, got {_show(op)}")
+    if type(args) is not dict:
+        raise ValueError(f"args: expected a map, got {type(args).__name__}")
+    if args.keys() != schema.keys():
+        missing, extra = schema.keys() - args.keys(), args.keys() - schema.keys()
+        raise ValueError(f"{op} args: missing {sorted(missing)}, unexpected {sorted(map(str, extra))}")
+    for key, check in schema.items():
+        try:
+            check(args[key])
+        except ValueError as e:
+            raise ValueError(f"{op} args.{key}: {e}") from None
+    rule = OP_RULES.get(op)
+    if rule is not None:
+        rule(args)
+
+
+def check_request(req_id: object, op: object, args: object) -> None:
+    try:
+        integer(1)(req_id)
+    except ValueError as e:
+        raise ValueError(f"req_id: {e}") from None
+    check_args(op, args)
+
+
+def check_result(value: object, depth: int = 0) -> None:
+    """Raise ValueError unless `value` is a free-form result value (see the module docstring)."""
+    t = type(value)
+    if value is None or t is bool or t is bytes:
+        return
+    if t is int:
+        if not MIN_INT <= value <= MAX_UINT:
+            raise ValueError(f"integer {_show(value)} is outside int64")
+        return
+    if t is str:
+        if len(value) > MAX_TEXT_CHARS:
+            raise ValueError(f"string longer than {MAX_TEXT_CHARS} characters")
+        return
+    if depth >= MAX_RESULT_DEPTH:  # checked before recursing: never a RecursionError
+        raise ValueError(f"nested deeper than {MAX_RESULT_DEPTH}")
+    if t is list or t is tuple:
+        for item in value:
+            check_result(item, depth + 1)
+        return
+    if t is dict:
+        if len(value) > MAX_MAP_KEYS:
+            raise ValueError(f"map of {len(value)} keys is over {MAX_MAP_KEYS}: use an array")
+        for k, item in value.items():
+            if type(k) is not str:
+                raise ValueError(f"map key {_show(k)} is not a string")
+            check_result(item, depth + 1)
+        return
+    raise ValueError(f"{t.__name__} is not allowed in a result")
+
+
+def _string(v: object, max_chars: int) -> None:
+    """Like text() but may be empty: for messages and unknown addresses."""
+    if type(v) is not str or len(v) > max_chars:
+        raise ValueError(f"expected a string of at most {max_chars} characters, got {_show(v)}")
+
+
+_NOT_LEADER_RESULT: dict[str, Check] = {"leader": integer(1), "rpc": lambda v: _string(v, MAX_NAME_CHARS)}
+
+
+_is_code = one_of(frozenset(Code))
+
+
+def check_reply(req_id: object, ok: object, code: object, message: object, result: object) -> None:
+    try:
+        integer()(req_id)
+    except ValueError as e:
+        raise ValueError(f"req_id: {e}") from None
+    if type(ok) is not bool:
+        raise ValueError(f"ok: expected a boolean, got {_show(ok)}")
+    _is_code(code)
+    if ok != (code == Code.OK):
+        raise ValueError(f"ok={ok} contradicts code {code}")
+    _string(message, MAX_MESSAGE_CHARS)
+    if type(result) is not dict:
+        raise ValueError(f"result: expected a map, got {type(result).__name__}")
+    check_result(result)
+    if code == Code.NOT_LEADER:
+        if result.keys() != _NOT_LEADER_RESULT.keys():
+            raise ValueError(f"NOT_LEADER result must have exactly {sorted(_NOT_LEADER_RESULT)}")
+        for key, check in _NOT_LEADER_RESULT.items():
+            check(result[key])
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A client's command. `req_id` (>= 1) matches the reply; it is per connection,
+    unlike `(client, seq)` in write args, which names the write for exactly-once.
+    Do not mutate `args` after construction: it was checked then."""
+
+    req_id: int
+    op: str
+    args: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        check_request(self.req_id, self.op, self.args)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """The answer to the request with the same `req_id` (0: the request could not be read)."""
+
+    req_id: int
+    ok: bool
+    code: str
+    message: str
+    result: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        check_reply(self.req_id, self.ok, self.code, self.message, self.result)
+
+
+def ok_reply(req_id: int, result: dict[str, Any] | None = None) -> ClientReply:
+    return ClientReply(req_id, True, Code.OK, "", result if result is not None else {})
+
+
+def error_reply(req_id: int, code: str, message: str, result: dict[str, Any] | None = None) -> ClientReply:
+    return ClientReply(req_id, False, code, message, result if result is not None else {})
+
+
+def not_leader_reply(req_id: int, leader: int, rpc: str) -> ClientReply:
+    return error_reply(req_id, Code.NOT_LEADER, f"node {leader} is the leader", {"leader": leader, "rpc": rpc})
