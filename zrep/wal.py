@@ -357,8 +357,9 @@ class Wal:
         """
         self._usable()
         if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
+            pending = self._pending
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
             self._write_all(data)
         if self._pending_durable:
             self._pending_durable = False
@@ -370,7 +371,7 @@ class Wal:
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
+        while view:  # a write may be short (signal, quota, disk filling up): loop
             try:
                 n = os.write(self._fd, view)  # type: ignore[arg-type]
             except OSError as exc:
