@@ -110,6 +110,7 @@ class Replica:
         self.role = Role.FOLLOWER
         self.leader = 0
         self.now = 0  # ticks since this replica started (not wall time)
+        self.leader_since = 0  # tick this replica last became leader
         self._elapsed = 0  # ticks in the current wait (leader silence, answers, promises)
         self._hb_elapsed = 0
         self._timeout = 0
@@ -405,6 +406,7 @@ class Replica:
     def _become_leader(self) -> None:
         self.role = Role.LEADER
         self.leader = self.id
+        self.leader_since = self.now
         self._elapsed = 0
         nxt = self.log.last_index + 1
         self._progress = {p: Progress(next=nxt, last_ack_tick=self.now, last_contact_tick=self.now) for p in self.peers}

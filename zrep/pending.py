@@ -1,0 +1,132 @@
+"""Client requests waiting for the log: writes until their entry is applied
+(and, for `ack=all`, on every member's disk), reads until their read index is
+applied. Pure: routes are opaque values the shell uses to reply, time is in
+ticks. Shared by the real node and the simulator.
+
+Invariants: a request is answered at most once; every request is answered
+or expired by its deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+Key = tuple[str, int]  # (client id, sequence number)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Answer `route` with `result` (an answer dict from the store or an error)."""
+
+    route: Any
+    result: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Write:
+    route: Any
+    deadline: int
+    ack_all: bool
+    index: int = 0
+    answer: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Read:
+    route: Any
+    deadline: int
+    query: Any
+    index: int | None = None
+
+
+def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"ok": False, "error": code, "message": message, **extra}
+
+
+@dataclass
+class Pending:
+    _writes: dict[Key, list[_Write]] = field(default_factory=dict)
+    _all: list[_Write] = field(default_factory=list)  # applied, waiting for every member
+    _reads: dict[Hashable, _Read] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._writes.values()) + len(self._all) + len(self._reads)
+
+    # ------------------------------------------------------------ writes
+
+    def add_write(self, key: Key, route: Any, deadline: int, ack_all: bool = False) -> None:
+        self._writes.setdefault(key, []).append(_Write(route, deadline, ack_all))
+
+    def on_applied(self, key: Key | None, index: int, answer: dict[str, Any] | None) -> list[Done]:
+        """An entry was applied; answer whoever waits for its (client, seq)."""
+        if key is None or answer is None:
+            return []
+        waiting = self._writes.pop(key, None)
+        if not waiting:
+            return []
+        done = []
+        for w in waiting:
+            w.index, w.answer = index, answer
+            if w.ack_all:
+                self._all.append(w)
+            else:
+                done.append(Done(w.route, answer))
+        return done
+
+    def check_all(self, durable_on: Callable[[int], tuple[int, ...]], members: tuple[int, ...], now: int) -> list[Done]:
+        """Answer `ack=all` writes once every member has them on disk, or at their
+        deadline with the members that do (the write is committed either way)."""
+        done, still = [], []
+        for w in self._all:
+            have = durable_on(w.index)
+            if set(have) >= set(members) or now >= w.deadline:
+                answer = dict(w.answer or {})
+                answer["durable_on"] = list(have)
+                answer["all_durable"] = set(have) >= set(members)
+                done.append(Done(w.route, answer))
+            else:
+                still.append(w)
+        self._all = still
+        return done
+
+    # ------------------------------------------------------------ reads
+
+    def add_read(self, ctx: Hashable, route: Any, deadline: int, query: Any) -> None:
+        self._reads[ctx] = _Read(route, deadline, query)
+
+    def on_read_index(self, ctx: Hashable, index: int) -> list[Done]:
+        """The core confirmed (index >= 0) or failed (-1) read `ctx`."""
+        read = self._reads.get(ctx)
+        if read is None:
+            return []
+        if index < 0:
+            del self._reads[ctx]
+            return [Done(read.route, error("NO_LEADER", "leadership changed during the read; retry"))]
+        read.index = index
+        return []
+
+    def reads_ready(self, applied: int) -> list[tuple[Any, Any]]:
+        """(route, query) of reads whose index the store has now applied."""
+        ready = [(ctx, r) for ctx, r in self._reads.items() if r.index is not None and r.index <= applied]
+        for ctx, _ in ready:
+            del self._reads[ctx]
+        return [(r.route, r.query) for _, r in ready]
+
+    # ------------------------------------------------------------ deadlines
+
+    def expire(self, now: int) -> list[Done]:
+        timeout = error("TIMEOUT", "no answer in time; the outcome is unknown: retry with the same sequence number")
+        done = []
+        for key in list(self._writes):
+            keep = []
+            for w in self._writes[key]:
+                (done.append(Done(w.route, timeout)) if now >= w.deadline else keep.append(w))
+            if keep:
+                self._writes[key] = keep
+            else:
+                del self._writes[key]
+        for ctx in [c for c, r in self._reads.items() if now >= r.deadline]:
+            done.append(Done(self._reads.pop(ctx).route, error("TIMEOUT", "read not confirmed in time; retry")))
+        return done

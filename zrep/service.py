@@ -1,0 +1,145 @@
+"""`Service`: a replica, its message store and its waiting clients — a whole
+node except for sockets, files and the clock. Pure; shared by the real node
+(zrep.node) and the simulator (zrep.sim), so both run the same glue.
+
+Invariants:
+  * Client answers come from the store after the entry is applied, so a
+    follower and a leader answer a write identically (the store keeps the
+    answer of every (client, seq) it applied: a retry gets the original).
+  * Writes proposed in one loop iteration go to the core in one batch (one
+    append per follower, one fsync).
+  * A linearizable read is answered only once the store has applied the
+    read index that the leader confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .commands import command_key
+from .core.messages import Entry, Message, Role
+from .core.ready import ReadState
+from .core.replica import Replica
+from .driver import Storage, apply_ready
+from .pending import Done, Pending, error
+from .store import Store
+
+ROLE_NAMES = {Role.FOLLOWER: "follower", Role.ELECTING: "electing", Role.CANDIDATE: "candidate", Role.LEADER: "leader"}
+
+
+class Service:
+    def __init__(self, replica: Replica, store: Store, *, request_ticks: int, all_ticks: int | None = None) -> None:
+        self.replica = replica
+        self.store = store
+        self.pending = Pending()
+        self.request_ticks = request_ticks  # deadline of a client request, in ticks
+        self.all_ticks = all_ticks if all_ticks is not None else request_ticks
+        self._batch: list[tuple[bytes, tuple[str, int], Any, bool]] = []
+        self._next_ctx = 0
+        self._done: list[Done] = []
+        self.on_apply: Callable[[Entry, dict[str, Any] | None], None] | None = None  # observers (sim checks)
+
+    # ------------------------------------------------------------ requests
+
+    def submit_write(self, route: Any, command: bytes, ack_all: bool = False) -> None:
+        key = command_key(command)
+        if key is None:
+            self._done.append(Done(route, error("BAD_REQUEST", "the command does not decode; fix the client")))
+            return
+        kept = self.store.cached_answer(*key)
+        if kept is not None and not ack_all:
+            self._done.append(Done(route, kept))  # a retry of an applied command
+            return
+        if ack_all and self.replica.role != Role.LEADER:
+            self._done.append(Done(route, self._not_leader("ack=all is answered by the leader only")))
+            return
+        self._batch.append((command, key, route, ack_all))
+
+    def submit_read(self, route: Any, query: dict[str, Any], stale: bool = False) -> None:
+        if stale:
+            self._done.append(Done(route, self.run_query(query)))
+            return
+        self._next_ctx += 1
+        if self.replica.read_index(self._next_ctx):
+            self.pending.add_read(self._next_ctx, route, self.replica.now + self.request_ticks, query)
+        else:
+            self._done.append(Done(route, error("NO_LEADER", "no leader known; retry shortly", leader=0)))
+
+    def run_query(self, query: dict[str, Any]) -> dict[str, Any]:
+        """Answer a read from the local store, saying how fresh it is."""
+        applied = self.store.applied_index
+        op = query.get("op")
+        if op == "read":
+            msgs = self.store.read(query["mailbox"], query.get("after", -1), query.get("limit", 100))
+            rows = [[m.offset, m.sender, m.body, m.index] for m in msgs]
+            return {"ok": True, "messages": rows, "applied": applied}
+        if op == "mailboxes":
+            return {"ok": True, "mailboxes": [list(x) for x in self.store.mailboxes(query.get("pattern", "*"))],
+                    "applied": applied}
+        return error("BAD_REQUEST", f"unknown query {op!r}")
+
+    def _not_leader(self, why: str) -> dict[str, Any]:
+        leader = self.replica.leader
+        code = "NOT_LEADER" if leader else "NO_LEADER"
+        return error(code, f"{why}; {'the leader is node %d' % leader if leader else 'no leader known, retry shortly'}",
+                     leader=leader)
+
+    # ------------------------------------------------------------ the loop body
+
+    def process(self, storage: Storage, send: Callable[[Message], None], note: Callable[[str], None] | None = None) -> list[Done]:
+        """Propose the batch, then apply every Ready the core has. Returns the answers to send."""
+        self._propose_batch()
+        rep = self.replica
+        while rep.has_ready():
+            ready = rep.ready()
+            apply_ready(rep, ready, storage, send, self._apply, self._on_read, note)
+            if ready.committed:
+                for route, query in self.pending.reads_ready(self.store.applied_index):
+                    self._done.append(Done(route, self.run_query(query)))
+        for route, query in self.pending.reads_ready(self.store.applied_index):
+            self._done.append(Done(route, self.run_query(query)))
+        self._done += self.pending.check_all(rep.durable_on, rep.members, rep.now)
+        self._done += self.pending.expire(rep.now)
+        done, self._done = self._done, []
+        return done
+
+    def _propose_batch(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        proposal = self.replica.propose([cmd for cmd, _, _, _ in batch])
+        if not (proposal.accepted or proposal.forwarded):
+            for _, _, route, _ in batch:
+                self._done.append(Done(route, self._not_leader("no leader to take the write")))
+            return
+        deadline = self.replica.now + self.request_ticks
+        for _, key, route, ack_all in batch:
+            self.pending.add_write(key, route, self.replica.now + self.all_ticks if ack_all else deadline, ack_all)
+
+    def _apply(self, entry: Entry) -> None:
+        answer = self.store.apply(entry.index, entry.data)
+        if self.on_apply is not None:
+            self.on_apply(entry, answer)
+        if answer is None:
+            return
+        key = command_key(entry.data)
+        if key is None:
+            return
+        # A duplicate's kept answer names the index of the original entry.
+        index = answer.get("index", entry.index)
+        epoch = self.replica.log.epoch_at(index) or entry.epoch
+        answer = dict(answer, epoch=epoch, durable_on=list(self.replica.durable_on(index)))
+        self._done += self.pending.on_applied(key, entry.index, answer)
+
+    def _on_read(self, read: ReadState) -> None:
+        self._done += self.pending.on_read_index(read.ctx, read.index)
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        s = self.replica.status()
+        s["role_name"] = ROLE_NAMES[Role(s["role"])]
+        s["digest"] = self.store.digest()
+        s["store_applied"] = self.store.applied_index
+        return s

@@ -1,0 +1,455 @@
+"""`SimCluster`: a whole zrep cluster, its clients and a nemesis, in one thread.
+
+Each node is the real `Service` (replica + store + pending clients) over a
+`SimDisk`; messages cross a `SimNetwork`; time is a global tick counter and
+each node turns global ticks into its own at its own speed. Every random
+decision comes from generators seeded by the plan's seed, so a run replays
+exactly. The `Checker` judges every step; after the faults heal, the cluster
+must elect a leader, finish every client operation and converge.
+Must not import os, time or zmq.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..commands import encode_send
+from ..core.log import LogView
+from ..errors import InvariantError
+from ..core.messages import Entry, Role
+from ..core.replica import Replica
+from ..pending import Done
+from ..service import Service
+from ..store import Store
+from .checker import Ack, Checker, Violation
+from .disk import SimCrash, SimDisk
+from .network import LinkFaults, SimNetwork
+from .plan import SimPlan
+
+CLIENT_BASE = 1000
+MAILBOXES = ("a", "b", "c")
+
+
+class CheckedDisk(SimDisk):
+    """A SimDisk that tells the checker what its node writes to its log."""
+
+    def __init__(self, node: int, checker: Checker) -> None:
+        super().__init__()
+        self._node = node
+        self._checker = checker
+
+    def truncate(self, from_index: int) -> None:
+        super().truncate(from_index)
+        self._checker.truncated(self._node, from_index)
+
+    def append_entries(self, entries: Any) -> None:
+        entries = tuple(entries)
+        super().append_entries(entries)
+        self._checker.appended(self._node, entries)
+
+
+@dataclass
+class SimNode:
+    id: int
+    disk: CheckedDisk
+    speed: float
+    service: Service | None = None
+    paused_until: int = 0
+    restart_at: int = 0
+    lives: int = 0
+    acc: float = 0.0
+    inbox: list[Any] = field(default_factory=list)  # held while paused
+
+
+@dataclass
+class Op:
+    kind: str  # "send" | "read"
+    mailbox: str
+    start: int
+    seq: int = 0
+    body: bytes = b""
+    command: bytes = b""
+    token: int = 0
+    deadline: int = 0
+
+
+@dataclass
+class SimClient:
+    index: int
+    seq: int = 0
+    op: Op | None = None
+    leader_hint: int = 0
+    tokens: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"c{self.index}"
+
+    @property
+    def addr(self) -> int:
+        return CLIENT_BASE + self.index
+
+
+@dataclass
+class SimResult:
+    seed: int
+    nodes: int
+    ticks: int
+    faults: dict[str, int]
+    elections: int
+    commit: int
+    acked_writes: int
+    reads: int
+    failover_ticks: list[int]
+    converge_ticks: int
+
+
+class SimCluster:
+    def __init__(self, plan: SimPlan, trace: bool = False) -> None:
+        self.plan = plan
+        self.trace_on = trace
+        self.trace: list[str] = []
+        self.rng = random.Random(f"run-{plan.seed}-{plan.nodes}")
+        self.checker = Checker()
+        self.net = SimNetwork(random.Random(f"net-{plan.seed}"), LinkFaults(**vars(plan.link)))
+        self.ids = tuple(range(1, plan.nodes + 1))
+        self.nodes = {i: SimNode(i, CheckedDisk(i, self.checker), plan.speeds[i - 1]) for i in self.ids}
+        self.clients = [SimClient(k) for k in range(plan.clients)]
+        self.now = 0
+        self.faults: dict[str, int] = {}
+        self.partition_until = 0
+        self.reads = 0
+        self._leader_killed_at: int | None = None
+        self._leader_killed_epoch = 0
+        self.failovers: list[int] = []
+        for node in self.nodes.values():
+            self._boot(node)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _log(self, text: str) -> None:
+        if self.trace_on:
+            self.trace.append(f"[{self.now:6d}] {text}")
+
+    def _boot(self, node: SimNode) -> None:
+        replay = node.disk.replay()
+        node.lives += 1
+        replica = Replica(
+            node.id,
+            self.ids,
+            rng=random.Random(f"replica-{self.plan.seed}-{node.id}-{node.lives}"),
+            timing=self.plan.timing,
+            hard_state=replay.hard_state,
+            log=LogView(replay.entries),
+            commit=replay.commit,
+            bugs=self.plan.bugs,
+        )
+        ticks = 3 * self.plan.timing.election_ticks
+        node.service = Service(replica, Store(), request_ticks=ticks)
+        node.service.on_apply = lambda entry, answer, n=node.id: self.checker.applied_entry(n, entry)
+        node.inbox.clear()
+        node.paused_until = 0
+        self.checker.restarted(node.id, replay.entries)
+        self._log(f"node {node.id} starts (life {node.lives}): epoch {replay.hard_state.epoch}, "
+                  f"{len(replay.entries)} entries, commit {replay.commit}")
+
+    def _crash(self, node: SimNode, why: str) -> None:
+        lost = node.disk.crash(self.rng)
+        if node.service is not None and node.service.replica.role == Role.LEADER and self._leader_killed_at is None:
+            self._leader_killed_at = self.now
+            self._leader_killed_epoch = node.service.replica.hs.epoch
+        node.service = None
+        node.inbox.clear()
+        node.disk.crash_on_sync = False
+        lo, hi = self.plan.restart_ticks
+        node.restart_at = self.now + self.rng.randint(lo, hi)
+        self._count("crash_in_fsync" if why == "fsync" else "crash")
+        self._log(f"node {node.id} crashes ({why}); {lost} unsynced records lost")
+
+    def _count(self, fault: str) -> None:
+        self.faults[fault] = self.faults.get(fault, 0) + 1
+
+    # ------------------------------------------------------------ one tick
+
+    def step(self, faults_on: bool) -> None:
+        self.now += 1
+        self.checker.now = self.now
+        if faults_on:
+            self._nemesis()
+        for node in self.nodes.values():
+            if node.service is None and node.restart_at <= self.now:
+                self._boot(node)
+        self._deliver()
+        for node in self.nodes.values():
+            self._run_node(node)
+        self._clients_tick(faults_on)
+        self._observe()
+
+    def _deliver(self) -> None:
+        for dst, payload in self.net.due(self.now):
+            if dst >= CLIENT_BASE:
+                self._client_reply(self.clients[dst - CLIENT_BASE], payload)
+                continue
+            node = self.nodes[dst]
+            if node.service is None:
+                continue
+            if node.paused_until > self.now:
+                node.inbox.append(payload)
+            else:
+                self._handle(node, payload)
+
+    def _handle(self, node: SimNode, payload: Any) -> None:
+        svc = node.service
+        if isinstance(payload, tuple):  # a client request
+            kind, route, body = payload
+            if kind == "write":
+                svc.submit_write(route, body)
+            else:
+                svc.submit_read(route, body)
+        else:
+            svc.replica.step(payload)
+
+    def _run_node(self, node: SimNode) -> None:
+        if node.service is None or node.paused_until > self.now:
+            return
+        if node.inbox:
+            held, node.inbox = node.inbox, []
+            for payload in held:
+                self._handle(node, payload)
+        node.acc += node.speed
+        while node.acc >= 1.0:
+            node.acc -= 1.0
+            node.service.replica.tick()
+        try:
+            done = node.service.process(node.disk, lambda m: self._send_peer(node.id, m), self._log)
+        except SimCrash:
+            self._crash(node, "fsync")
+            return
+        for d in done:
+            self.net.send(self.now, node.id, d.route[0], d)
+
+    def _send_peer(self, src: int, msg: Any) -> None:
+        if msg.dst == 0:
+            for peer in self.ids:
+                if peer != src:
+                    self.net.send(self.now, src, peer, msg)
+        else:
+            self.net.send(self.now, src, msg.dst, msg)
+
+    def _observe(self) -> None:
+        for node in self.nodes.values():
+            if node.service is None:
+                continue
+            rep = node.service.replica
+            if rep.role == Role.LEADER:
+                self.checker.saw_leader(node.id, rep.hs.epoch, rep.log)
+                if self._leader_killed_at is not None and rep.hs.epoch > self._leader_killed_epoch:
+                    self.failovers.append(self.now - self._leader_killed_at)
+                    self._leader_killed_at = None
+            self.checker.saw_progress(node.id, rep.commit, rep.applied)
+
+    # ------------------------------------------------------------ nemesis
+
+    def _alive(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.service is not None]
+
+    def _leader(self) -> SimNode | None:
+        leaders = [n for n in self._alive() if n.service.replica.role == Role.LEADER]
+        return max(leaders, key=lambda n: n.service.replica.hs.epoch) if leaders else None
+
+    def _leader_since(self, node: SimNode) -> int:
+        return node.service.replica.leader_since
+
+    def _nemesis(self) -> None:
+        p, rng = self.plan, self.rng
+        alive = self._alive()
+        leader = self._leader()
+        if alive and rng.random() < p.crash_p:
+            target = leader if leader is not None and rng.random() < 0.5 else rng.choice(alive)
+            self._crash(target, "kill")
+        elif leader is not None and leader.service.replica.now - self._leader_since(leader) < p.timing.election_ticks:
+            if rng.random() < p.churn_p:
+                self._crash(leader, "kill")
+                self._count("kill_new_leader")
+        if alive and rng.random() < p.sync_crash_p:
+            rng.choice(alive).disk.crash_on_sync = True
+        if alive and rng.random() < p.pause_p:
+            target = rng.choice(alive)
+            if target.paused_until <= self.now:
+                target.paused_until = self.now + rng.randint(*p.pause_ticks)
+                self._count("pause")
+                self._log(f"node {target.id} paused until {target.paused_until}")
+        if self.partition_until and self.now >= self.partition_until:
+            self.net.heal()
+            self.partition_until = 0
+            self._log("partition healed")
+        elif not self.partition_until and rng.random() < p.partition_p:
+            self._partition()
+
+    def _partition(self) -> None:
+        rng, everyone = self.rng, set(self.ids)
+        leader = self._leader()
+        shape = rng.choice(("isolate", "leader_minority", "split", "one_way"))
+        minority = (len(self.ids) - 1) // 2
+        if shape == "isolate" or shape == "one_way":
+            group = {leader.id if leader is not None and rng.random() < 0.5 else rng.choice(self.ids)}
+        elif shape == "leader_minority" and leader is not None:
+            others = [i for i in self.ids if i != leader.id]
+            group = {leader.id, *rng.sample(others, max(0, minority - 1))}
+        else:
+            group = set(rng.sample(self.ids, rng.randint(1, minority)))
+        self.net.isolate(group, everyone, one_way=(shape == "one_way"))
+        self.partition_until = self.now + rng.randint(*self.plan.partition_ticks)
+        self._count(f"partition_{shape}")
+        self._log(f"partition {shape}: {sorted(group)} cut off until {self.partition_until}")
+
+    def heal(self) -> None:
+        self.net.heal()
+        self.net.faults = LinkFaults(min_delay=1, max_delay=self.plan.link.max_delay)
+        self.partition_until = 0
+        for node in self.nodes.values():
+            node.paused_until = 0
+            node.disk.crash_on_sync = False
+            if node.service is None:
+                node.restart_at = self.now
+        self._log("all faults healed")
+
+    # ------------------------------------------------------------ clients
+
+    def _clients_tick(self, faults_on: bool) -> None:
+        attempt_ticks = 4 * self.plan.timing.election_ticks
+        for c in self.clients:
+            if c.op is None:
+                if not faults_on or self.rng.random() >= self.plan.op_p:
+                    continue
+                c.op = self._new_op(c)
+                self._attempt(c, attempt_ticks)
+            elif self.now >= c.op.deadline:
+                self._attempt(c, attempt_ticks)
+
+    def _new_op(self, c: SimClient) -> Op:
+        mailbox = self.rng.choice(MAILBOXES)
+        if self.rng.random() < 0.3:
+            return Op("read", mailbox, self.now)
+        c.seq += 1
+        body = f"{c.name}-{c.seq}".encode()
+        # One operation at a time: the lowest seq still awaited is this one.
+        cmd = encode_send(c.name, c.seq, c.seq, c.name, mailbox, body)
+        return Op("send", mailbox, self.now, c.seq, body, cmd)
+
+    def _attempt(self, c: SimClient, attempt_ticks: int) -> None:
+        op = c.op
+        c.tokens += 1
+        op.token = c.tokens
+        op.deadline = self.now + attempt_ticks
+        node = c.leader_hint if c.leader_hint and self.rng.random() < 0.7 else self.rng.choice(self.ids)
+        route = (c.addr, op.token)
+        if op.kind == "send":
+            self.net.send(self.now, c.addr, node, ("write", route, op.command))
+        else:
+            self.net.send(self.now, c.addr, node, ("read", route, {"op": "read", "mailbox": op.mailbox, "limit": 10_000}))
+
+    def _client_reply(self, c: SimClient, done: Done) -> None:
+        op = c.op
+        if op is None or done.route[1] != op.token:
+            return  # an answer to an attempt we gave up on
+        r = done.result
+        if not r.get("ok"):
+            if r.get("error") in ("NOT_LEADER", "NO_LEADER", "TIMEOUT"):
+                c.leader_hint = r.get("leader", 0) or 0
+                op.deadline = self.now + 2  # retry soon, same (client, seq)
+                return
+            raise Violation(f"tick {self.now}: client {c.name} got unexpected answer {r}")
+        if op.kind == "send":
+            self.checker.acked(Ack(c.name, op.seq, op.mailbox, op.body, r["index"], r["offset"], self.now))
+            self._log(f"client {c.name} send {op.seq} acked at index {r['index']} offset {r['offset']}")
+        else:
+            self.reads += 1
+            self.checker.read_returned(op.mailbox, op.start, [row[2] for row in r["messages"]])
+        c.op = None
+
+    # ------------------------------------------------------------ the run
+
+    def converged(self) -> bool:
+        if any(c.op is not None for c in self.clients):
+            return False
+        leader = self._leader()
+        if leader is None or any(n.service is None for n in self.nodes.values()):
+            return False
+        lrep = leader.service.replica
+        if lrep.commit < lrep.log.last_index:
+            return False
+        digests = {n.service.store.digest() for n in self.nodes.values()}
+        applied = {n.service.store.applied_index for n in self.nodes.values()}
+        return len(digests) == 1 and applied == {lrep.commit}
+
+    def final_check(self) -> None:
+        leader = self._leader()
+        store = leader.service.store
+        for ack in self.checker.acks.values():
+            msgs = store.read(ack.mailbox, ack.offset - 1, 1)
+            if not msgs or msgs[0].offset != ack.offset or msgs[0].body != ack.body:
+                raise Violation(f"acknowledged write {(ack.client, ack.seq)} lost: not at {ack.mailbox}@{ack.offset}")
+        for box in MAILBOXES:
+            bodies = [m.body for m in store.read(box, -1, 10_000_000)]
+            if len(bodies) != len(set(bodies)):
+                raise Violation(f"mailbox {box} holds a message twice")
+
+    def run(self) -> SimResult:
+        for _ in range(self.plan.fault_ticks):
+            self.step(faults_on=True)
+        self.heal()
+        start = self.now
+        while not self.converged():
+            if self.now - start > self.plan.heal_ticks:
+                raise Violation(
+                    f"tick {self.now}: no convergence {self.plan.heal_ticks} ticks after the heal "
+                    f"({self.describe()})"
+                )
+            self.step(faults_on=False)
+        self.final_check()
+        leader = self._leader().service.replica
+        return SimResult(
+            seed=self.plan.seed,
+            nodes=self.plan.nodes,
+            ticks=self.now,
+            faults=dict(self.faults),
+            elections=len(self.checker.leaders),
+            commit=leader.commit,
+            acked_writes=len(self.checker.acks),
+            reads=self.reads,
+            failover_ticks=list(self.failovers),
+            converge_ticks=self.now - start,
+        )
+
+    def describe(self) -> str:
+        parts = []
+        for n in self.nodes.values():
+            if n.service is None:
+                parts.append(f"{n.id}:down")
+                continue
+            r = n.service.replica
+            parts.append(f"{n.id}:{r.role.name.lower()} e{r.hs.epoch} last {r.log.last_index} "
+                         f"commit {r.commit} applied {r.applied}")
+        busy = sum(1 for c in self.clients if c.op is not None)
+        return "; ".join(parts) + f"; {busy} clients busy"
+
+
+def run_seed(seed: int, nodes: int = 3, bugs: frozenset[str] = frozenset(), trace: bool = False,
+             fault_ticks: int = 600) -> tuple[SimResult | None, str | None, list[str]]:
+    """Run one seed. Returns (result, violation message or None, trace lines)."""
+    plan = SimPlan.from_seed(seed, nodes, bugs, fault_ticks)
+    cluster = SimCluster(plan, trace)
+    try:
+        return cluster.run(), None, cluster.trace
+    except Violation as v:
+        return None, str(v), cluster.trace
+    except InvariantError as e:  # a replica caught its own broken rule: a finding too
+        return None, f"tick {cluster.now}: InvariantError: {e}", cluster.trace
+
+
+def median(values: list[int]) -> float:
+    return statistics.median(values) if values else 0.0

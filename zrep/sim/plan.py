@@ -1,0 +1,77 @@
+"""`SimPlan`: everything about one simulated run, derived from one seed.
+
+The same seed gives the same plan, the same faults and the same delays, so a
+failing seed replays exactly. Must not import os, time or zmq.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..core.ready import Timing
+from .network import LinkFaults
+
+
+@dataclass(frozen=True)
+class SimPlan:
+    seed: int
+    nodes: int
+    fault_ticks: int  # faults are injected during this many ticks
+    heal_ticks: int  # then everything heals; liveness must follow within this bound
+    link: LinkFaults
+    timing: Timing
+    crash_p: float  # per tick: SIGKILL a node
+    sync_crash_p: float  # per tick: arm a crash inside a node's next fsync
+    restart_ticks: tuple[int, int]
+    churn_p: float  # per tick, while a leader is new: kill it (a leader dying mid-takeover)
+    pause_p: float
+    pause_ticks: tuple[int, int]
+    partition_p: float
+    partition_ticks: tuple[int, int]
+    speeds: tuple[float, ...]  # ticks per global tick, per node
+    clients: int
+    op_p: float  # per tick, per idle client: start an operation
+    bugs: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_seed(cls, seed: int, nodes: int = 3, bugs: frozenset[str] = frozenset(), fault_ticks: int = 600) -> "SimPlan":
+        rng = random.Random(f"plan-{seed}-{nodes}")
+        max_delay = rng.choice((1, 2, 2, 3, 4))
+        link = LinkFaults(
+            loss=rng.choice((0.0, 0.01, 0.05, 0.15)),
+            dup=rng.choice((0.0, 0.02, 0.1)),
+            min_delay=1,
+            max_delay=max_delay,
+        )
+        heartbeat = max(2, max_delay + 1)
+        timing = Timing(
+            heartbeat_ticks=heartbeat,
+            election_ticks=8 * heartbeat,
+            answer_ticks=2 * max_delay + 1,
+            max_inflight=rng.choice((1, 4, 64)),
+            max_batch_entries=rng.choice((1, 2, 64)),  # 1: a new leader's old entries travel apart from its no-op
+            max_batch_bytes=1 << 20,
+        )
+        uneven = rng.random() < 0.3
+        speeds = tuple(rng.uniform(0.6, 1.4) if uneven else 1.0 for _ in range(nodes))
+        return cls(
+            seed=seed,
+            nodes=nodes,
+            fault_ticks=fault_ticks,
+            heal_ticks=60 * timing.election_ticks,
+            link=link,
+            timing=timing,
+            crash_p=rng.choice((0.0, 0.005, 0.01, 0.02)),
+            sync_crash_p=rng.choice((0.0, 0.005, 0.02)),
+            restart_ticks=(1, rng.choice((5, 40, 150))),
+            churn_p=rng.choice((0.0, 0.0, 0.05, 0.2)),
+            pause_p=rng.choice((0.0, 0.003, 0.01)),
+            pause_ticks=(timing.election_ticks // 2, 3 * timing.election_ticks),
+            partition_p=rng.choice((0.0, 0.005, 0.02)),
+            partition_ticks=(timing.election_ticks // 2, 5 * timing.election_ticks),
+            speeds=speeds,
+            clients=rng.choice((1, 2, 4)),
+            op_p=rng.choice((0.1, 0.3, 0.8)),
+            bugs=bugs,
+        )
