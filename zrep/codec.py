@@ -19,7 +19,7 @@ msgpack reads a single byte of the body.
 | 4    | Coordinator      | [src, dst, epoch, last_epoch, last_index]                                 |
 | 5    | Promise          | [src, dst, epoch, granted]                                                |
 | 6    | Append           | [src, dst, epoch, prev_index, prev_epoch, entries, commit, round]         |
-| 7    | AppendAck        | [src, dst, epoch, success, match, round]                                  |
+| 7    | AppendAck        | [src, dst, epoch, success, match, round, rejected]                        |
 | 8    | Forward          | [src, dst, epoch, commands]                                               |
 | 9    | ReadIndexRequest | [src, dst, epoch, ctx]                                                    |
 | 10   | ReadIndexReply   | [src, dst, epoch, ctx, ok, index]                                         |

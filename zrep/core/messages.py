@@ -124,7 +124,9 @@ class Append:
 @dataclass(frozen=True, slots=True)
 class AppendAck:
     """Follower to leader. On success `match` is the last index known to equal the
-    leader's log; on failure `match` is a hint: retry from match + 1."""
+    leader's log; on failure `match` is a hint (retry from match + 1) and
+    `rejected` the prev_index of the refused append, so that the leader can
+    tell a stale or duplicated refusal from the answer to its current probe."""
 
     src: int
     dst: int
@@ -132,6 +134,7 @@ class AppendAck:
     success: bool
     match: int
     round: int
+    rejected: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -508,7 +508,7 @@ class Replica:
 
     def _on_append(self, m: Append) -> None:
         if m.epoch < self.hs.epoch:
-            self._ack(m, False, self.log.last_index)  # tells a stale leader our epoch
+            self._ack(m, False, self.log.last_index, m.prev_index)  # tells a stale leader our epoch
             return
         if self.role == Role.LEADER:
             raise InvariantError(f"two leaders in epoch {m.epoch}: {self.id} and {m.src}")
@@ -520,10 +520,10 @@ class Replica:
             entries = entries[skip:]
             prev_index, prev_epoch = self.log.first_index - 1, self.log.prev_epoch
         if prev_index > self.log.last_index:
-            self._ack(m, False, self.log.last_index)
+            self._ack(m, False, self.log.last_index, m.prev_index)
             return
         if not self.log.matches(prev_index, prev_epoch):
-            self._ack(m, False, self.log.conflict_hint(prev_index, self.commit))
+            self._ack(m, False, self.log.conflict_hint(prev_index, self.commit), m.prev_index)
             return
         self._append_entries(entries)
         match = prev_index + len(entries)
@@ -544,8 +544,8 @@ class Replica:
             self.log.append(entry)
             self._entries.append(entry)
 
-    def _ack(self, m: Append, success: bool, match: int) -> None:
-        ack = AppendAck(self.id, m.src, self.hs.epoch, success, match, m.round)
+    def _ack(self, m: Append, success: bool, match: int, rejected: int = 0) -> None:
+        ack = AppendAck(self.id, m.src, self.hs.epoch, success, match, m.round, rejected)
         if "ack_before_persist" in self.bugs:
             self._send(ack)
         else:
@@ -567,11 +567,22 @@ class Replica:
             pr.inflight = max(0, pr.inflight - 1)
             pr.probing = False
             self._maybe_commit()
+        elif not self._rejection_is_current(pr, m.rejected):
+            return  # stale or duplicated: acting on it would resend needlessly (and, with
+            # duplicating networks, multiply messages without bound)
         else:
             pr.probing = True
             pr.inflight = 0
             pr.next = max(pr.match + 1, min(m.match + 1, self.log.last_index + 1))
         self._send_more(m.src)
+
+    @staticmethod
+    def _rejection_is_current(pr: Progress, rejected: int) -> bool:
+        """etcd-raft's maybeDecrTo: a probe's refusal must be of the probe in flight;
+        while pipelining, any refusal above what we know matches is current."""
+        if pr.probing:
+            return rejected == pr.next - 1
+        return rejected > pr.match
 
     def _on_forward(self, m: Forward) -> None:
         if self.role == Role.LEADER and m.commands:
@@ -611,8 +622,8 @@ class Replica:
             pr.next, pr.next + self.timing.max_batch_entries - 1, self.timing.max_batch_bytes
         )
         self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, tuple(entries), self.commit, self._round))
-        if entries:
-            pr.next = entries[-1].index + 1
+        if entries and not pr.probing:
+            pr.next = entries[-1].index + 1  # a probe keeps `next` until its answer comes
         if pr.inflight == 0:
             pr.last_ack_tick = self.now
         pr.inflight += 1
@@ -625,6 +636,9 @@ class Replica:
         if self.log.epoch_at(index) != self.hs.epoch and "commit_old_epoch" not in self.bugs:
             return  # Raft 5.4.2: older epochs commit only under an entry of ours
         self._set_commit(index)
+        for peer, pr in self._progress.items():
+            if pr.inflight == 0 and not pr.probing:
+                self._send_append(peer)  # tell idle followers now, not at the next heartbeat
         if self._reads_waiting or self._reads_unsent:
             self._confirm_reads()
 
