@@ -1,0 +1,529 @@
+"""Tests for zrep.client.
+
+Unit part: the retry, seq and low bookkeeping against fake nodes: real ZeroMQ
+ROUTER sockets in threads that speak the real codec, each answering by a
+script (OK, NOT_LEADER, NO_LEADER, TIMEOUT, silence, late answers, death).
+Integration part: the library against a real LocalCluster (tests/harness.py),
+skipped while that harness does not exist.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import zmq
+
+from zrep import codec
+from zrep.client import (
+    ClientExpired,
+    Message,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+    Client,
+)
+from zrep.client_messages import ClientReply, ClientRequest, Code, error_reply, not_leader_reply, ok_reply
+from zrep.config import ClusterConfig, config_from_dict
+from zrep.errors import ZrepError
+
+# ================================================================ fake nodes
+#
+# A script is `(node, request) -> Reply | None`: None stays silent (the request
+# is still recorded); a Reply is sent after its delay. FakeMailboxes is a toy
+# store shared by several fakes (exactly once by (client, seq), and the store's
+# rule that an unknown client id must send low == 1).
+
+
+@dataclass(frozen=True)
+class Reply:
+    reply: ClientReply
+    delay_s: float = 0.0
+
+
+Script = Callable[["FakeNode", ClientRequest], "Reply | None"]
+
+
+class FakeNode:
+    """One fake node: records every request, answers by its script."""
+
+    def __init__(self, node_id: int, script: Script) -> None:
+        self.id = node_id
+        self.script = script
+        self.requests: list[ClientRequest] = []
+        self.address = ""
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fake-node-{node_id}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(5):
+            raise RuntimeError("fake node did not bind")
+
+    def _run(self) -> None:
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.ROUTER)  # made in its own thread: sockets never cross threads
+        sock.linger = 0
+        sock.bind("tcp://127.0.0.1:*")
+        self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._ready.set()
+        later: list[tuple[float, bytes, bytes]] = []  # (due, routing id, payload)
+        try:
+            while not self._stop.is_set():
+                if sock.poll(10):
+                    rid, payload = sock.recv_multipart()
+                    request = codec.decode(payload)
+                    self.requests.append(request)
+                    answer = self.script(self, request)
+                    if answer is not None:
+                        later.append((time.monotonic() + answer.delay_s, rid, codec.encode(answer.reply)))
+                now = time.monotonic()
+                for item in [x for x in later if x[0] <= now]:
+                    later.remove(item)
+                    sock.send_multipart([item[1], item[2]])
+        finally:
+            sock.close(linger=0)
+
+    def kill(self) -> None:
+        """Stop answering and close the port, like a dead process."""
+        self._stop.set()
+        self._thread.join(5)
+
+    def writes(self) -> list[tuple[int, int]]:
+        """(seq, low) of every write request received, in order."""
+        return [(r.args["seq"], r.args["low"]) for r in self.requests if r.op in ("send", "delete")]
+
+
+def config_for(nodes: list[FakeNode], tmp_path: Path, extra_addresses: dict[int, str] | None = None) -> ClusterConfig:
+    """A cluster file whose rpc addresses are the fakes' (plus extra ids -> addresses)."""
+    addresses = {n.id: n.address for n in nodes} | (extra_addresses or {})
+    rows = [{"id": i, "rpc": a, "pub": f"tcp://127.0.0.1:{i}"} for i, a in sorted(addresses.items())]
+    raw = {"cluster": {"heartbeat_ms": 50, "election_timeout_ms": 500, "data_dir": "data"}, "nodes": rows}
+    return config_from_dict(raw, tmp_path)
+
+
+def closed_port_address() -> str:
+    """A loopback address nothing listens on."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind("tcp://127.0.0.1:*")
+    address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    sock.close(linger=0)
+    return address
+
+
+# ---------------------------------------------------------------- scripts
+
+
+def silent(node: FakeNode, request: ClientRequest) -> Reply | None:
+    return None
+
+
+def answer_code(code: str, message: str = "scripted") -> Script:
+    def script(node: FakeNode, request: ClientRequest) -> Reply:
+        return Reply(error_reply(request.req_id, code, message))
+
+    return script
+
+
+def redirect_to(leader: int, rpc: str = "") -> Script:
+    def script(node: FakeNode, request: ClientRequest) -> Reply:
+        return Reply(not_leader_reply(request.req_id, leader, rpc))
+
+    return script
+
+
+@dataclass
+class FakeMailboxes:
+    """A thread-safe toy store shared by fakes: sends, deletes, reads, exactly once."""
+
+    boxes: dict[str, list[tuple[int, str, bytes, int]]] = field(default_factory=dict)
+    answers: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    known: set[str] = field(default_factory=set)
+    index: int = 0
+    applied_writes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, mailbox: str, body: bytes, sender: str = "") -> int:
+        with self.lock:
+            return self._append(mailbox, sender, body)
+
+    def _append(self, mailbox: str, sender: str, body: bytes) -> int:
+        box = self.boxes.setdefault(mailbox, [])
+        self.index += 1
+        offset = box[-1][0] + 1 if box else 0
+        box.append((offset, sender, body, self.index))
+        return offset
+
+    def write(self, args: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            key = (args["client"], args["seq"])
+            if key in self.answers:
+                return self.answers[key]
+            if args["client"] not in self.known and args["low"] != 1:
+                return {"ok": False, "error": "CLIENT_EXPIRED", "message": "unknown client id"}
+            self.known.add(args["client"])
+            self.applied_writes += 1
+            offset = self._append(args["to"], args["sender"], args["body"])
+            answer = {"ok": True, "mailbox": args["to"], "offset": offset, "index": self.index,
+                      "epoch": 1, "durable_on": [1, 2]}
+            self.answers[key] = answer
+            return answer
+
+    def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            rows = [list(m) for m in self.boxes.get(args["mailbox"], []) if m[0] > args["after"]]
+            return {"ok": True, "messages": rows[: args["limit"]], "applied": self.index}
+
+
+def serve(store: FakeMailboxes) -> Script:
+    """A leader over `store`: answers writes and reads."""
+
+    def script(node: FakeNode, request: ClientRequest) -> Reply:
+        if request.op in ("send",):
+            answer = store.write(request.args)
+        elif request.op in ("read", "stale_read"):
+            answer = store.read(request.args)
+        else:
+            return Reply(error_reply(request.req_id, Code.BAD_REQUEST, f"fake: no {request.op}"))
+        if answer.get("ok"):
+            return Reply(ok_reply(request.req_id, answer))
+        return Reply(error_reply(request.req_id, Code.BAD_REQUEST, answer["message"], answer))
+
+    return script
+
+
+# ================================================================ fixtures
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """make_cluster(script1, script2, ...) -> (fakes, config); fakes get ids 1, 2, ..."""
+    made: list[FakeNode] = []
+
+    def make(*scripts: Script, extra: dict[int, str] | None = None) -> tuple[list[FakeNode], ClusterConfig]:
+        nodes = [FakeNode(i, s) for i, s in enumerate(scripts, start=1)]
+        made.extend(nodes)
+        return nodes, config_for(nodes, tmp_path, extra)
+
+    yield make
+    for n in made:
+        n.kill()
+
+
+@pytest.fixture
+def clients():
+    """clients(config, **kw) -> a Client with short test timeouts, closed at teardown."""
+    made: list[Client] = []
+
+    def make(config: ClusterConfig, **kw: Any) -> Client:
+        kw.setdefault("timeout_s", 2.0)
+        kw.setdefault("attempt_timeout_s", 0.3)
+        c = Client(config, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+# ================================================================ writes: seq, low, receipt
+
+
+def test_send_returns_the_receipt_and_carries_client_seq_low(make_cluster, clients):
+    store = FakeMailboxes()
+    (n1,), cfg = make_cluster(serve(store))
+    c = clients(cfg, client_id="alice")
+    r = c.send("inbox", "hello", sender="bob")
+    assert (r.mailbox, r.offset, r.index, r.epoch, r.durable_on, r.all_durable, r.node) == (
+        "inbox", 0, 1, 1, [1, 2], None, 1)
+    (req,) = n1.requests
+    assert req.op == "send"
+    assert req.args == {"client": "alice", "seq": 1, "low": 1, "ack": "majority", "sender": "bob",
+                        "to": "inbox", "body": b"hello"}
+
+
+def test_seq_grows_per_write_and_low_follows_it_once_the_store_knows_the_client(make_cluster, clients):
+    store = FakeMailboxes()
+    (n1,), cfg = make_cluster(serve(store))
+    c = clients(cfg)
+    for _ in range(3):
+        c.send("inbox", b"x")
+    assert n1.writes() == [(1, 1), (2, 2), (3, 3)]
+    assert c.seq == 3
+
+
+def test_a_new_client_keeps_low_1_until_its_first_answer(make_cluster, clients):
+    # The first write gets no answer at all: the store may never have seen this id, so
+    # the next write must still say low == 1 or the store would refuse it as expired.
+    store = FakeMailboxes()
+    answering = threading.Event()
+
+    def script(node: FakeNode, req: ClientRequest) -> Reply | None:
+        return serve(store)(node, req) if answering.is_set() else None
+
+    (n1,), cfg = make_cluster(script)
+    c = clients(cfg, timeout_s=0.5, attempt_timeout_s=0.2)
+    with pytest.raises(OutcomeUnknown):
+        c.send("inbox", b"first")
+    answering.set()
+    c.send("inbox", b"second")
+    c.send("inbox", b"third")
+    seqs = sorted(set(n1.writes()))
+    assert seqs == [(1, 1), (2, 1), (3, 3)]
+
+
+def test_a_local_refusal_spends_no_seq_and_sends_nothing(make_cluster, clients):
+    (n1,), cfg = make_cluster(serve(FakeMailboxes()))
+    c = clients(cfg)
+    with pytest.raises(Rejected) as e:
+        c.send("", b"x")  # the wire schema wants a non-empty mailbox
+    assert e.value.code == "BAD_REQUEST"
+    with pytest.raises(Rejected) as e:
+        c.send("inbox", b"x" * (cfg.max_body_bytes + 1))
+    assert e.value.code == "TOO_LARGE"
+    c.send("inbox", b"ok")
+    assert n1.writes() == [(1, 1)]
+
+
+def test_a_bad_client_id_is_refused_at_construction(make_cluster):
+    _, cfg = make_cluster(silent)
+    with pytest.raises(ValueError):
+        Client(cfg, client_id="bad\nid")
+
+
+# ================================================================ failover and retries
+
+
+def test_not_leader_is_followed_with_the_same_seq_and_the_leader_is_remembered(make_cluster, clients):
+    store = FakeMailboxes()
+    (n1, n2, n3), cfg = make_cluster(redirect_to(3), redirect_to(3), serve(store))
+    c = clients(cfg)
+    assert c.send("inbox", b"a").node == 3
+    assert c.send("inbox", b"b").node == 3
+    assert n1.writes() == [(1, 1)]  # asked first (lowest id), then never again
+    assert n3.writes() == [(1, 1), (2, 2)]
+    assert n2.requests == []
+
+
+def test_a_leader_hint_with_an_address_the_config_lacks_is_followed(make_cluster, clients):
+    store = FakeMailboxes()
+    leader = FakeNode(9, serve(store))
+    try:
+        (n1,), cfg = make_cluster(redirect_to(9, leader.address))
+        c = clients(cfg)
+        assert c.send("inbox", b"a").node == 9
+        assert leader.writes() == [(1, 1)]
+    finally:
+        leader.kill()
+
+
+def test_no_leader_and_timeout_answers_move_on_to_the_next_node_with_the_same_seq(make_cluster, clients):
+    store = FakeMailboxes()
+    (n1, n2, n3), cfg = make_cluster(answer_code(Code.NO_LEADER), answer_code(Code.TIMEOUT), serve(store))
+    c = clients(cfg)
+    r = c.send("inbox", b"a")
+    assert r.node == 3
+    assert n1.writes() == n2.writes() == n3.writes() == [(1, 1)]
+    assert store.applied_writes == 1
+
+
+def test_a_silent_node_costs_one_attempt_timeout(make_cluster, clients):
+    store = FakeMailboxes()
+    (n1, n2), cfg = make_cluster(silent, serve(store))
+    c = clients(cfg, attempt_timeout_s=0.3)
+    start = time.monotonic()
+    assert c.send("inbox", b"a").node == 2
+    assert 0.3 <= time.monotonic() - start < 1.0
+    assert n1.writes() == n2.writes() == [(1, 1)]
+
+
+def test_a_late_ok_from_an_earlier_attempt_ends_the_call(make_cluster, clients):
+    # Node 1 answers after the attempt timeout; node 2 knows no leader. The late OK
+    # answers the same (client, seq), so the call returns it instead of retrying on.
+    store = FakeMailboxes()
+
+    def slow(node: FakeNode, req: ClientRequest) -> Reply:
+        return Reply(serve(store)(node, req).reply, delay_s=0.5)
+
+    (n1, n2), cfg = make_cluster(slow, answer_code(Code.NO_LEADER))
+    c = clients(cfg, timeout_s=3.0, attempt_timeout_s=0.2)
+    start = time.monotonic()
+    assert c.send("inbox", b"a").node == 1
+    assert time.monotonic() - start < 1.5
+    assert store.applied_writes == 1
+
+
+def test_replies_to_other_requests_are_ignored(make_cluster, clients):
+    store = FakeMailboxes()
+    calls = []
+
+    def confused(node: FakeNode, req: ClientRequest) -> Reply:
+        calls.append(req.req_id)
+        if len(calls) == 1:  # answer with a req_id that is not ours: must be ignored
+            return Reply(ok_reply(req.req_id + 1000, {"offset": 99, "index": 99}))
+        return serve(store)(node, req)
+
+    (n1,), cfg = make_cluster(confused)
+    c = clients(cfg, attempt_timeout_s=0.2)
+    r = c.send("inbox", b"a")
+    assert (r.offset, r.index) == (0, 1)
+    assert [w for w in n1.writes()] == [(1, 1), (1, 1)]
+
+
+def test_backoff_keeps_a_leaderless_cluster_from_a_hot_loop(make_cluster, clients):
+    nodes, cfg = make_cluster(*[answer_code(Code.NO_LEADER)] * 3)
+    c = clients(cfg, timeout_s=1.0)
+    start = time.monotonic()
+    with pytest.raises(Unavailable) as e:
+        c.send("inbox", b"a")
+    assert 1.0 <= time.monotonic() - start < 1.5
+    attempts = sum(len(n.requests) for n in nodes)
+    assert 3 <= attempts <= 40  # every node tried, but backed off (a hot loop makes thousands)
+    assert "status" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreachable_nodes_are_unavailable_not_unknown(make_cluster, clients, tmp_path):
+    addresses = {1: closed_port_address(), 2: closed_port_address()}
+    cfg = config_for([], tmp_path, addresses)
+    c = clients(cfg, timeout_s=0.6)
+    with pytest.raises(Unavailable):
+        c.send("inbox", b"a")  # nothing left the client: nothing can have been applied
+
+
+def test_a_write_that_may_have_landed_is_outcome_unknown_and_the_same_call_retries_it(make_cluster, clients):
+    store = FakeMailboxes()
+    answering = threading.Event()
+
+    def flaky(node: FakeNode, req: ClientRequest) -> Reply | None:
+        reply = serve(store)(node, req)  # applied every time it arrives...
+        return reply if answering.is_set() else None  # ...but answered only later
+
+    (n1,), cfg = make_cluster(flaky)
+    c = clients(cfg, timeout_s=0.5, attempt_timeout_s=0.2)
+    with pytest.raises(OutcomeUnknown) as e:
+        c.send("inbox", b"a")
+    assert "same client" in str(e.value)
+    answering.set()
+    r = c.send("inbox", b"a")  # the same call: a retry of seq 1, not a second message
+    assert r.offset == 0
+    assert store.applied_writes == 1
+    assert {w for w in n1.writes()} == {(1, 1)}
+    c.send("inbox", b"a")  # after an answer, the same call is a new write
+    assert store.applied_writes == 2
+    assert n1.writes()[-1] == (2, 2)
+
+
+def test_client_expired_says_to_use_a_new_client_id(make_cluster, clients):
+    (n1,), cfg = make_cluster(answer_code(Code.BAD_REQUEST))
+
+    def expired(node: FakeNode, req: ClientRequest) -> Reply:
+        answer = {"ok": False, "error": "CLIENT_EXPIRED", "message": "client id unknown or expired"}
+        return Reply(error_reply(req.req_id, Code.BAD_REQUEST, answer["message"], answer))
+
+    n1.script = expired
+    c = clients(cfg)
+    with pytest.raises(ClientExpired) as e:
+        c.send("inbox", b"a")
+    assert isinstance(e.value, OutcomeUnknown)
+    assert "new client id" in str(e.value)
+    assert len(n1.requests) == 1  # never retried
+
+
+@pytest.mark.parametrize("code", ["BAD_MAILBOX", "NO_SUCH_MESSAGE", "TOO_LARGE"])
+def test_store_refusals_are_rejected_at_once(make_cluster, clients, code):
+    def refuse(node: FakeNode, req: ClientRequest) -> Reply:
+        answer = {"ok": False, "error": code, "message": "refused by the fake"}
+        return Reply(error_reply(req.req_id, Code.BAD_REQUEST, answer["message"], answer))
+
+    (n1, n2), cfg = make_cluster(refuse, refuse)
+    c = clients(cfg)
+    with pytest.raises(Rejected) as e:
+        c.delete("inbox", [3])
+    assert e.value.code == code
+    assert code in str(e.value) and "\n" not in str(e.value)
+    assert len(n1.requests) + len(n2.requests) == 1
+
+
+def test_errors_are_zrep_errors():
+    for cls in (Unavailable, OutcomeUnknown, ClientExpired, Rejected):
+        assert issubclass(cls, ZrepError)
+
+
+# ================================================================ reads, status, watch
+
+
+def test_read_parses_messages_and_picks_the_op(make_cluster, clients):
+    store = FakeMailboxes()
+    for i in range(5):
+        store.add("inbox", f"m{i}".encode(), sender="s")
+    (n1,), cfg = make_cluster(serve(store))
+    c = clients(cfg)
+    got = c.read("inbox", after=1, limit=2)
+    assert got.messages == [Message(2, "s", b"m2", 3), Message(3, "s", b"m3", 4)]
+    assert (got.applied, got.node) == (5, 1)
+    c.read("inbox", stale=True)
+    assert [r.op for r in n1.requests] == ["read", "stale_read"]
+
+
+def test_a_read_nobody_answers_is_unavailable_not_unknown(make_cluster, clients):
+    _, cfg = make_cluster(silent, silent)
+    c = clients(cfg, timeout_s=0.5, attempt_timeout_s=0.2)
+    with pytest.raises(Unavailable):
+        c.read("inbox")
+
+
+def test_status_asks_every_node_in_parallel(make_cluster, clients, tmp_path):
+    def status(node: FakeNode, req: ClientRequest) -> Reply:
+        return Reply(ok_reply(req.req_id, {"id": 1, "role_name": "leader", "epoch": 4, "leader": 1,
+                                           "last_index": 9, "commit": 8, "applied": 7, "store_applied": 7}))
+
+    (n1, n2), _ = make_cluster(status, silent)
+    cfg = config_for([n1, n2], tmp_path, {3: closed_port_address()})
+    c = clients(cfg)
+    start = time.monotonic()
+    rows = c.status(timeout_s=0.5)
+    assert time.monotonic() - start < 0.9  # one timeout for all, not one per node
+    assert [(r.id, r.up) for r in rows] == [(1, True), (2, False), (3, False)]
+    up = rows[0]
+    assert (up.role, up.epoch, up.leader, up.last_index, up.commit, up.applied) == ("leader", 4, 1, 9, 8, 7)
+    assert up.address == n1.address and up.rtt_ms is not None
+    assert "no answer" in rows[1].error and "connect" in rows[2].error
+
+
+def test_watch_crosses_the_death_of_its_node_without_gap_or_repeat(make_cluster, clients):
+    store = FakeMailboxes()
+    for i in range(150):  # more than one page
+        store.add("inbox", f"m{i}".encode())
+    (n1, n2), cfg = make_cluster(serve(store), serve(store))
+    c = clients(cfg, timeout_s=3.0, attempt_timeout_s=0.3)
+    seen: list[int] = []
+    stream = c.watch("inbox", after=9, poll_s=0.02)
+    for m in stream:
+        seen.append(m.offset)
+        if m.offset == 149:
+            break
+    assert seen == list(range(10, 150))
+    n1.kill()  # the node it follows dies; the cluster goes on
+    for i in range(150, 160):
+        store.add("inbox", f"m{i}".encode())
+    for m in stream:
+        seen.append(m.offset)
+        if m.offset == 159:
+            break
+    stream.close()
+    assert seen == list(range(10, 160))
+    assert any(r.op == "read" for r in n2.requests)
+
+
+def test_close_is_idempotent_and_a_closed_client_refuses_work(make_cluster):
+    _, cfg = make_cluster(serve(FakeMailboxes()))
+    with Client(cfg) as c:
+        c.send("inbox", b"a")
+    c.close()
+    with pytest.raises(ZrepError):
+        c.send("inbox", b"b")

@@ -1,0 +1,593 @@
+"""The client library: find a node, send writes with (client id, seq), retry
+through failovers, read, list, watch and ask every node for its status.
+
+Job: turn one call (`send`, `delete`, `read`, `mailboxes`) into as many
+request attempts as it takes, until an answer or the overall deadline.
+
+Wire: one DEALER per node, made on first use (LINGER 0, a random routing id,
+IMMEDIATE so a request never queues for a node we are not connected to);
+each frame is a `ClientRequest` / `ClientReply` from zrep.codec. Every
+attempt gets a fresh `req_id`; a reply is matched by it and stale replies
+(from earlier calls) are dropped.
+
+Invariants
+- A write keeps its (client id, seq, low) through every retry of one call:
+  the store applies it at most once and a retry gets the original answer.
+- `seq` grows by one per write call. `low` is the seq of the current call
+  (a synchronous client waits for nothing older), except that until this
+  client id has had one answer from the store, `low` stays 1: the store
+  admits an id it does not know only with low == 1 (else CLIENT_EXPIRED).
+- A write that may have reached a node and got no final answer ends in
+  `OutcomeUnknown`, never `Unavailable`: `Unavailable` promises nothing
+  was accepted.
+- An OK answer for any attempt of the current call is accepted, even late
+  and from a node we moved away from: it is the same (client, seq).
+- After `OutcomeUnknown`, the next write call with the same op and arguments
+  is a retry: it reuses the seq, so it is applied at most once in all.
+
+Not thread-safe (ZeroMQ sockets): one Client per thread.
+Imports only the codec, client messages, config and errors from zrep.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from zrep import codec
+from zrep.client_messages import ClientReply, ClientRequest, Code, Op
+from zrep.client_messages import client_id as check_client_id
+from zrep.config import ClusterConfig, load_config
+from zrep.errors import DecodeError, ZrepError
+
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_ATTEMPT_TIMEOUT_S = 1.0  # a paused node costs this much before we try another
+DEFAULT_POLL_S = 0.2
+WATCH_PAGE = 100  # messages per watch read: a page of big bodies must still fit one frame
+BACKOFF_BASE_S = 0.01
+BACKOFF_MAX_S = 0.5
+CONNECT_WAIT_S = 0.2  # time for a fresh DEALER to complete its TCP connect
+RECONNECT_IVL_MS = 50
+
+# Store answers that mean "refused, nothing applied or the request is wrong": never retried.
+REJECTED_CODES = frozenset(
+    {"BAD_REQUEST", "TOO_LARGE", "BAD_MAILBOX", "BAD_SENDER", "NO_SUCH_MESSAGE", "BAD_COMMAND", "TOO_MANY_IN_FLIGHT"}
+)
+# Answers that prove the store holds a record for this client id (so low may leave 1).
+_KNOWN_CLIENT_CODES = frozenset({"OK", "BAD_MAILBOX", "BAD_SENDER", "NO_SUCH_MESSAGE", "TOO_MANY_IN_FLIGHT"})
+_RETRY_ELSEWHERE = frozenset({Code.NO_LEADER, Code.UNAVAILABLE, Code.TIMEOUT})
+# Retryable answers after which a write may still be applied (a node stopping or timing out
+# with the write pending); NO_LEADER and NOT_LEADER are only sent before a write is taken.
+_MAYBE_ACCEPTED = frozenset({Code.UNAVAILABLE, Code.TIMEOUT})
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ClientError(ZrepError):
+    """Base of the errors a client call raises."""
+
+
+class Unavailable(ClientError):
+    """No node, or no leader, answered before the deadline: the cluster has no quorum
+    or is unreachable. Nothing was accepted; retrying later is safe."""
+
+
+class OutcomeUnknown(ClientError):
+    """A write may have been accepted but no answer came in time. Calling the same write
+    again on the same Client retries it with the same (client id, seq): safe, applied at
+    most once in all."""
+
+
+class ClientExpired(OutcomeUnknown):
+    """The store forgot this client id (evicted or never admitted): the outcome of its
+    pending write is unknown and retrying with this id cannot tell. Use a new client id."""
+
+
+class Rejected(ClientError):
+    """The store or node refused the request (bad mailbox, too large, no such message,
+    bad request). Retrying the same request gets the same answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Where a sent message landed, and which replicas have it on disk."""
+
+    mailbox: str
+    offset: int
+    index: int  # log index of the entry
+    epoch: int  # epoch of that entry
+    durable_on: list[int]  # node ids that fsynced it when the answer left
+    all_durable: bool | None  # ack="all": every member has it; None for ack="majority"
+    node: int  # the node that answered
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    offset: int
+    sender: str
+    body: bytes
+    index: int  # log index that applied the send
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    messages: list[Message]
+    applied: int  # the answering node's applied index (how fresh a stale read is)
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    name: str
+    count: int  # live messages
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """One node's answer to `status`, or `up=False` with the reason it is down."""
+
+    id: int
+    address: str
+    up: bool
+    role: str | None = None
+    epoch: int | None = None
+    leader: int | None = None  # 0: none known
+    last_index: int | None = None
+    commit: int | None = None
+    applied: int | None = None
+    last_heard_ms: int | None = None  # the node's own figure, when it reports one
+    rtt_ms: float | None = None  # round trip of this status request
+    error: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)  # the node's full answer
+
+
+# ---------------------------------------------------------------- one call's state
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    node: int
+    code: str  # the most specific code: a store error ("BAD_MAILBOX") over the reply's
+    message: str
+    result: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Call:
+    """The attempts of one logical request (one write or one read)."""
+
+    op: str
+    args: dict[str, Any]
+    is_write: bool
+    deadline: float
+    req_ids: dict[int, int] = field(default_factory=dict)  # req_id -> node it went to
+    current: int = 0  # req_id of the attempt we wait for now (0: none, backing off)
+    failures: int = 0  # drives the backoff
+    maybe_accepted: bool = False  # a write reached a node without a final answer
+    last_problem: str = "no node answered"
+
+
+def _answer_of(node: int, reply: ClientReply) -> _Answer:
+    """Fold the reply code and a store answer in the result into one code."""
+    result = reply.result
+    store_code = result.get("error")
+    if isinstance(store_code, str) and (not reply.ok or result.get("ok") is False):
+        message = result.get("message") if isinstance(result.get("message"), str) else reply.message
+        return _Answer(node, store_code, message or reply.message, result)
+    return _Answer(node, str(reply.code), reply.message, result)
+
+
+def _final(answer: _Answer) -> bool:
+    """True for answers that end a call whichever attempt they answer."""
+    return answer.code not in (Code.NOT_LEADER, *_RETRY_ELSEWHERE)
+
+
+# ---------------------------------------------------------------- the client
+
+
+class Client:
+    """A connection to a zrep cluster. See the module docstring for its rules.
+
+    `timeout_s` bounds a whole call, retries included; `attempt_timeout_s` is how
+    long one node may stay silent before the next is tried.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig | str | Path,
+        *,
+        client_id: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+    ) -> None:
+        self.config = config if isinstance(config, ClusterConfig) else load_config(config)
+        self.client_id = client_id if client_id is not None else uuid.uuid4().hex
+        check_client_id(self.client_id)  # ValueError: local misuse
+        if timeout_s <= 0 or attempt_timeout_s <= 0:
+            raise ValueError("timeout_s and attempt_timeout_s must be > 0")
+        self.timeout_s = timeout_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self._addresses: dict[int, str] = {n.id: n.rpc for n in self.config.nodes}
+        self._ctx = zmq.Context()
+        self._sockets: dict[int, zmq.Socket] = {}
+        self._node_of_socket: dict[zmq.Socket, int] = {}
+        self._poller = zmq.Poller()
+        self._next_req_id = 1
+        self._seq = 0  # last seq used
+        self._known = False  # the store has a record of this client id
+        self._preferred: int | None = None  # the node that last answered OK, or the leader hinted
+        self._unknown: tuple[str, dict[str, Any]] | None = None  # last write, if its outcome is unknown
+        self._rng = random.Random()
+        self._closed = False
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+        self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last write this client made (0: none yet)."""
+        return self._seq
+
+    # --- writes --------------------------------------------------------------
+
+    def send(self, to: str, body: bytes | str, *, sender: str = "", ack: str = "majority") -> Receipt:
+        """Append `body` to mailbox `to`; returns once `ack` replicas have it on disk."""
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        if len(data) > self.config.max_body_bytes:
+            raise Rejected(
+                "TOO_LARGE",
+                f"body is {len(data)} bytes, the cluster's limit is {self.config.max_body_bytes}; send less",
+            )
+        answer = self._write(Op.SEND, {"ack": ack, "sender": sender, "to": to, "body": data})
+        r = answer.result
+        return Receipt(
+            mailbox=r.get("mailbox", to),
+            offset=r["offset"],
+            index=r["index"],
+            epoch=r.get("epoch", 0),
+            durable_on=list(r.get("durable_on", ())),
+            all_durable=r.get("all_durable"),
+            node=answer.node,
+        )
+
+    def delete(self, mailbox: str, offsets: list[int] | tuple[int, ...]) -> list[int]:
+        """Delete messages by offset, all or nothing; returns the offsets deleted."""
+        answer = self._write(Op.DELETE, {"ack": "majority", "mailbox": mailbox, "offsets": list(offsets)})
+        return list(answer.result.get("deleted", sorted(offsets)))
+
+    def _write(self, op: str, args: dict[str, Any]) -> _Answer:
+        full = self._retry_of(op, args)
+        if full is None:
+            seq = self._seq + 1
+            full = {"client": self.client_id, "seq": seq, "low": seq if self._known else 1, **args}
+            self._check(op, full)  # before the seq is spent: a local refusal changes nothing
+            self._seq = seq
+        self._unknown = None
+        try:
+            answer = self._run(op, full, is_write=True)
+        except ClientExpired:
+            raise
+        except OutcomeUnknown:
+            self._unknown = (op, full)  # the same call again is its retry
+            raise
+        except Rejected as e:
+            self._known = self._known or e.code in _KNOWN_CLIENT_CODES
+            raise
+        self._known = True
+        return answer
+
+    def _retry_of(self, op: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """The request of the last write, if it ended in OutcomeUnknown and this call repeats it."""
+        if self._unknown is None:
+            return None
+        last_op, last = self._unknown
+        if last_op == op and all(last[k] == v for k, v in args.items()):
+            return last
+        return None
+
+    # --- reads ---------------------------------------------------------------
+
+    def read(self, mailbox: str, *, after: int = -1, limit: int = 100, stale: bool = False) -> ReadResult:
+        """Messages of `mailbox` with offset > `after`, oldest first, at most `limit`.
+
+        Linearizable by default (sees every write acknowledged before the call);
+        `stale=True` asks any node's local store, whose `applied` says how fresh it is.
+        """
+        op = Op.STALE_READ if stale else Op.READ
+        args = {"mailbox": mailbox, "after": after, "limit": limit}
+        self._check(op, args)
+        answer = self._run(op, args, is_write=False, anywhere=stale)
+        rows = answer.result.get("messages", ())
+        messages = [Message(int(o), str(s), bytes(b), int(i)) for o, s, b, i in rows]
+        return ReadResult(messages, int(answer.result.get("applied", 0)), answer.node)
+
+    def mailboxes(self, pattern: str = "*", stale: bool = False) -> list[MailboxInfo]:
+        """Every mailbox whose name matches the glob, with its live message count.
+
+        The wire has no stale variant of this op, so `stale=True` only lets any node
+        answer instead of insisting on the leader it last used.
+        """
+        args = {"pattern": pattern}
+        self._check(Op.MAILBOXES, args)
+        answer = self._run(Op.MAILBOXES, args, is_write=False, anywhere=stale)
+        return [MailboxInfo(str(name), int(count)) for name, count in answer.result.get("mailboxes", ())]
+
+    def watch(
+        self, mailbox: str, after: int = -1, poll_s: float = DEFAULT_POLL_S, *, stale: bool = False
+    ) -> Iterator[Message]:
+        """Yield the messages of `mailbox` with offset > `after` as they are committed, forever.
+
+        No gap, no repeat: each read continues from the last offset yielded, and
+        offsets are stable, so it holds across failovers and whichever node
+        answers. Reads are linearizable by default: a watcher never lags behind
+        an acknowledged write and never follows a node cut off in a minority.
+        Raises Unavailable if no read succeeds within timeout_s; call again with
+        `after` = the last offset seen to resume.
+        """
+        last = after
+        while True:
+            result = self.read(mailbox, after=last, limit=WATCH_PAGE, stale=stale)
+            for m in result.messages:
+                last = m.offset
+                yield m
+            if len(result.messages) < WATCH_PAGE:  # after a full page more is waiting: read on at once
+                time.sleep(poll_s)
+
+    # --- status --------------------------------------------------------------
+
+    def status(self, timeout_s: float = 1.0) -> list[NodeStatus]:
+        """Ask every node at once; a node silent for `timeout_s` is reported down."""
+        for node in self._addresses:
+            self._socket(node)  # every connect starts now, so their waits overlap
+        start = time.monotonic()
+        sent: dict[int, tuple[int, float]] = {}  # req_id -> (node, time sent)
+        down: dict[int, str] = {}
+        for node in sorted(self._addresses):
+            req_id = self._new_req_id()
+            problem = self._send_to(node, ClientRequest(req_id, Op.STATUS, {}), start + min(timeout_s, CONNECT_WAIT_S))
+            if problem:
+                down[node] = problem
+            else:
+                sent[req_id] = (node, time.monotonic())
+        answers: dict[int, NodeStatus] = {}
+        deadline = start + timeout_s
+        while sent and time.monotonic() < deadline:
+            for node, reply in self._poll_replies(deadline):
+                entry = sent.pop(reply.req_id, None)
+                if entry is not None:
+                    answers[node] = self._node_status(node, reply, (time.monotonic() - entry[1]) * 1000)
+        for node, _ in sent.values():
+            down[node] = f"no answer within {timeout_s:g} s"
+        for node, problem in down.items():
+            answers[node] = NodeStatus(node, self._addresses[node], False, error=problem)
+        return [answers[n] for n in sorted(answers)]
+
+    def _node_status(self, node: int, reply: ClientReply, rtt_ms: float) -> NodeStatus:
+        r = reply.result
+        if not reply.ok:
+            return NodeStatus(node, self._addresses[node], True, error=f"{reply.code}: {reply.message}", raw=r)
+        role = r.get("role_name", r.get("role"))
+        return NodeStatus(
+            id=node,
+            address=self._addresses[node],
+            up=True,
+            role=str(role) if role is not None else None,
+            epoch=r.get("epoch"),
+            leader=r.get("leader"),
+            last_index=r.get("last_index"),
+            commit=r.get("commit"),
+            applied=r.get("store_applied", r.get("applied")),
+            last_heard_ms=r.get("last_heard_ms"),
+            rtt_ms=round(rtt_ms, 2),
+            raw=r,
+        )
+
+    # --- the retry loop ------------------------------------------------------
+
+    def _check(self, op: str, args: dict[str, Any]) -> None:
+        try:
+            ClientRequest(1, op, args)
+        except ValueError as e:
+            raise Rejected("BAD_REQUEST", f"invalid {op} request ({e}); fix the arguments") from None
+
+    def _run(self, op: str, args: dict[str, Any], *, is_write: bool, anywhere: bool = False) -> _Answer:
+        """Attempt the (checked) request until an OK or final answer, or the deadline."""
+        call = _Call(op, args, is_write, time.monotonic() + self.timeout_s)
+        target = self._first_target(anywhere)
+        hops = 0  # NOT_LEADER hints followed in a row, without a backoff
+        while True:
+            answer = self._attempt(call, target)
+            if answer is not None and answer.code == Code.OK:
+                self._preferred = answer.node
+                return answer
+            if answer is not None and _final(answer):
+                raise self._refusal(answer)
+            hint = self._hint(answer) if answer is not None else None
+            if hint is not None and hops < len(self._addresses):
+                target, hops = hint, hops + 1  # the leader is named: go at once
+                self._preferred = hint
+                continue
+            hops = 0
+            target = self._next_node(target)
+            answer = self._backoff(call)
+            if answer is not None:
+                self._preferred = answer.node
+                return answer
+
+    def _attempt(self, call: _Call, node: int) -> _Answer | None:
+        """Send one attempt to `node` and wait for its answer (or any final one)."""
+        now = time.monotonic()
+        if now >= call.deadline:
+            raise self._gave_up(call)
+        req_id = self._new_req_id()
+        problem = self._send_to(node, ClientRequest(req_id, call.op, call.args), min(now + CONNECT_WAIT_S, call.deadline))
+        if problem:
+            call.last_problem = f"node {node}: {problem}"
+            return None
+        call.req_ids[req_id] = node
+        call.current = req_id
+        answer = self._await(call, min(time.monotonic() + self.attempt_timeout_s, call.deadline))
+        call.current = 0
+        if answer is None:
+            call.last_problem = f"node {node} did not answer within {self.attempt_timeout_s:g} s"
+            call.maybe_accepted |= call.is_write
+        elif answer.code != Code.OK:
+            call.last_problem = f"node {answer.node}: {answer.code} {answer.message}".rstrip()
+            call.maybe_accepted |= call.is_write and answer.code in _MAYBE_ACCEPTED
+        return answer
+
+    def _backoff(self, call: _Call) -> _Answer | None:
+        """Sleep with exponential backoff and full jitter, still accepting a late OK."""
+        cap = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**call.failures)
+        call.failures += 1
+        until = min(time.monotonic() + self._rng.uniform(cap / 2, cap), call.deadline)
+        answer = self._await(call, until)
+        if answer is not None and answer.code != Code.OK:
+            raise self._refusal(answer)
+        return answer
+
+    def _await(self, call: _Call, until: float) -> _Answer | None:
+        """The answer of the current attempt, or a final answer of any attempt, or None at `until`."""
+        while True:
+            for node, reply in self._poll_replies(until):
+                if reply.req_id not in call.req_ids:
+                    continue  # a stale reply from an earlier call
+                answer = _answer_of(node, reply)
+                if reply.req_id == call.current or _final(answer):
+                    return answer
+            if time.monotonic() >= until:
+                return None
+
+    def _refusal(self, answer: _Answer) -> ClientError:
+        where = f"node {answer.node}"
+        if answer.code == "CLIENT_EXPIRED":
+            return ClientExpired(
+                f"{where}: the cluster forgot client id {self.client_id!r}; the outcome of write seq "
+                f"{self._seq} is unknown: check with a read, then use a new client id"
+            )
+        if answer.code == "STALE_REQUEST":
+            return OutcomeUnknown(f"{where}: write seq {self._seq} is older than this client's low mark; "
+                                  "its outcome is unknown: check with a read")
+        hint = "fix the request; retrying it cannot succeed"
+        return Rejected(answer.code, f"{where} refused the request: {answer.code}: {answer.message}; {hint}")
+
+    def _gave_up(self, call: _Call) -> ClientError:
+        if call.maybe_accepted:
+            return OutcomeUnknown(
+                f"write seq {self._seq} got no answer within {self.timeout_s:g} s ({call.last_problem}); "
+                "it may have been applied: retry with the same client (safe), or check with a read"
+            )
+        return Unavailable(
+            f"no leader answered within {self.timeout_s:g} s ({call.last_problem}); the cluster has no "
+            "quorum or is unreachable: check 'zrep client status' and retry"
+        )
+
+    def _hint(self, answer: _Answer) -> int | None:
+        if answer.code != Code.NOT_LEADER:
+            return None
+        leader, rpc = answer.result.get("leader"), answer.result.get("rpc")
+        if type(leader) is not int or leader < 1 or leader == answer.node:
+            return None
+        if leader not in self._addresses:
+            if not isinstance(rpc, str) or not rpc:
+                return None
+            self._addresses[leader] = rpc  # a member our config does not list
+        return leader
+
+    def _first_target(self, anywhere: bool) -> int:
+        if anywhere:  # any node may answer: spread the load
+            return self._rng.choice(sorted(self._addresses))
+        if self._preferred is not None and self._preferred in self._addresses:
+            return self._preferred
+        return min(self._addresses)  # deterministic: one wrong guess costs one NOT_LEADER hop
+
+    def _next_node(self, node: int) -> int:
+        ids = sorted(self._addresses)
+        return ids[(ids.index(node) + 1) % len(ids)] if node in ids else ids[0]
+
+    # --- sockets -------------------------------------------------------------
+
+    def _new_req_id(self) -> int:
+        req_id = self._next_req_id
+        self._next_req_id += 1
+        return req_id
+
+    def _socket(self, node: int) -> zmq.Socket:
+        sock = self._sockets.get(node)
+        if sock is None:
+            if self._closed:
+                raise ClientError("this client is closed; make a new one")
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a node we are not connected to
+            sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+            sock.setsockopt(zmq.ROUTING_ID, b"client-" + uuid.uuid4().hex[:16].encode())
+            sock.connect(self._addresses[node])
+            self._sockets[node] = sock
+            self._node_of_socket[sock] = node
+            self._poller.register(sock, zmq.POLLIN)
+        return sock
+
+    def _send_to(self, node: int, request: ClientRequest, connect_by: float) -> str:
+        """Send one frame; '' on success, else why it could not leave."""
+        sock = self._socket(node)
+        try:
+            payload = codec.encode(request, self.config.max_frame_bytes)
+        except ValueError as e:
+            raise Rejected("TOO_LARGE", f"cannot send the request: {e}; send less") from None
+        while True:
+            try:
+                sock.send(payload, zmq.NOBLOCK)
+                return ""
+            except zmq.Again:
+                # IMMEDIATE: no connection yet. Wait for one, but only briefly.
+                wait_ms = (connect_by - time.monotonic()) * 1000
+                if wait_ms <= 0 or not sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):
+                    return f"cannot connect to {self._addresses[node]}"
+
+    def _poll_replies(self, until: float) -> Iterator[tuple[int, ClientReply]]:
+        """Replies that arrive before `until` (returns at the first batch)."""
+        timeout_ms = max(0, int((until - time.monotonic()) * 1000 + 0.999))
+        for sock, _ in self._poller.poll(timeout_ms):
+            node = self._node_of_socket[sock]
+            while True:
+                try:
+                    payload = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    reply = codec.decode(payload, self.config.max_frame_bytes)
+                except DecodeError:
+                    continue  # a garbled reply: the attempt times out and is retried
+                if isinstance(reply, ClientReply):
+                    yield node, reply
+
