@@ -125,6 +125,7 @@ class SimCluster:
         self._leader_killed_at: int | None = None
         self._leader_killed_epoch = 0
         self.failovers: list[int] = []
+        self._leader_commit: dict[int, int] = {}
         for node in self.nodes.values():
             self._boot(node)
 
@@ -157,7 +158,9 @@ class SimCluster:
                   f"{len(replay.entries)} entries, commit {replay.commit}")
 
     def _crash(self, node: SimNode, why: str) -> None:
+        self._leader_commit.pop(node.id, None)
         lost = node.disk.crash(self.rng)
+        self.net.lose_unflushed(node.id, self.plan.unflushed_loss)
         if node.service is not None and node.service.replica.role == Role.LEADER and self._leader_killed_at is None:
             self._leader_killed_at = self.now
             self._leader_killed_epoch = node.service.replica.hs.epoch
@@ -274,6 +277,11 @@ class SimCluster:
             if rng.random() < p.churn_p:
                 self._crash(leader, "kill")
                 self._count("kill_new_leader")
+        elif leader is not None and leader.service.replica.commit > self._leader_commit.get(leader.id, 0):
+            self._leader_commit[leader.id] = leader.service.replica.commit
+            if rng.random() < p.kill_on_commit_p:
+                self._crash(leader, "kill")
+                self._count("kill_after_commit")
         if alive and rng.random() < p.sync_crash_p:
             rng.choice(alive).disk.crash_on_sync = True
         if alive and rng.random() < p.pause_p:

@@ -50,6 +50,20 @@ class SimNetwork:
             out.append((dst, payload))
         return out
 
+    def lose_unflushed(self, src: int, p: float) -> int:
+        """A process died: each message it sent that is still in flight is lost
+        with probability p (ZeroMQ queues outgoing messages in the dying process)."""
+        keep, lost = [], 0
+        for item in self._queue:
+            if item[3] is not None and getattr(item[3], "src", None) == src and self.rng.random() < p:
+                lost += 1
+            else:
+                keep.append(item)
+        if lost:
+            heapq.heapify(keep)
+            self._queue = keep
+        return lost
+
     def isolate(self, group: set[int], everyone: set[int], one_way: bool = False) -> None:
         """Cut `group` off from the rest (only rest -> group when one_way)."""
         for a in group:

@@ -25,6 +25,8 @@ class SimPlan:
     sync_crash_p: float  # per tick: arm a crash inside a node's next fsync
     restart_ticks: tuple[int, int]
     churn_p: float  # per tick, while a leader is new: kill it (a leader dying mid-takeover)
+    unflushed_loss: float  # share of a dying node's in-flight messages that never leave it
+    kill_on_commit_p: float  # a leader whose commit index just moved dies before telling anyone
     pause_p: float
     pause_ticks: tuple[int, int]
     partition_p: float
@@ -53,6 +55,13 @@ class SimPlan:
             max_batch_entries=rng.choice((1, 2, 64)),  # 1: a new leader's old entries travel apart from its no-op
             max_batch_bytes=1 << 20,
         )
+        # One seed in four is "leader churn": leaders die right after they win or
+        # commit, taking their unsent messages with them, and entries travel one
+        # per append. That is where Raft's figure 8 lives.
+        churn = rng.random() < 0.25
+        if churn:
+            timing = Timing(timing.heartbeat_ticks, timing.election_ticks, timing.answer_ticks,
+                            max_inflight=timing.max_inflight, max_batch_entries=1)
         uneven = rng.random() < 0.3
         speeds = tuple(rng.uniform(0.6, 1.4) if uneven else 1.0 for _ in range(nodes))
         return cls(
@@ -64,8 +73,10 @@ class SimPlan:
             timing=timing,
             crash_p=rng.choice((0.0, 0.005, 0.01, 0.02)),
             sync_crash_p=rng.choice((0.0, 0.005, 0.02)),
-            restart_ticks=(1, rng.choice((5, 40, 150))),
-            churn_p=rng.choice((0.0, 0.0, 0.05, 0.2)),
+            restart_ticks=(1, 10) if churn else (1, rng.choice((5, 40, 150))),
+            churn_p=0.3 if churn else rng.choice((0.0, 0.0, 0.05)),
+            kill_on_commit_p=0.3 if churn else rng.choice((0.0, 0.0, 0.1)),
+            unflushed_loss=1.0 if churn else rng.choice((0.0, 0.5, 1.0)),
             pause_p=rng.choice((0.0, 0.003, 0.01)),
             pause_ticks=(timing.election_ticks // 2, 3 * timing.election_ticks),
             partition_p=rng.choice((0.0, 0.005, 0.02)),
