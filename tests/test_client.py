@@ -20,6 +20,8 @@ import zmq
 
 from zrep import codec
 from zrep.client import (
+    MailboxInfo,
+    Receipt,
     ClientExpired,
     Message,
     OutcomeUnknown,
@@ -30,6 +32,7 @@ from zrep.client import (
 from zrep.client_messages import ClientReply, ClientRequest, Code, error_reply, not_leader_reply, ok_reply
 from zrep.config import ClusterConfig, config_from_dict
 from zrep.errors import ZrepError
+from zrep.node import reply_for
 
 # ================================================================ fake nodes
 #
@@ -179,6 +182,20 @@ class FakeMailboxes:
             return {"ok": True, "messages": rows[: args["limit"]], "applied": self.index}
 
 
+def node_reply(req_id: int, answer: dict[str, Any]) -> ClientReply:
+    """A store or service answer as the real node puts it on the wire."""
+    return reply_for(req_id, answer, lambda node_id: "")
+
+
+def refuse_with(code: str) -> Script:
+    """A node whose store refuses every write with `code`."""
+
+    def script(node: FakeNode, request: ClientRequest) -> Reply:
+        return Reply(node_reply(request.req_id, {"ok": False, "error": code, "message": "refused by the fake"}))
+
+    return script
+
+
 def serve(store: FakeMailboxes) -> Script:
     """A leader over `store`: answers writes and reads."""
 
@@ -189,9 +206,7 @@ def serve(store: FakeMailboxes) -> Script:
             answer = store.read(request.args)
         else:
             return Reply(error_reply(request.req_id, Code.BAD_REQUEST, f"fake: no {request.op}"))
-        if answer.get("ok"):
-            return Reply(ok_reply(request.req_id, answer))
-        return Reply(error_reply(request.req_id, Code.BAD_REQUEST, answer["message"], answer))
+        return Reply(node_reply(request.req_id, answer))
 
     return script
 
@@ -200,8 +215,8 @@ def serve(store: FakeMailboxes) -> Script:
 
 
 @pytest.fixture
-def make_cluster(tmp_path):
-    """make_cluster(script1, script2, ...) -> (fakes, config); fakes get ids 1, 2, ..."""
+def fake_cluster(tmp_path):
+    """fake_cluster(script1, script2, ...) -> (fakes, config); fakes get ids 1, 2, ..."""
     made: list[FakeNode] = []
 
     def make(*scripts: Script, extra: dict[int, str] | None = None) -> tuple[list[FakeNode], ClusterConfig]:
@@ -234,9 +249,9 @@ def clients():
 # ================================================================ writes: seq, low, receipt
 
 
-def test_send_returns_the_receipt_and_carries_client_seq_low(make_cluster, clients):
+def test_send_returns_the_receipt_and_carries_client_seq_low(fake_cluster, clients):
     store = FakeMailboxes()
-    (n1,), cfg = make_cluster(serve(store))
+    (n1,), cfg = fake_cluster(serve(store))
     c = clients(cfg, client_id="alice")
     r = c.send("inbox", "hello", sender="bob")
     assert (r.mailbox, r.offset, r.index, r.epoch, r.durable_on, r.all_durable, r.node) == (
@@ -247,9 +262,9 @@ def test_send_returns_the_receipt_and_carries_client_seq_low(make_cluster, clien
                         "to": "inbox", "body": b"hello"}
 
 
-def test_seq_grows_per_write_and_low_follows_it_once_the_store_knows_the_client(make_cluster, clients):
+def test_seq_grows_per_write_and_low_follows_it_once_the_store_knows_the_client(fake_cluster, clients):
     store = FakeMailboxes()
-    (n1,), cfg = make_cluster(serve(store))
+    (n1,), cfg = fake_cluster(serve(store))
     c = clients(cfg)
     for _ in range(3):
         c.send("inbox", b"x")
@@ -257,7 +272,7 @@ def test_seq_grows_per_write_and_low_follows_it_once_the_store_knows_the_client(
     assert c.seq == 3
 
 
-def test_a_new_client_keeps_low_1_until_its_first_answer(make_cluster, clients):
+def test_a_new_client_keeps_low_1_until_its_first_answer(fake_cluster, clients):
     # The first write gets no answer at all: the store may never have seen this id, so
     # the next write must still say low == 1 or the store would refuse it as expired.
     store = FakeMailboxes()
@@ -266,7 +281,7 @@ def test_a_new_client_keeps_low_1_until_its_first_answer(make_cluster, clients):
     def script(node: FakeNode, req: ClientRequest) -> Reply | None:
         return serve(store)(node, req) if answering.is_set() else None
 
-    (n1,), cfg = make_cluster(script)
+    (n1,), cfg = fake_cluster(script)
     c = clients(cfg, timeout_s=0.5, attempt_timeout_s=0.2)
     with pytest.raises(OutcomeUnknown):
         c.send("inbox", b"first")
@@ -277,8 +292,8 @@ def test_a_new_client_keeps_low_1_until_its_first_answer(make_cluster, clients):
     assert seqs == [(1, 1), (2, 1), (3, 3)]
 
 
-def test_a_local_refusal_spends_no_seq_and_sends_nothing(make_cluster, clients):
-    (n1,), cfg = make_cluster(serve(FakeMailboxes()))
+def test_a_local_refusal_spends_no_seq_and_sends_nothing(fake_cluster, clients):
+    (n1,), cfg = fake_cluster(serve(FakeMailboxes()))
     c = clients(cfg)
     with pytest.raises(Rejected) as e:
         c.send("", b"x")  # the wire schema wants a non-empty mailbox
@@ -290,8 +305,8 @@ def test_a_local_refusal_spends_no_seq_and_sends_nothing(make_cluster, clients):
     assert n1.writes() == [(1, 1)]
 
 
-def test_a_bad_client_id_is_refused_at_construction(make_cluster):
-    _, cfg = make_cluster(silent)
+def test_a_bad_client_id_is_refused_at_construction(fake_cluster):
+    _, cfg = fake_cluster(silent)
     with pytest.raises(ValueError):
         Client(cfg, client_id="bad\nid")
 
@@ -299,9 +314,9 @@ def test_a_bad_client_id_is_refused_at_construction(make_cluster):
 # ================================================================ failover and retries
 
 
-def test_not_leader_is_followed_with_the_same_seq_and_the_leader_is_remembered(make_cluster, clients):
+def test_not_leader_is_followed_with_the_same_seq_and_the_leader_is_remembered(fake_cluster, clients):
     store = FakeMailboxes()
-    (n1, n2, n3), cfg = make_cluster(redirect_to(3), redirect_to(3), serve(store))
+    (n1, n2, n3), cfg = fake_cluster(redirect_to(3), redirect_to(3), serve(store))
     c = clients(cfg)
     assert c.send("inbox", b"a").node == 3
     assert c.send("inbox", b"b").node == 3
@@ -310,11 +325,11 @@ def test_not_leader_is_followed_with_the_same_seq_and_the_leader_is_remembered(m
     assert n2.requests == []
 
 
-def test_a_leader_hint_with_an_address_the_config_lacks_is_followed(make_cluster, clients):
+def test_a_leader_hint_with_an_address_the_config_lacks_is_followed(fake_cluster, clients):
     store = FakeMailboxes()
     leader = FakeNode(9, serve(store))
     try:
-        (n1,), cfg = make_cluster(redirect_to(9, leader.address))
+        (n1,), cfg = fake_cluster(redirect_to(9, leader.address))
         c = clients(cfg)
         assert c.send("inbox", b"a").node == 9
         assert leader.writes() == [(1, 1)]
@@ -322,9 +337,9 @@ def test_a_leader_hint_with_an_address_the_config_lacks_is_followed(make_cluster
         leader.kill()
 
 
-def test_no_leader_and_timeout_answers_move_on_to_the_next_node_with_the_same_seq(make_cluster, clients):
+def test_no_leader_and_timeout_answers_move_on_to_the_next_node_with_the_same_seq(fake_cluster, clients):
     store = FakeMailboxes()
-    (n1, n2, n3), cfg = make_cluster(answer_code(Code.NO_LEADER), answer_code(Code.TIMEOUT), serve(store))
+    (n1, n2, n3), cfg = fake_cluster(answer_code(Code.NO_LEADER), answer_code(Code.TIMEOUT), serve(store))
     c = clients(cfg)
     r = c.send("inbox", b"a")
     assert r.node == 3
@@ -332,9 +347,9 @@ def test_no_leader_and_timeout_answers_move_on_to_the_next_node_with_the_same_se
     assert store.applied_writes == 1
 
 
-def test_a_silent_node_costs_one_attempt_timeout(make_cluster, clients):
+def test_a_silent_node_costs_one_attempt_timeout(fake_cluster, clients):
     store = FakeMailboxes()
-    (n1, n2), cfg = make_cluster(silent, serve(store))
+    (n1, n2), cfg = fake_cluster(silent, serve(store))
     c = clients(cfg, attempt_timeout_s=0.3)
     start = time.monotonic()
     assert c.send("inbox", b"a").node == 2
@@ -342,7 +357,7 @@ def test_a_silent_node_costs_one_attempt_timeout(make_cluster, clients):
     assert n1.writes() == n2.writes() == [(1, 1)]
 
 
-def test_a_late_ok_from_an_earlier_attempt_ends_the_call(make_cluster, clients):
+def test_a_late_ok_from_an_earlier_attempt_ends_the_call(fake_cluster, clients):
     # Node 1 answers after the attempt timeout; node 2 knows no leader. The late OK
     # answers the same (client, seq), so the call returns it instead of retrying on.
     store = FakeMailboxes()
@@ -350,7 +365,7 @@ def test_a_late_ok_from_an_earlier_attempt_ends_the_call(make_cluster, clients):
     def slow(node: FakeNode, req: ClientRequest) -> Reply:
         return Reply(serve(store)(node, req).reply, delay_s=0.5)
 
-    (n1, n2), cfg = make_cluster(slow, answer_code(Code.NO_LEADER))
+    (n1, n2), cfg = fake_cluster(slow, answer_code(Code.NO_LEADER))
     c = clients(cfg, timeout_s=3.0, attempt_timeout_s=0.2)
     start = time.monotonic()
     assert c.send("inbox", b"a").node == 1
@@ -358,7 +373,7 @@ def test_a_late_ok_from_an_earlier_attempt_ends_the_call(make_cluster, clients):
     assert store.applied_writes == 1
 
 
-def test_replies_to_other_requests_are_ignored(make_cluster, clients):
+def test_replies_to_other_requests_are_ignored(fake_cluster, clients):
     store = FakeMailboxes()
     calls = []
 
@@ -368,15 +383,15 @@ def test_replies_to_other_requests_are_ignored(make_cluster, clients):
             return Reply(ok_reply(req.req_id + 1000, {"offset": 99, "index": 99}))
         return serve(store)(node, req)
 
-    (n1,), cfg = make_cluster(confused)
+    (n1,), cfg = fake_cluster(confused)
     c = clients(cfg, attempt_timeout_s=0.2)
     r = c.send("inbox", b"a")
     assert (r.offset, r.index) == (0, 1)
     assert [w for w in n1.writes()] == [(1, 1), (1, 1)]
 
 
-def test_backoff_keeps_a_leaderless_cluster_from_a_hot_loop(make_cluster, clients):
-    nodes, cfg = make_cluster(*[answer_code(Code.NO_LEADER)] * 3)
+def test_backoff_keeps_a_leaderless_cluster_from_a_hot_loop(fake_cluster, clients):
+    nodes, cfg = fake_cluster(*[answer_code(Code.NO_LEADER)] * 3)
     c = clients(cfg, timeout_s=1.0)
     start = time.monotonic()
     with pytest.raises(Unavailable) as e:
@@ -387,7 +402,7 @@ def test_backoff_keeps_a_leaderless_cluster_from_a_hot_loop(make_cluster, client
     assert "status" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_unreachable_nodes_are_unavailable_not_unknown(make_cluster, clients, tmp_path):
+def test_unreachable_nodes_are_unavailable_not_unknown(fake_cluster, clients, tmp_path):
     addresses = {1: closed_port_address(), 2: closed_port_address()}
     cfg = config_for([], tmp_path, addresses)
     c = clients(cfg, timeout_s=0.6)
@@ -395,7 +410,7 @@ def test_unreachable_nodes_are_unavailable_not_unknown(make_cluster, clients, tm
         c.send("inbox", b"a")  # nothing left the client: nothing can have been applied
 
 
-def test_a_write_that_may_have_landed_is_outcome_unknown_and_the_same_call_retries_it(make_cluster, clients):
+def test_a_write_that_may_have_landed_is_outcome_unknown_and_the_same_call_retries_it(fake_cluster, clients):
     store = FakeMailboxes()
     answering = threading.Event()
 
@@ -403,7 +418,7 @@ def test_a_write_that_may_have_landed_is_outcome_unknown_and_the_same_call_retri
         reply = serve(store)(node, req)  # applied every time it arrives...
         return reply if answering.is_set() else None  # ...but answered only later
 
-    (n1,), cfg = make_cluster(flaky)
+    (n1,), cfg = fake_cluster(flaky)
     c = clients(cfg, timeout_s=0.5, attempt_timeout_s=0.2)
     with pytest.raises(OutcomeUnknown) as e:
         c.send("inbox", b"a")
@@ -418,14 +433,8 @@ def test_a_write_that_may_have_landed_is_outcome_unknown_and_the_same_call_retri
     assert n1.writes()[-1] == (2, 2)
 
 
-def test_client_expired_says_to_use_a_new_client_id(make_cluster, clients):
-    (n1,), cfg = make_cluster(answer_code(Code.BAD_REQUEST))
-
-    def expired(node: FakeNode, req: ClientRequest) -> Reply:
-        answer = {"ok": False, "error": "CLIENT_EXPIRED", "message": "client id unknown or expired"}
-        return Reply(error_reply(req.req_id, Code.BAD_REQUEST, answer["message"], answer))
-
-    n1.script = expired
+def test_client_expired_says_to_use_a_new_client_id(fake_cluster, clients):
+    (n1,), cfg = fake_cluster(refuse_with("CLIENT_EXPIRED"))
     c = clients(cfg)
     with pytest.raises(ClientExpired) as e:
         c.send("inbox", b"a")
@@ -435,18 +444,26 @@ def test_client_expired_says_to_use_a_new_client_id(make_cluster, clients):
 
 
 @pytest.mark.parametrize("code", ["BAD_MAILBOX", "NO_SUCH_MESSAGE", "TOO_LARGE"])
-def test_store_refusals_are_rejected_at_once(make_cluster, clients, code):
-    def refuse(node: FakeNode, req: ClientRequest) -> Reply:
-        answer = {"ok": False, "error": code, "message": "refused by the fake"}
-        return Reply(error_reply(req.req_id, Code.BAD_REQUEST, answer["message"], answer))
-
-    (n1, n2), cfg = make_cluster(refuse, refuse)
+def test_store_refusals_are_rejected_at_once(fake_cluster, clients, code):
+    (n1, n2), cfg = fake_cluster(refuse_with(code), refuse_with(code))
     c = clients(cfg)
     with pytest.raises(Rejected) as e:
         c.delete("inbox", [3])
     assert e.value.code == code
     assert code in str(e.value) and "\n" not in str(e.value)
     assert len(n1.requests) + len(n2.requests) == 1
+
+
+def test_after_a_store_refusal_low_leaves_1(fake_cluster, clients):
+    store = FakeMailboxes()
+    (n1,), cfg = fake_cluster(refuse_with("BAD_MAILBOX"))
+    c = clients(cfg)
+    with pytest.raises(Rejected):
+        c.send("bad?", b"a")  # the store kept this answer: it knows the client now
+    n1.script = serve(store)
+    store.known.add(c.client_id)
+    c.send("inbox", b"b")
+    assert n1.writes() == [(1, 1), (2, 2)]
 
 
 def test_errors_are_zrep_errors():
@@ -457,11 +474,11 @@ def test_errors_are_zrep_errors():
 # ================================================================ reads, status, watch
 
 
-def test_read_parses_messages_and_picks_the_op(make_cluster, clients):
+def test_read_parses_messages_and_picks_the_op(fake_cluster, clients):
     store = FakeMailboxes()
     for i in range(5):
         store.add("inbox", f"m{i}".encode(), sender="s")
-    (n1,), cfg = make_cluster(serve(store))
+    (n1,), cfg = fake_cluster(serve(store))
     c = clients(cfg)
     got = c.read("inbox", after=1, limit=2)
     assert got.messages == [Message(2, "s", b"m2", 3), Message(3, "s", b"m3", 4)]
@@ -470,19 +487,21 @@ def test_read_parses_messages_and_picks_the_op(make_cluster, clients):
     assert [r.op for r in n1.requests] == ["read", "stale_read"]
 
 
-def test_a_read_nobody_answers_is_unavailable_not_unknown(make_cluster, clients):
-    _, cfg = make_cluster(silent, silent)
+def test_a_read_nobody_answers_is_unavailable_not_unknown(fake_cluster, clients):
+    _, cfg = fake_cluster(silent, silent)
     c = clients(cfg, timeout_s=0.5, attempt_timeout_s=0.2)
     with pytest.raises(Unavailable):
         c.read("inbox")
 
 
-def test_status_asks_every_node_in_parallel(make_cluster, clients, tmp_path):
+def test_status_asks_every_node_in_parallel(fake_cluster, clients, tmp_path):
     def status(node: FakeNode, req: ClientRequest) -> Reply:
-        return Reply(ok_reply(req.req_id, {"id": 1, "role_name": "leader", "epoch": 4, "leader": 1,
-                                           "last_index": 9, "commit": 8, "applied": 7, "store_applied": 7}))
+        peers = [{"id": 2, "heard_ms_ago": 1500, "rpc": ""}, {"id": 3, "heard_ms_ago": None, "rpc": ""}]
+        return Reply(ok_reply(req.req_id, {"id": 1, "role_name": "leader", "role": 3, "epoch": 4, "leader": 1,
+                                           "last_index": 9, "commit": 8, "applied": 7, "store_applied": 7,
+                                           "peers": peers}))
 
-    (n1, n2), _ = make_cluster(status, silent)
+    (n1, n2), _ = fake_cluster(status, silent)
     cfg = config_for([n1, n2], tmp_path, {3: closed_port_address()})
     c = clients(cfg)
     start = time.monotonic()
@@ -491,15 +510,16 @@ def test_status_asks_every_node_in_parallel(make_cluster, clients, tmp_path):
     assert [(r.id, r.up) for r in rows] == [(1, True), (2, False), (3, False)]
     up = rows[0]
     assert (up.role, up.epoch, up.leader, up.last_index, up.commit, up.applied) == ("leader", 4, 1, 9, 8, 7)
-    assert up.address == n1.address and up.rtt_ms is not None
+    assert up.address == n1.address
+    assert [r.last_heard_ms for r in rows] == [None, 1500, None]  # as node 1 hears its peers
     assert "no answer" in rows[1].error and "connect" in rows[2].error
 
 
-def test_watch_crosses_the_death_of_its_node_without_gap_or_repeat(make_cluster, clients):
+def test_watch_crosses_the_death_of_its_node_without_gap_or_repeat(fake_cluster, clients):
     store = FakeMailboxes()
     for i in range(150):  # more than one page
         store.add("inbox", f"m{i}".encode())
-    (n1, n2), cfg = make_cluster(serve(store), serve(store))
+    (n1, n2), cfg = fake_cluster(serve(store), serve(store))
     c = clients(cfg, timeout_s=3.0, attempt_timeout_s=0.3)
     seen: list[int] = []
     stream = c.watch("inbox", after=9, poll_s=0.02)
@@ -520,10 +540,82 @@ def test_watch_crosses_the_death_of_its_node_without_gap_or_repeat(make_cluster,
     assert any(r.op == "read" for r in n2.requests)
 
 
-def test_close_is_idempotent_and_a_closed_client_refuses_work(make_cluster):
-    _, cfg = make_cluster(serve(FakeMailboxes()))
+def test_close_is_idempotent_and_a_closed_client_refuses_work(fake_cluster):
+    _, cfg = fake_cluster(serve(FakeMailboxes()))
     with Client(cfg) as c:
         c.send("inbox", b"a")
     c.close()
     with pytest.raises(ZrepError):
         c.send("inbox", b"b")
+
+
+# ================================================================ a real cluster (tests/harness.py)
+
+
+def test_the_library_against_a_real_cluster(cluster):
+    cluster.wait_for_leader()
+    with Client(cluster.config_path, timeout_s=10.0) as c:
+        receipts = [c.send("inbox", f"m{i}", sender="tester") for i in range(3)]
+        assert [r.offset for r in receipts] == [0, 1, 2]
+        assert receipts[0].index < receipts[1].index < receipts[2].index
+        assert all(r.epoch >= 1 and r.mailbox == "inbox" for r in receipts)
+        every = c.send("inbox", "to all", ack="all")
+        assert every.all_durable is True and every.durable_on == [1, 2, 3]
+        got = c.read("inbox")
+        assert [(m.offset, m.sender, m.body) for m in got.messages] == [
+            (0, "tester", b"m0"), (1, "tester", b"m1"), (2, "tester", b"m2"), (3, "", b"to all")]
+        assert got.applied >= every.index
+        stale = c.read("inbox", stale=True)
+        assert stale.messages == got.messages[: len(stale.messages)]  # may lag, never differs
+        assert c.mailboxes() == [MailboxInfo("inbox", 4)]
+        assert c.delete("inbox", [0, 2]) == [0, 2]
+        assert [m.offset for m in c.read("inbox").messages] == [1, 3]
+        with pytest.raises(Rejected) as e:
+            c.delete("inbox", [0])
+        assert e.value.code == "NO_SUCH_MESSAGE"
+        rows = c.status()
+        assert [(r.id, r.up) for r in rows] == [(1, True), (2, True), (3, True)]
+        leaders = {r.leader for r in rows}
+        assert len(leaders) == 1 and [r.role for r in rows].count("leader") == 1
+
+
+def test_watch_follows_through_node_and_leader_kills_with_no_gap_and_no_repeat(cluster):
+    leader = cluster.wait_for_leader()
+    total = 60
+    receipts: list[Receipt] = []
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with Client(cluster.config_path, timeout_s=20.0) as w:
+                for i in range(total):
+                    receipts.append(w.send("feed", f"m{i}"))
+                    time.sleep(0.02)
+        except BaseException as e:  # surfaced by the main thread
+            failures.append(e)
+
+    writer = threading.Thread(target=write, daemon=True)
+    seen: list[Message] = []
+    killed: list[int] = []
+    with Client(cluster.config_path, timeout_s=15.0, attempt_timeout_s=0.5) as watcher:
+        stream = watcher.watch("feed", poll_s=0.02)
+        writer.start()
+        for m in stream:
+            seen.append(m)
+            if len(seen) == 10:  # the node this watcher reads from dies
+                followed = watcher.preferred_node
+                cluster.kill(followed)
+                killed.append(followed)
+            if len(seen) == 25 and killed[0] != leader:  # bring it back, then the leader dies
+                cluster.start(killed[0])
+                cluster.kill(leader)
+                killed.append(leader)
+            if len(seen) == total or failures:
+                break
+        stream.close()
+    writer.join(30)
+    assert not failures, failures
+    assert leader in killed, killed
+    assert [m.offset for m in seen] == list(range(total))
+    assert [m.body for m in seen] == [f"m{i}".encode() for i in range(total)]
+    assert [r.offset for r in receipts] == list(range(total))  # every write applied exactly once

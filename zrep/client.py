@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,8 +150,7 @@ class NodeStatus:
     last_index: int | None = None
     commit: int | None = None
     applied: int | None = None
-    last_heard_ms: int | None = None  # the node's own figure, when it reports one
-    rtt_ms: float | None = None  # round trip of this status request
+    last_heard_ms: int | None = None  # since a peer that answered last heard from it (None: no one says)
     error: str = ""
     raw: dict[str, Any] = field(default_factory=dict)  # the node's full answer
 
@@ -183,13 +182,32 @@ class _Call:
 
 
 def _answer_of(node: int, reply: ClientReply) -> _Answer:
-    """Fold the reply code and a store answer in the result into one code."""
-    result = reply.result
-    store_code = result.get("error")
-    if isinstance(store_code, str) and (not reply.ok or result.get("ok") is False):
-        message = result.get("message") if isinstance(result.get("message"), str) else reply.message
-        return _Answer(node, store_code, message or reply.message, result)
-    return _Answer(node, str(reply.code), reply.message, result)
+    """Fold the reply code and the store's own code into one code.
+
+    The node sends a store refusal (BAD_MAILBOX, CLIENT_EXPIRED, ...) as BAD_REQUEST
+    with the store's code in result["reason"] (zrep.node.reply_for).
+    """
+    reason = reply.result.get("reason")
+    if not reply.ok and isinstance(reason, str) and reason:
+        return _Answer(node, reason, reply.message, reply.result)
+    return _Answer(node, str(reply.code), reply.message, reply.result)
+
+
+def _heard_by_peers(results: Iterable[dict[str, Any]]) -> dict[int, int]:
+    """Node id -> the freshest `heard_ms_ago` any answering node reports for it.
+
+    It says how long a down node has been silent, and flags an up node its
+    peers cannot hear (a partition) although this client can.
+    """
+    heard: dict[int, int] = {}
+    for result in results:
+        for peer in result.get("peers", ()):
+            if not isinstance(peer, dict):
+                continue
+            pid, ms = peer.get("id"), peer.get("heard_ms_ago")
+            if type(pid) is int and type(ms) is int:
+                heard[pid] = min(ms, heard.get(pid, ms))
+    return heard
 
 
 def _final(answer: _Answer) -> bool:
@@ -251,6 +269,11 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def preferred_node(self) -> int | None:
+        """The node the next write or linearizable read goes to first (None before any answer)."""
+        return self._preferred
 
     @property
     def seq(self) -> int:
@@ -330,15 +353,14 @@ class Client:
         messages = [Message(int(o), str(s), bytes(b), int(i)) for o, s, b, i in rows]
         return ReadResult(messages, int(answer.result.get("applied", 0)), answer.node)
 
-    def mailboxes(self, pattern: str = "*", stale: bool = False) -> list[MailboxInfo]:
+    def mailboxes(self, pattern: str = "*") -> list[MailboxInfo]:
         """Every mailbox whose name matches the glob, with its live message count.
 
-        The wire has no stale variant of this op, so `stale=True` only lets any node
-        answer instead of insisting on the leader it last used.
+        Linearizable: the wire has no stale variant of this op.
         """
         args = {"pattern": pattern}
         self._check(Op.MAILBOXES, args)
-        answer = self._run(Op.MAILBOXES, args, is_write=False, anywhere=stale)
+        answer = self._run(Op.MAILBOXES, args, is_write=False)
         return [MailboxInfo(str(name), int(count)) for name, count in answer.result.get("mailboxes", ())]
 
     def watch(
@@ -366,10 +388,19 @@ class Client:
 
     def status(self, timeout_s: float = 1.0) -> list[NodeStatus]:
         """Ask every node at once; a node silent for `timeout_s` is reported down."""
+        replies, down = self._ask_all(timeout_s)
+        heard = _heard_by_peers(reply.result for reply in replies.values() if reply.ok)
+        rows = [self._node_status(n, reply, heard.get(n)) for n, reply in replies.items()]
+        rows += [NodeStatus(n, self._addresses[n], False, last_heard_ms=heard.get(n), error=why)
+                 for n, why in down.items()]
+        return sorted(rows, key=lambda r: r.id)
+
+    def _ask_all(self, timeout_s: float) -> tuple[dict[int, ClientReply], dict[int, str]]:
+        """Send `status` to every node, then wait once for all: (replies, down node -> why)."""
         for node in self._addresses:
             self._socket(node)  # every connect starts now, so their waits overlap
         start = time.monotonic()
-        sent: dict[int, tuple[int, float]] = {}  # req_id -> (node, time sent)
+        sent: dict[int, int] = {}  # req_id -> node
         down: dict[int, str] = {}
         for node in sorted(self._addresses):
             req_id = self._new_req_id()
@@ -377,28 +408,26 @@ class Client:
             if problem:
                 down[node] = problem
             else:
-                sent[req_id] = (node, time.monotonic())
-        answers: dict[int, NodeStatus] = {}
+                sent[req_id] = node
+        replies: dict[int, ClientReply] = {}
         deadline = start + timeout_s
         while sent and time.monotonic() < deadline:
             for node, reply in self._poll_replies(deadline):
-                entry = sent.pop(reply.req_id, None)
-                if entry is not None:
-                    answers[node] = self._node_status(node, reply, (time.monotonic() - entry[1]) * 1000)
-        for node, _ in sent.values():
+                if sent.pop(reply.req_id, None) is not None:
+                    replies[node] = reply
+        for node in sent.values():
             down[node] = f"no answer within {timeout_s:g} s"
-        for node, problem in down.items():
-            answers[node] = NodeStatus(node, self._addresses[node], False, error=problem)
-        return [answers[n] for n in sorted(answers)]
+        return replies, down
 
-    def _node_status(self, node: int, reply: ClientReply, rtt_ms: float) -> NodeStatus:
-        r = reply.result
+    def _node_status(self, node: int, reply: ClientReply, heard_ms: int | None) -> NodeStatus:
+        r, address = reply.result, self._addresses[node]
         if not reply.ok:
-            return NodeStatus(node, self._addresses[node], True, error=f"{reply.code}: {reply.message}", raw=r)
+            return NodeStatus(node, address, True, last_heard_ms=heard_ms, error=f"{reply.code}: {reply.message}",
+                              raw=r)
         role = r.get("role_name", r.get("role"))
         return NodeStatus(
             id=node,
-            address=self._addresses[node],
+            address=address,
             up=True,
             role=str(role) if role is not None else None,
             epoch=r.get("epoch"),
@@ -406,8 +435,7 @@ class Client:
             last_index=r.get("last_index"),
             commit=r.get("commit"),
             applied=r.get("store_applied", r.get("applied")),
-            last_heard_ms=r.get("last_heard_ms"),
-            rtt_ms=round(rtt_ms, 2),
+            last_heard_ms=heard_ms,
             raw=r,
         )
 
@@ -427,8 +455,7 @@ class Client:
         while True:
             answer = self._attempt(call, target)
             if answer is not None and answer.code == Code.OK:
-                self._preferred = answer.node
-                return answer
+                return self._done(answer, anywhere)
             if answer is not None and _final(answer):
                 raise self._refusal(answer)
             hint = self._hint(answer) if answer is not None else None
@@ -440,8 +467,12 @@ class Client:
             target = self._next_node(target)
             answer = self._backoff(call)
             if answer is not None:
-                self._preferred = answer.node
-                return answer
+                return self._done(answer, anywhere)
+
+    def _done(self, answer: _Answer, anywhere: bool) -> _Answer:
+        if not anywhere:  # a node that served a write or a linearizable read: start there next time
+            self._preferred = answer.node
+        return answer
 
     def _attempt(self, call: _Call, node: int) -> _Answer | None:
         """Send one attempt to `node` and wait for its answer (or any final one)."""
