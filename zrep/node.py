@@ -1,0 +1,410 @@
+"""`run_node`: the one event loop of a zrep node (DESIGN section 3).
+
+Each turn of the loop:
+  1. poll the sockets for at most the time left to the next tick;
+  2. decode and feed what arrived (at most DRAIN_BUDGET frames per socket, so
+     a flood cannot starve the ticks): peer messages to `replica.step`,
+     client requests to the `Service` (writes are batched, reads registered);
+  3. run `replica.tick()` once per tick that has elapsed (capped after a
+     long pause, which only ever makes timeouts longer);
+  4. `service.process(wal, send, note)`: the shared driver sends, persists
+     with one fsync (group commit), sends acks, applies; then every answer
+     becomes a ClientReply.
+
+Invariants:
+  * Nothing touches the network or the disk except through `apply_ready`
+    (via Service.process), the Transport and the Wal: an ack can never leave
+    before its fsync.
+  * A failed fsync (StorageError) or a broken invariant (InvariantError)
+    stops the node at once with one line and a distinct exit code; a failed
+    fsync is never retried. A corrupt log refuses to start (EXIT_CORRUPT_LOG).
+  * Bad frames from clients or peers never raise: the transport answers or
+    drops and counts them.
+  * Only the loop thread touches sockets; signals only set a flag, so a stop
+    never lands in the middle of a persist.
+  * No per-message logging: one line per role change, election note from the
+    core, and leader found (with how long the cluster was without one).
+
+Imports the shell pieces (transport, wal, config, service); the core stays
+unaware of this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from zrep.client_messages import (
+    Code,
+    ClientReply,
+    ClientRequest,
+    MAX_MESSAGE_CHARS,
+    error_reply,
+    not_leader_reply,
+    ok_reply,
+)
+from zrep.codec import encode
+from zrep.commands import encode_delete, encode_send
+from zrep.config import ClusterConfig, load_config
+from zrep.core.log import LogView
+from zrep.core.messages import Forward, Message, Role
+from zrep.core.ready import Timing
+from zrep.core.replica import BUGS, Replica
+from zrep.errors import ConfigError, CorruptLogError, InvariantError, StorageError
+from zrep.pending import Done
+from zrep.service import ROLE_NAMES, Service
+from zrep.store import Store
+from zrep.transport import Transport
+from zrep.wal import Replay, Wal
+
+EXIT_OK = 0  # stopped by SIGTERM/SIGINT
+EXIT_USAGE = 2  # bad config file, unknown node id, unknown planted bug
+EXIT_CORRUPT_LOG = 3  # a record in the middle of the WAL is corrupt: refuse to start
+EXIT_STORAGE = 4  # the WAL cannot be opened, locked, written or fsynced: stop, never retry
+EXIT_INVARIANT = 5  # an internal safety rule broke (a bug): stop at once
+EXIT_NETWORK = 6  # a socket cannot be bound (address in use or not local)
+
+REQUEST_MS = 10_000  # a client request waits at most this long for its entry (then TIMEOUT)
+ACK_ALL_MS = 3_000  # an ack=all write waits this long for every member, then answers with who has it
+DRAIN_BUDGET = 1000  # frames read per socket per turn, so a flood cannot starve ticks
+COMMAND_HEADROOM_BYTES = 4096  # room around one command in an Append frame
+WAL_NAME = "wal"
+
+Log = Callable[[str], None]
+Route = tuple[bytes, int]  # (client routing id, req_id)
+
+# Wire codes the node passes through as they are; any other refusal (the
+# store's BAD_MAILBOX, NO_SUCH_MESSAGE, CLIENT_EXPIRED, ...) is BAD_REQUEST with
+# the store's code in result["reason"].
+_PASS_THROUGH = frozenset({Code.NO_LEADER, Code.TIMEOUT, Code.BAD_REQUEST, Code.TOO_LARGE, Code.UNAVAILABLE})
+_HEADER_KEYS = ("ok", "error", "message")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def reply_for(req_id: int, result: dict[str, Any], rpc_of: Callable[[int], str]) -> ClientReply:
+    """The wire reply for a Service answer (a store answer or an error dict)."""
+    extra = {k: v for k, v in result.items() if k not in _HEADER_KEYS}
+    if result.get("ok"):
+        return ok_reply(req_id, extra)
+    code = result.get("error")
+    message = str(result.get("message", ""))[:MAX_MESSAGE_CHARS]
+    if code == Code.NOT_LEADER and result.get("leader"):
+        return not_leader_reply(req_id, result["leader"], rpc_of(result["leader"]))
+    if code == Code.NOT_LEADER:
+        code = Code.NO_LEADER
+    if code not in _PASS_THROUGH:
+        extra["reason"] = code
+        code = Code.BAD_REQUEST
+    return error_reply(req_id, code, message, extra)
+
+
+class Node:
+    """A running node: its WAL, Service, Transport, and the loop that joins them."""
+
+    def __init__(self, cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport,
+                 *, bugs: frozenset[str], log: Log) -> None:
+        self.cfg = cfg
+        self.id = node_id
+        self.wal = wal
+        self.transport = transport
+        self._log = log
+        self._tick_s = cfg.tick_ms / 1000
+        timing = Timing.from_ms(cfg.heartbeat_ms, cfg.election_timeout_ms, cfg.tick_ms)
+        # An Append batch must fit in one frame, or replication would stall on it.
+        timing = replace(timing, max_batch_bytes=min(timing.max_batch_bytes, cfg.max_frame_bytes // 2))
+        self._max_catchup_ticks = 2 * timing.election_ticks
+        self._max_command_bytes = cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES
+        replica = Replica(
+            node_id,
+            cfg.node_ids,
+            rng=random.Random(),
+            timing=timing,
+            hard_state=replay.hard_state,
+            log=LogView(replay.entries, replay.first_index, replay.prev_epoch),
+            commit=replay.commit,
+            bugs=bugs,
+        )
+        self.replica = replica
+        self.service = Service(
+            replica,
+            Store(max_body_bytes=cfg.max_body_bytes),
+            request_ticks=max(1, REQUEST_MS // cfg.tick_ms),
+            all_ticks=max(1, ACK_ALL_MS // cfg.tick_ms),
+        )
+        self._rpc = {n.id: n.rpc for n in cfg.nodes}
+        self._started = time.monotonic()
+        self._seen = (replica.role, replica.leader)
+        self._leaderless_since: float | None = self._started
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, stopping: Callable[[], bool]) -> None:
+        tick_s = self._tick_s
+        next_tick = time.monotonic() + tick_s
+        poll, drain, step = self.transport.poll, self.transport.drain, self.replica.step
+        while not stopping():
+            timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))
+            ready = poll(timeout_ms)
+            busy = False
+            if ready:
+                peer, clients = drain(ready, DRAIN_BUDGET)
+                for msg in peer:
+                    step(msg)
+                for ident, req in clients:
+                    self._on_request(ident, req)
+                busy = bool(peer or clients)
+            now = time.monotonic()
+            if now >= next_tick:
+                elapsed = int((now - next_tick) / tick_s) + 1
+                for _ in range(min(elapsed, self._max_catchup_ticks)):
+                    self.replica.tick()
+                next_tick += elapsed * tick_s
+                busy = True
+            if busy:
+                self._process()
+
+    def _process(self) -> None:
+        for done in self.service.process(self.wal, self._send, self.note):
+            self._answer(done)
+        if (self.replica.role, self.replica.leader) != self._seen:
+            self._role_changed()
+
+    def _send(self, msg: Message) -> None:
+        try:
+            data = encode(msg, self.cfg.max_frame_bytes)
+        except ValueError as e:
+            if type(msg) is Forward and len(msg.commands) > 1:
+                half = len(msg.commands) // 2  # a big batch of writes: forward it in pieces
+                self._send(replace(msg, commands=msg.commands[:half]))
+                self._send(replace(msg, commands=msg.commands[half:]))
+                return
+            raise InvariantError(f"cannot encode {type(msg).__name__} for node {msg.dst}: {e}") from None
+        self.transport.send(msg, data)
+
+    def _answer(self, done: Done) -> None:
+        ident, req_id = done.route
+        self.transport.reply(ident, reply_for(req_id, done.result, self._rpc_of))
+
+    def _rpc_of(self, node_id: int) -> str:
+        return self._rpc.get(node_id, "")
+
+    # ---------------------------------------------------------------- logging
+
+    def say(self, text: str) -> None:
+        t = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        self._log(f"{stamp} node {self.id}: {text}")
+
+    def note(self, text: str) -> None:
+        self.say(text)
+
+    def _role_changed(self) -> None:
+        rep = self.replica
+        old_role, old_leader = self._seen
+        self._seen = (rep.role, rep.leader)
+        now = time.monotonic()
+        where = f"epoch {rep.hs.epoch}"
+        if rep.role != old_role:
+            self.say(f"role {ROLE_NAMES[old_role]} -> {ROLE_NAMES[rep.role]} ({where}, leader {rep.leader or '-'})")
+        if rep.leader and self._leaderless_since is not None:
+            took_ms = int((now - self._leaderless_since) * 1000)
+            self.say(f"leader is node {rep.leader} in {where}, after {took_ms} ms without a known leader")
+            self._leaderless_since = None
+        elif not rep.leader and old_leader:
+            self._leaderless_since = now
+
+    # ---------------------------------------------------------------- clients
+
+    def _on_request(self, ident: bytes, req: ClientRequest) -> None:
+        _OPS[req.op](self, (ident, req.req_id), req.args)
+
+    def _refuse(self, route: Route, code: str, why: str) -> None:
+        self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]))
+
+    def _write(self, route: Route, encode_command: Callable[[], bytes], ack: str) -> None:
+        try:
+            cmd = encode_command()
+        except ValueError as e:
+            self._refuse(route, Code.BAD_REQUEST, str(e))
+            return
+        if len(cmd) > self._max_command_bytes:
+            # Refused before the log: an entry too big for an Append frame would stall replication.
+            self._refuse(route, Code.TOO_LARGE, f"the command is {len(cmd)} bytes, over the "
+                         f"{self._max_command_bytes} that fit in a frame; shorten names or body")
+            return
+        self.service.submit_write(route, cmd, ack_all=(ack == "all"))
+
+    def _op_send(self, route: Route, a: dict[str, Any]) -> None:
+        limit = self.cfg.max_body_bytes
+        if len(a["body"]) > limit:
+            self._refuse(route, Code.TOO_LARGE, f"body is {len(a['body'])} bytes, the limit is {limit}")
+            return
+        self._write(route, lambda: encode_send(a["client"], a["seq"], a["low"], a["sender"], a["to"], a["body"]),
+                    a["ack"])
+
+    def _op_delete(self, route: Route, a: dict[str, Any]) -> None:
+        self._write(route, lambda: encode_delete(a["client"], a["seq"], a["low"], a["mailbox"], list(a["offsets"])),
+                    a["ack"])
+
+    def _op_read(self, route: Route, a: dict[str, Any]) -> None:
+        query = {"op": "read", "mailbox": a["mailbox"], "after": a["after"], "limit": a["limit"]}
+        self.service.submit_read(route, query)
+
+    def _op_stale_read(self, route: Route, a: dict[str, Any]) -> None:
+        query = {"op": "read", "mailbox": a["mailbox"], "after": a["after"], "limit": a["limit"]}
+        self.service.submit_read(route, query, stale=True)
+
+    def _op_mailboxes(self, route: Route, a: dict[str, Any]) -> None:
+        self.service.submit_read(route, {"op": "mailboxes", "pattern": a["pattern"]})
+
+    def _op_status(self, route: Route, a: dict[str, Any]) -> None:
+        self.transport.reply(route[0], ok_reply(route[1], self.status()))
+
+    def status(self) -> dict[str, Any]:
+        s: dict[str, Any] = self.service.status()
+        heard = self.transport.heard_ms_ago()
+        s["node"] = self.id
+        s["rpc"] = self._rpc_of(self.id)
+        s["peers"] = [{"id": p, "heard_ms_ago": ms, "rpc": self._rpc_of(p)} for p, ms in heard.items()]
+        s["pending"] = len(self.service.pending)
+        s["uptime_ms"] = int((time.monotonic() - self._started) * 1000)
+        s["counters"] = dict(self.transport.counters.as_dict(), core_dropped=self.replica.dropped)
+        s["bugs"] = sorted(self.replica.bugs)
+        return s
+
+
+_OPS: dict[str, Callable[[Node, Route, dict[str, Any]], None]] = {
+    "send": Node._op_send,
+    "delete": Node._op_delete,
+    "read": Node._op_read,
+    "stale_read": Node._op_stale_read,
+    "mailboxes": Node._op_mailboxes,
+    "status": Node._op_status,
+}
+
+
+# -------------------------------------------------------------------- entry point
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag the loop checks each turn (never mid-persist)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.stop
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be handled in the main thread; the caller stops us otherwise
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.stop = True
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _check_bugs(bugs: Iterable[str]) -> frozenset[str]:
+    bugs = frozenset(bugs)
+    unknown = bugs - BUGS
+    if unknown:
+        raise ConfigError(f"unknown planted bug(s) {sorted(unknown)}; known: {', '.join(sorted(BUGS))}")
+    return bugs
+
+
+def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
+             bugs: Iterable[str] = frozenset(), log: Log = _stderr,
+             stopping: Callable[[], bool] | None = None) -> int:
+    """Run node `node_id` of the cluster until SIGTERM/SIGINT (or `stopping()`); the exit code.
+
+    `bugs` plants test-only safety bugs in the core (zrep.core.replica.BUGS);
+    never use it outside tests. `log` receives one finished line at a time.
+    """
+    prefix = f"zrep node {node_id}"
+    try:
+        cfg = config if isinstance(config, ClusterConfig) else load_config(config)
+        cfg.node(node_id)
+        bugs = _check_bugs(bugs)
+    except ConfigError as e:
+        log(f"{prefix}: {e}")
+        return EXIT_USAGE
+    try:
+        wal, replay = Wal.open(Path(cfg.node_data_dir(node_id)) / WAL_NAME)
+    except CorruptLogError as e:
+        log(f"{prefix}: {e}")
+        return EXIT_CORRUPT_LOG
+    except StorageError as e:
+        log(f"{prefix}: {e}")
+        return EXIT_STORAGE
+    try:
+        return _serve(cfg, node_id, wal, replay, bugs, log, stopping)
+    finally:
+        wal.close()
+
+
+def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: frozenset[str], log: Log,
+           stopping: Callable[[], bool] | None) -> int:
+    prefix = f"zrep node {node_id}"
+    try:
+        transport = Transport(cfg, node_id)
+    except zmq.ZMQError as e:
+        me = cfg.node(node_id)
+        log(f"{prefix}: cannot bind {me.bind_rpc} / {me.bind_pub}: {e}; is another process using the port?")
+        return EXIT_NETWORK
+    flag = _StopFlag()
+    flag.install()
+    try:
+        node = Node(cfg, node_id, wal, replay, transport, bugs=bugs, log=log)
+        for line in replay.warnings + list(cfg.warnings):
+            node.say(f"warning: {line}")
+        if bugs:
+            node.say(f"UNSAFE: planted bugs {sorted(bugs)} are on; this node may lose acknowledged writes")
+        node.say(f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "
+                 f"log {replay.first_index}..{replay.first_index + len(replay.entries) - 1}, commit {replay.commit}")
+        node.run((lambda: flag.stop or stopping()) if stopping is not None else flag)
+        node.say("stopped")
+        return EXIT_OK
+    except StorageError as e:
+        log(f"{prefix}: stopping: {e}")
+        return EXIT_STORAGE
+    except InvariantError as e:
+        log(f"{prefix}: stopping: invariant broken (a bug, please report): {e}")
+        return EXIT_INVARIANT
+    finally:
+        flag.restore()
+        transport.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zrep.node", description="Run one zrep node.")
+    parser.add_argument("--config", required=True, help="cluster file (TOML)")
+    parser.add_argument("--id", type=int, required=True, help="this node's id in the cluster file")
+    parser.add_argument("--unsafe-bug", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    return run_node(args.config, args.id, bugs=args.unsafe_bug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
