@@ -1,0 +1,208 @@
+"""`zrep cluster up`: every node of a cluster file as a child process of one runner.
+
+Job: start each node as `python -m zrep node --id N --config PATH`, each in
+its own process group (so a terminal's Ctrl-C reaches only this runner, which
+then stops the nodes itself); copy every line a node prints with its id in
+front; print the status table once the cluster has a leader; say so when a
+node dies; on SIGINT/SIGTERM stop them all: SIGTERM, then SIGKILL after
+GRACE_S.
+
+Invariants
+- Every child started is stopped before `run_cluster` returns, whatever
+  happened (the stop runs in a `finally`).
+- Lines are printed whole, one writer at a time (a lock), and the status
+  table is printed in one piece.
+- The signal handlers only set an Event; all work happens in the main loop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from zrep.client import Client, NodeStatus
+from zrep.config import ClusterConfig
+
+GRACE_S = 5.0  # SIGTERM, then this long for a node to stop, then SIGKILL
+STATUS_EVERY_S = 0.25  # how often to look for a leader and for dead children
+STATUS_WAIT_S = 0.5  # a node silent this long counts as down for the table
+LEADER_WARN_S = 30.0  # say so once if no leader appears in this time
+
+ShowStatus = Callable[[list[NodeStatus]], None]
+
+
+class _Output:
+    """Whole lines to one stream, one writer at a time."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.lock = threading.Lock()
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+
+@dataclass
+class _Child:
+    id: int
+    proc: subprocess.Popen[bytes]
+    pump: threading.Thread
+    expected_exit: bool = False  # set once we stop it: its exit is then no surprise
+    reported: bool = False
+
+
+@dataclass
+class _State:
+    children: dict[int, _Child] = field(default_factory=dict)
+    unexpected: set[int] = field(default_factory=set)
+
+
+def node_command(config_path: str, node_id: int) -> list[str]:
+    return [sys.executable, "-m", "zrep", "node", "--id", str(node_id), "--config", config_path]
+
+
+def _start(config_path: str, node_id: int, out: _Output, width: int) -> _Child:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # lines arrive as they are written
+    proc = subprocess.Popen(node_command(config_path, node_id), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    prefix = f"[node {node_id:>{width}}] "
+    pump = threading.Thread(target=_pump, args=(proc, prefix, out), name=f"node-{node_id}-output", daemon=True)
+    pump.start()
+    return _Child(node_id, proc, pump)
+
+
+def _pump(proc: subprocess.Popen[bytes], prefix: str, out: _Output) -> None:
+    if proc.stdout is None:  # never: stdout=PIPE; keeps the type checker honest
+        return
+    for raw in iter(proc.stdout.readline, b""):
+        out.say(prefix + raw.decode("utf-8", errors="replace").rstrip("\n"))
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"with exit code {code}"
+
+
+def _report_deaths(state: _State, config_path: str, out: _Output) -> None:
+    for child in state.children.values():
+        code = child.proc.poll()
+        if code is None or child.reported or child.expected_exit:
+            continue
+        child.reported = True
+        state.unexpected.add(child.id)
+        out.say(f"zrep cluster up: node {child.id} exited unexpectedly ({_describe_exit(code)}); the others go on. "
+                f"Restart it with: zrep node --id {child.id} --config {config_path}")
+
+
+def _has_leader(rows: list[NodeStatus]) -> bool:
+    """A majority of the members answer and agree on one leader that calls itself leader."""
+    up = [r for r in rows if r.up]
+    leaders = {r.id for r in up if r.role == "leader"}
+    return any(sum(1 for r in up if r.leader == lead) > len(rows) // 2 for lead in leaders)
+
+
+def _stop_all(state: _State, out: _Output) -> bool:
+    """SIGTERM every live child, SIGKILL those still alive after GRACE_S; True if all stopped cleanly."""
+    live = [c for c in state.children.values() if c.proc.poll() is None]
+    for c in live:
+        c.expected_exit = True
+        _killpg(c, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    clean = True
+    for c in live:
+        try:
+            code = c.proc.wait(max(0.0, deadline - time.monotonic()))
+            clean = clean and code == 0
+        except subprocess.TimeoutExpired:
+            out.say(f"zrep cluster up: node {c.id} did not stop within {GRACE_S:g} s: killing it")
+            _killpg(c, signal.SIGKILL)
+            c.proc.wait()
+            clean = False
+    for c in state.children.values():
+        c.pump.join(2)  # the pipe closes with the process: the rest of its lines are printed
+    return clean
+
+
+def _killpg(child: _Child, sig: signal.Signals) -> None:
+    try:
+        os.killpg(child.proc.pid, sig)  # start_new_session: the group id is the pid
+    except ProcessLookupError:
+        pass  # already gone
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (only the main thread may install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.set()
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def run_cluster(cfg: ClusterConfig, *, show_status: ShowStatus, stream: IO[str] | None = None,
+                stop: threading.Event | None = None) -> int:
+    """Run the cluster until SIGINT/SIGTERM (or `stop` is set); 0 if every node stopped cleanly, else 1."""
+    if cfg.path is None:
+        raise ValueError("run_cluster needs a config loaded from a file: the nodes read that file")
+    config_path = str(cfg.path)
+    out = _Output(stream if stream is not None else sys.stdout)
+    stop = stop if stop is not None else threading.Event()
+    state = _State()
+    width = len(str(max(cfg.node_ids)))
+    with _stop_on_signals(stop):
+        try:
+            for n in cfg.nodes:
+                state.children[n.id] = _start(config_path, n.id, out, width)
+            _watch(cfg, state, out, show_status, stop)
+        finally:
+            clean = _stop_all(state, out)
+    out.say("zrep cluster up: all nodes stopped" + ("" if clean else " (not all cleanly)"))
+    return 0 if clean and not state.unexpected else 1
+
+
+def _watch(cfg: ClusterConfig, state: _State, out: _Output, show_status: ShowStatus, stop: threading.Event) -> None:
+    """Until `stop`: report dead children; print the status table once, when a leader is known."""
+    started = time.monotonic()
+    shown = warned = False
+    with Client(cfg) as client:
+        while not stop.wait(STATUS_EVERY_S):
+            _report_deaths(state, str(cfg.path), out)
+            if all(c.proc.poll() is not None for c in state.children.values()):
+                out.say("zrep cluster up: every node has exited; stopping")
+                return
+            if shown:
+                continue
+            rows = client.status(timeout_s=STATUS_WAIT_S)
+            if _has_leader(rows):
+                with out.lock:  # the table in one piece, no node line inside it
+                    show_status(rows)
+                shown = True
+            elif not warned and time.monotonic() - started > LEADER_WARN_S:
+                out.say(f"zrep cluster up: no leader after {LEADER_WARN_S:g} s; check the node lines above")
+                warned = True
