@@ -217,7 +217,7 @@ def _client_of(ctx: click.Context) -> Client:
 
 def _read_text(text: str) -> bytes:
     if text == "-":
-        return click.get_binary_stream("stdin").read()
+        return sys.stdin.buffer.read()  # bytes as they are: a body need not be text
     return text.encode("utf-8")
 
 
