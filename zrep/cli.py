@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 

@@ -161,7 +161,7 @@ class NodeStatus:
 @dataclass(frozen=True, slots=True)
 class _Answer:
     node: int
-    code: str  # the most specific code: a store error ("BAD_MAILBOX") over the reply's
+    code: str  # the most specific code: the store's ("BAD_MAILBOX") over the reply's (BAD_REQUEST)
     message: str
     result: dict[str, Any]
 
@@ -174,7 +174,7 @@ class _Call:
     args: dict[str, Any]
     is_write: bool
     deadline: float
-    req_ids: dict[int, int] = field(default_factory=dict)  # req_id -> node it went to
+    req_ids: set[int] = field(default_factory=set)  # of every attempt sent
     current: int = 0  # req_id of the attempt we wait for now (0: none, backing off)
     failures: int = 0  # drives the backoff
     maybe_accepted: bool = False  # a write reached a node without a final answer
@@ -484,7 +484,7 @@ class Client:
         if problem:
             call.last_problem = f"node {node}: {problem}"
             return None
-        call.req_ids[req_id] = node
+        call.req_ids.add(req_id)
         call.current = req_id
         answer = self._await(call, min(time.monotonic() + self.attempt_timeout_s, call.deadline))
         call.current = 0
