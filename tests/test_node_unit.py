@@ -109,7 +109,14 @@ def test_a_port_in_use_exits_6(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", port))
         s.listen()
         code, lines = run_briefly(cfg, 0.3)
-    assert code == EXIT_NETWORK and len(lines) == 1 and "cannot bind" in lines[0]
+    assert code == EXIT_NETWORK and len(lines) == 1 and "cannot open sockets" in lines[0]
+
+
+def test_planted_bugs_are_announced_and_reported(tmp_path: Path) -> None:
+    cfg = one_node(tmp_path)
+    code, lines = run_briefly(cfg, 0.2, bugs=("never_truncate", "ack_before_persist"))
+    assert code == EXIT_OK
+    assert [ln for ln in lines if "UNSAFE" in ln and "['ack_before_persist', 'never_truncate']" in ln]
 
 
 def test_a_failed_fsync_stops_the_node_at_once_with_exit_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

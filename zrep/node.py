@@ -198,7 +198,11 @@ class Node:
 
     def _answer(self, done: Done) -> None:
         ident, req_id = done.route
-        self.transport.reply(ident, reply_for(req_id, done.result, self._rpc_of))
+        try:
+            reply = reply_for(req_id, done.result, self._rpc_of)
+        except ValueError as e:  # an answer the wire schema refuses: tell the client, keep serving
+            reply = error_reply(req_id, Code.BAD_REQUEST, f"the answer cannot be sent: {e}"[:MAX_MESSAGE_CHARS])
+        self.transport.reply(ident, reply)
 
     def _rpc_of(self, node_id: int) -> str:
         return self._rpc.get(node_id, "")
@@ -371,7 +375,8 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: fro
         transport = Transport(cfg, node_id)
     except zmq.ZMQError as e:
         me = cfg.node(node_id)
-        log(f"{prefix}: cannot bind {me.bind_rpc} / {me.bind_pub}: {e}; is another process using the port?")
+        log(f"{prefix}: cannot open sockets (bind {me.bind_rpc} and {me.bind_pub}, connect to peers): {e}; "
+            "is another process using the port, or is the address not local?")
         return EXIT_NETWORK
     flag = _StopFlag()
     flag.install()
@@ -379,6 +384,8 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: fro
         node = Node(cfg, node_id, wal, replay, transport, bugs=bugs, log=log)
         for line in replay.warnings + list(cfg.warnings):
             node.say(f"warning: {line}")
+        if not cfg.fsync:
+            node.say("warning: fsync = false is not honoured: the WAL always flushes")
         if bugs:
             node.say(f"UNSAFE: planted bugs {sorted(bugs)} are on; this node may lose acknowledged writes")
         node.say(f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "
