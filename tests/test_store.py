@@ -464,7 +464,7 @@ field = st.one_of(
     st.sampled_from(["", "c", "box", "a*", "x\n", "é" * 130, "ok-id"]),
     st.binary(max_size=4),
     st.lists(st.integers(min_value=-1, max_value=3), max_size=3),
-    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(min_value=-(2**63), max_value=2**64 - 1), max_size=2),
 )
 
 
