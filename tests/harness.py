@@ -35,6 +35,7 @@ import zmq
 from zrep.client_messages import ClientReply, ClientRequest, Code
 from zrep.codec import decode, encode
 from zrep.config import ClusterConfig, write_config
+from zrep.transport import source_endpoint
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ class LocalCluster:
     def __init__(self, tmp_path: Path, nodes: int = 3, hosts: list[str] | None = None, heartbeat_ms: int = 50,
                  election_timeout_ms: int = 500, bugs: Iterable[str] | Mapping[int, Iterable[str]] | None = None,
                  start: bool = True, max_body_bytes: int | None = None,
-                 max_frame_bytes: int | None = None) -> None:
+                 max_frame_bytes: int | None = None, client_host: str | None = None) -> None:
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ids = tuple(range(1, nodes + 1))
@@ -109,6 +110,7 @@ class LocalCluster:
             self.bugs = {i: sorted(bugs.get(i, ())) for i in self.ids}
         else:
             self.bugs = {i: sorted(bugs or ()) for i in self.ids}
+        self.client_host = client_host  # the helper client's source address (partition tests)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.paused: set[int] = set()
         self._ctx = zmq.Context()
@@ -247,7 +249,8 @@ class LocalCluster:
         if s is None:
             s = self._ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
-            s.connect(self.rpc(node_id))
+            rpc = self.rpc(node_id)
+            s.connect(source_endpoint(self.client_host, rpc) if self.client_host else rpc)
             self._socks[node_id] = s
         return s
 

@@ -113,19 +113,26 @@ def test_three_nodes_on_their_own_loopback_addresses(make_cluster: MakeCluster) 
 
 
 def established_tcp() -> set[tuple[str, str, int]]:
-    """(local ip, remote ip, remote port) of established IPv4 TCP connections (/proc/net/tcp)."""
-    def ip(hex_ip: str) -> str:
+    """(local ip, remote ip, remote port) of established IPv4 TCP connections, also
+    those on dual-stack IPv6 sockets (IPv4-mapped addresses in /proc/net/tcp6)."""
+    mapped = "0000000000000000FFFF0000"
+
+    def ip(hex_ip: str) -> str | None:
+        if len(hex_ip) == 32:
+            if not hex_ip.startswith(mapped):
+                return None
+            hex_ip = hex_ip[len(mapped):]
         return ".".join(str(b) for b in reversed(bytes.fromhex(hex_ip)))
 
     out = set()
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            local, remote, state = parts[1], parts[2], parts[3]
-            if state == "01":
-                rip, rport = remote.split(":")
-                out.add((ip(local.split(":")[0]), ip(rip), int(rport, 16)))
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                local, remote, state = line.split()[1:4]
+                lip, (rip, rport) = ip(local.split(":")[0]), remote.split(":")
+                if state == "01" and lip is not None and ip(rip) is not None:
+                    out.add((lip, ip(rip), int(rport, 16)))
     return out
 
 

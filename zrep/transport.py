@@ -155,6 +155,7 @@ class Transport:
         sock = self._ctx.socket(kind)
         self._sockets.append(sock)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)  # IPv6 endpoints in the config work; IPv4 ones are unaffected
         for name, value in opts.items():
             sock.setsockopt(getattr(zmq, name), value)
         return sock
