@@ -306,6 +306,7 @@ def test_garbage_and_oversized_frames_leave_every_node_serving(make_cluster: Mak
         check_client_garbage(c)
         check_fake_peer(c, ctx)
         check_fake_publisher(c, ctx)
+        check_flood(c, ctx)
     finally:
         ctx.destroy(linger=0)
     acked: Acked = {}
@@ -394,3 +395,31 @@ def check_fake_publisher(c: LocalCluster, ctx: zmq.Context) -> None:
 
     wait_until("every node to refuse the fake publisher's frames", refused_everywhere, 10, interval=0.1)
     pub.close(0)
+
+
+FLOOD_FRAMES = 20_000
+
+
+def check_flood(c: LocalCluster, ctx: zmq.Context) -> None:
+    """A flood of bad frames at the leader must not starve its ticks: were its
+    heartbeats late by an election timeout, the followers would elect another."""
+    lead = c.wait_for_leader(10, nodes=[1, 2, 3])
+    epoch = c.status(lead)["epoch"]
+    before = c.status(lead)["counters"]["client_bad"]
+    flood = ctx.socket(zmq.DEALER)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.setsockopt(zmq.SNDHWM, 0)  # queue the whole flood: its sender must not be the bottleneck
+    flood.connect(c.rpc(lead))
+    for k in range(FLOOD_FRAMES):
+        flood.send(b"\x01\x40flood-%d" % k)
+
+    def answered() -> bool:
+        while flood.poll(0):
+            flood.recv()  # drain the BAD_REQUEST replies, so the node's queue for us never fills
+        return c.status(lead)["counters"]["client_bad"] - before >= FLOOD_FRAMES
+
+    wait_until("the leader to answer the whole flood", answered, 60, interval=0.05)
+    flood.close(0)
+    after = c.statuses([1, 2, 3])
+    assert {s["epoch"] for s in after.values()} == {epoch}, f"an election happened during the flood: {after}"
+    assert {s["leader"] for s in after.values()} == {lead}
