@@ -17,7 +17,7 @@ import msgpack
 import pytest
 import zmq
 
-from harness import ClusterError, LocalCluster, wait_until
+from harness import LocalCluster, wait_until
 from zrep.client_messages import ClientReply, ClientRequest, Code
 from zrep.codec import decode, encode
 from zrep.core.messages import Append, Heartbeat, Role

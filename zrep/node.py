@@ -59,7 +59,7 @@ from zrep.codec import encode
 from zrep.commands import encode_delete, encode_send
 from zrep.config import ClusterConfig, load_config
 from zrep.core.log import LogView
-from zrep.core.messages import Forward, Message, Role
+from zrep.core.messages import Forward, Message
 from zrep.core.ready import Timing
 from zrep.core.replica import BUGS, Replica
 from zrep.errors import ConfigError, CorruptLogError, InvariantError, StorageError
