@@ -178,12 +178,11 @@ def test_two_nodes_warn_that_no_failure_is_tolerated() -> None:
     assert "0 failures" in w
 
 
-def test_fsync_off_warns() -> None:
+def test_fsync_off_is_refused() -> None:
     d = base()
     d["cluster"]["fsync"] = False
-    cfg = config_from_dict(d, "/tmp")
-    assert cfg.fsync is False
-    assert any("fsync" in w for w in cfg.warnings)
+    with pytest.raises(ConfigError, match="cluster.fsync: false is not supported"):
+        config_from_dict(d, "/tmp")
 
 
 # ------------------------------------------------------------------ writing

@@ -360,3 +360,20 @@ def test_messages_from_strangers_are_dropped_and_counted():
     r.step(Heartbeat(9, 0, 1, int(Role.LEADER), 9, 0, 0, 0))
     r.step(Append(2, 3, 1, 0, 0, (), 0, 0))  # not addressed to us
     assert r.dropped == 2 and r.leader == 0
+
+
+def test_a_follower_that_lost_acknowledged_entries_is_caught_up_again():
+    r = leader_of_epoch(1)
+    settle(r)
+    for i in range(3):
+        r.propose([b"w%d" % i])
+    settle(r)
+    r.step(AppendAck(2, 1, 1, True, 4, 0, 0))
+    settle(r)
+    # Node 2 restarts with its log cut back to index 2 and refuses the probe at 4.
+    for _ in range(2 * T.heartbeat_ticks + 1):
+        r.tick()
+    settle(r)
+    r.step(AppendAck(2, 1, 1, False, 2, 0, 4))
+    (append,) = [m for m in of(r.ready().messages, Append) if m.dst == 2]
+    assert append.prev_index == 2 and [e.index for e in append.entries][:1] == [3]

@@ -16,7 +16,7 @@ Schema (keys not listed are refused, so a typo never passes silently):
     max_body_bytes = 1048576      # optional: largest client message body
     max_frame_bytes = 16777216    # optional: largest wire frame body;
                                   # >= max_body_bytes + 64 KiB of headroom
-    fsync = true                  # optional; false only for tests (warned)
+    fsync = true                  # optional; only true is accepted (a write is acked after fsync)
 
     [[nodes]]                     # one or more
     id = 1                        # positive int, unique
@@ -358,8 +358,6 @@ def _warnings(nodes: tuple[NodeConfig, ...], fsync: bool) -> tuple[str, ...]:
             f"{tolerated} failure{'s' if tolerated != 1 else ''}, no more than {n - 1} nodes would; "
             f"use an odd number of nodes"
         )
-    if not fsync:
-        out.append("fsync = false: acknowledged writes can be lost in a power failure; use it only for tests")
     return tuple(out)
 
 
@@ -384,6 +382,9 @@ def config_from_dict(
     data_dir = _get_str(src, cluster, "data_dir", "cluster.data_dir", None)
     max_body, max_frame = _read_sizes(src, cluster)
     fsync = _get_bool(src, cluster, "fsync", "cluster.fsync", True)
+    if not fsync:
+        src.fail("cluster.fsync", "false is not supported: zrep acknowledges a write only once a majority "
+                 "has fsynced it", "remove the key")
     nodes = _read_nodes(src, d.get("nodes"))
     return ClusterConfig(
         path=Path(path).resolve() if path is not None else None,

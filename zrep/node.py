@@ -384,8 +384,6 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: fro
         node = Node(cfg, node_id, wal, replay, transport, bugs=bugs, log=log)
         for line in replay.warnings + list(cfg.warnings):
             node.say(f"warning: {line}")
-        if not cfg.fsync:
-            node.say("warning: fsync = false is not honoured: the WAL always flushes")
         if bugs:
             node.say(f"UNSAFE: planted bugs {sorted(bugs)} are on; this node may lose acknowledged writes")
         node.say(f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "

@@ -571,6 +571,11 @@ class Replica:
             return  # stale or duplicated: acting on it would resend needlessly (and, with
             # duplicating networks, multiply messages without bound)
         else:
+            if m.match < pr.match:
+                # It acknowledged more than it now has: its disk lost fsynced
+                # records (a cut log, a lying disk). Believe it, so it can catch up.
+                self._note(f"node {m.src} lost entries {m.match + 1}..{pr.match} it had acknowledged; resending")
+                pr.match = m.match
             pr.probing = True
             pr.inflight = 0
             pr.next = max(pr.match + 1, min(m.match + 1, self.log.last_index + 1))
