@@ -50,6 +50,8 @@ class Checker:
     _high: dict[int, tuple[int, int]] = field(default_factory=dict)  # node -> (commit, applied) this life
     now: int = 0
     _complete_checked: set[int] = field(default_factory=set)
+    commit_epoch: dict[int, int] = field(default_factory=dict)  # index -> epoch of the leader that committed it
+    _committed_upto: int = 0
 
     def fail(self, what: str) -> None:
         raise Violation(f"tick {self.now}: {what}")
@@ -62,11 +64,22 @@ class Checker:
             self.fail(f"two leaders in epoch {epoch}: nodes {other} and {node}")
         if epoch not in self._complete_checked:
             self._complete_checked.add(epoch)
-            # Leader completeness: a new leader holds every entry applied anywhere.
-            for index, (e, data) in self.applied.items():
+            # Leader completeness (Raft 5.4): a leader holds every entry committed
+            # in an earlier epoch. (A late leader of an old epoch may lack entries
+            # committed since: it can never commit anything itself.)
+            for index, term in self.commit_epoch.items():
+                if term >= epoch or index not in self.applied:
+                    continue
+                e, data = self.applied[index]
                 have = log.entry(index) if log.first_index <= index <= log.last_index else None
                 if have is None or (have.epoch, have.data) != (e, data):
-                    self.fail(f"leader {node} of epoch {epoch} lacks committed entry ({e}, {index})")
+                    self.fail(f"leader {node} of epoch {epoch} lacks entry ({e}, {index}) committed in epoch {term}")
+
+    def saw_commit(self, leader_epoch: int, commit: int) -> None:
+        """A leader's commit index: remember in which epoch each index first committed."""
+        for index in range(self._committed_upto + 1, commit + 1):
+            self.commit_epoch[index] = leader_epoch
+        self._committed_upto = max(self._committed_upto, commit)
 
     def saw_progress(self, node: int, commit: int, applied: int) -> None:
         old_commit, old_applied = self._high.get(node, (0, 0))

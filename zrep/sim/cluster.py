@@ -243,6 +243,10 @@ class SimCluster:
             self.net.send(self.now, src, msg.dst, msg)
 
     def _observe(self) -> None:
+        for node in self._alive():
+            rep = node.service.replica
+            if rep.role == Role.LEADER:
+                self.checker.saw_commit(rep.hs.epoch, rep.commit)
         for node in self.nodes.values():
             if node.service is None:
                 continue
