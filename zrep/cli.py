@@ -394,7 +394,9 @@ def _ago(ms: int) -> str:
 def status_json(r: NodeStatus) -> dict[str, Any]:
     keys = ("id", "address", "up", "role", "epoch", "leader", "last_index", "commit", "applied", "last_heard_ms",
             "error")
-    return {k: getattr(r, k) for k in keys}
+    out = {k: getattr(r, k) for k in keys}
+    out["pid"] = r.raw.get("pid")  # the node's process id on its own machine
+    return out
 
 
 @client.command()

@@ -283,6 +283,7 @@ class Node:
         s: dict[str, Any] = self.service.status()
         heard = self.transport.heard_ms_ago()
         s["node"] = self.id
+        s["pid"] = os.getpid()  # so an operator (or the README's tour) can kill -9 the leader
         s["rpc"] = self._rpc_of(self.id)
         s["peers"] = [{"id": p, "heard_ms_ago": ms, "rpc": self._rpc_of(p)} for p, ms in heard.items()]
         s["pending"] = len(self.service.pending)
