@@ -470,8 +470,11 @@ class Client:
                 return self._done(answer, anywhere)
 
     def _done(self, answer: _Answer, anywhere: bool) -> _Answer:
-        if not anywhere:  # a node that served a write or a linearizable read: start there next time
-            self._preferred = answer.node
+        if not anywhere:  # a node that served a write or a linearizable read: start there next time,
+            # or at the leader it names (a follower forwards; the leader answers with the replicas)
+            leader = answer.result.get("leader")
+            known = type(leader) is int and leader in self._addresses
+            self._preferred = leader if known else answer.node
         return answer
 
     def _attempt(self, call: _Call, node: int) -> _Answer | None:

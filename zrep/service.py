@@ -129,7 +129,8 @@ class Service:
         # A duplicate's kept answer names the index of the original entry.
         index = answer.get("index", entry.index)
         epoch = self.replica.log.epoch_at(index) or entry.epoch
-        answer = dict(answer, epoch=epoch, durable_on=list(self.replica.durable_on(index)))
+        answer = dict(answer, epoch=epoch, durable_on=list(self.replica.durable_on(index)),
+                      leader=self.replica.leader)
         self._done += self.pending.on_applied(key, entry.index, answer)
 
     def _on_read(self, read: ReadState) -> None:
