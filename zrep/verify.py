@@ -26,9 +26,10 @@ sends of unknown outcome (or acknowledged sends that are not where they
 should be).
 
 Which delete removed an offset (its deleter): the acknowledged delete that
-names it (every other delete naming it must have failed, all or nothing:
-such an `info` delete is then known to have failed as a whole), else the
-only non-failed delete that names it, else unknown (ambiguous).
+names it, else the only other non-failed delete that names it, else unknown
+(ambiguous). An `info` delete naming an offset that an acknowledged delete
+removed, or that is live in the final state, cannot have applied before the
+end (all or nothing; deletes are forever): it explains nothing.
 
 Checks (each a CheckResult):
   (a) acknowledged_sends_durable: every `ok` send is in the final state at its
@@ -49,9 +50,8 @@ Checks (each a CheckResult):
       index, offset order = log index order in a mailbox, a delete
       acknowledges what it was asked, no offset acknowledged deleted twice.
   final_state_consistent: the final state is a valid state: every offset
-      below M not live was named by some delete; acknowledged deletes hold; a
-      delete known to have applied (it alone can explain a hole) applied whole.
-      Needs the final state.
+      below M not live was named by a delete that can have applied, and no
+      acknowledged delete's offset is live. Needs the final state.
 
 (d) in detail. Each op gets a linearization point in [invoke, complete]
 (complete = +inf for info; points may share an instant, so ops with equal
@@ -308,6 +308,8 @@ class _Read:
     runs: list[tuple[int, int]] = field(default_factory=list)  # [a, b): offsets seen deleted
     gap_holes: list[int] = field(default_factory=list)  # known offsets seen deleted among unknown ones
     tail_unknown: bool = False  # ends with messages of unknown offset
+    tail_from: int = 0  # the offset after the last known one
+    h: int | None = None  # rule 3: the read happened before send(h)
 
 
 # --- one mailbox -------------------------------------------------------------------------------
@@ -328,6 +330,7 @@ class _Box:
         self.deleter: dict[int, Op] = {}
         self.del_inv: dict[int, int] = {}  # offset -> earliest invoke rank of a delete naming it
         self.m = 0  # offsets [0, m) are known to have been assigned
+        self.known: list[int] = []  # offsets of known body, sorted (only when a read needs it)
 
     def _read(self, op: Op) -> _Read:
         limit = op.value.get("limit")
@@ -341,6 +344,7 @@ class _Box:
         self._check_acks()
         self._place_reads()
         self._size()
+        self.tree, self.known_tree = self._trees()
         if self.final_live is not None:
             self._check_final()
             self._check_rollbacks()
@@ -392,6 +396,7 @@ class _Box:
 
     def _index_deletes(self) -> None:
         ok_del: dict[int, Op] = {}
+        final_live = self.final_live or {}
         for d in sorted((d for d in self.deletes if d.type == "ok"), key=lambda d: d.invoke_time):
             if d.result is not None and sorted(d.result) != sorted(d.value):
                 self.ctx.add(ACKS, f"a delete acknowledged offsets {sorted(d.result)}, not those asked: {self.ctx.op(d)}")
@@ -401,8 +406,9 @@ class _Box:
                     self.ctx.add(ACKS, f"offset {o} of {self.name!r} acknowledged deleted twice: "
                                  f"{self.ctx.op(first)} and {self.ctx.op(d)}")
         for d in self.deletes:
-            # An info delete naming an offset an acknowledged delete removed failed, all or nothing.
-            if d.type == "info" and any(o in ok_del for o in d.value):
+            # An info delete naming an offset an acknowledged delete removed failed, all or nothing;
+            # one naming an offset live at the end had not applied by then (deletes are forever).
+            if d.type == "info" and any(o in ok_del or o in final_live for o in d.value):
                 continue
             for o in d.value:
                 self.cand[o].append(d)
@@ -448,7 +454,8 @@ class _Box:
             self.ctx.add(ACKED, f"{self.ctx.op(op)} is missing from the final state; its offset {o} holds "
                          f"{self.final_live[o]!r}")
         elif not self.cand.get(o):
-            self.ctx.add(ACKED, f"{self.ctx.op(op)} is missing from the final state and no delete named offset {o}")
+            self.ctx.add(ACKED, f"{self.ctx.op(op)} is missing from the final state and no delete of offset {o} "
+                         "can have applied")
 
     def _place_reads(self) -> None:
         for r in self.reads:
@@ -574,6 +581,7 @@ class _Box:
             r.live.append(o)
             prev, pending = o, 0
         r.tail_unknown = pending > 0
+        r.tail_from = prev + 1
         r.n_lo = prev + 1 + pending if r.offs else 0
         r.gap_holes = [p for lo, hi in gaps for p in range(lo + 1, hi) if p in self.at]
 
@@ -607,18 +615,11 @@ class _Box:
                 continue  # (a) reports it
             what = f"{body!r}" if body is not None else "a message"
             ctx.add(FINAL, f"offset {o} of {self.name!r} held {what} (offsets up to {self.m - 1} exist) but is "
-                    "missing from the final state, and no delete named it")
+                    "missing from the final state, and no delete of it can have applied")
         for d in self.deletes:
             alive = [o for o in d.value if o in live]
-            if not alive:
-                continue
-            if d.type == "ok":
+            if alive and d.type == "ok":
                 ctx.add(FINAL, f"{ctx.op(d)} was acknowledged, yet offsets {alive} are live in the final state")
-                continue
-            proof = next((o for o in d.value if o < self.m and o not in live and self.deleter.get(o) is d), None)
-            if proof is not None:
-                ctx.add(FINAL, f"{ctx.op(d)} applied (only it can have removed offset {proof}), yet offsets "
-                        f"{alive} are live in the final state: a partial delete")
 
     def _check_rollbacks(self) -> None:
         """A body a read returned and the final state lacks needs a delete orderable after the read."""
@@ -670,17 +671,45 @@ class _Box:
         self.ctx.add(r.check, f"{self.ctx.op(r.op)} skipped {what}{later}, and no delete of it was invoked "
                      "before the read completed")
 
-    def _tree(self) -> _FirstAbove:
-        return _FirstAbove([self.del_inv.get(o, NO_BOUND) for o in range(self.m)] + [NO_BOUND])
+    def _bound(self, r: _Read, tree: _FirstAbove, known_tree: _FirstAbove | None) -> None:
+        """Rule 3: the first offset h the read cannot have seen deleted nor returned, so N <= h.
+
+        With a tail of messages of unknown offset, only offsets of known body
+        qualify (the tail may sit on any free one), and the tail must fit below h.
+        """
+        start = r.tail_from if r.tail_unknown else max(r.n_lo, r.k)
+        if r.truncated or start >= self.m:
+            return
+        if not r.tail_unknown:
+            h = tree.first(start, r.cmp)
+        else:
+            assert known_tree is not None
+            h = known_tree.first(start, r.cmp)
+            free = h - start - (bisect_left(self.known, h) - bisect_left(self.known, start))
+            tail = r.n_lo - start
+            if h < self.m and free < tail:
+                self.ctx.add(r.check, f"{self.ctx.op(r.op)} returned {tail} message(s) of unknown offset after "
+                             f"offset {r.tail_from - 1}, but only {free} offset(s) are free below offset {h}, "
+                             "which it neither returned nor could have seen deleted")
+        r.h = h if h < self.m else None
+
+    def _trees(self) -> tuple[_FirstAbove, _FirstAbove | None]:
+        """Lookups over offsets [0, m): the first not deletable before a time, and the same among known bodies."""
+        dels = [self.del_inv.get(o, NO_BOUND) for o in range(self.m)]
+        tree = _FirstAbove(dels + [NO_BOUND])
+        if not any(r.tail_unknown for r in self.reads):
+            return tree, None
+        self.known = sorted(self.at)
+        return tree, _FirstAbove([v if o in self.at else -1 for o, v in enumerate(dels)] + [NO_BOUND])
 
     # -- (d) linearizability --
 
     def _check_linearizable(self) -> None:
         reads = [r for r in self.reads if r.check == LIN and not r.broken]
-        tree = self._tree()
         for r in reads:
-            self._check_holes(r, tree)
-        _Graph(self, reads, tree).solve()
+            self._check_holes(r, self.tree)
+            self._bound(r, self.tree, self.known_tree)
+        _Graph(self, reads).solve()
 
     # -- stale reads --
 
@@ -688,10 +717,10 @@ class _Box:
         reads = [r for r in self.reads if r.check == STALE and not r.broken]
         if not reads:
             return
-        tree = self._tree()
         sent = {op.value: self.ctx.inv(op) for op in self.sends}
         for r in reads:
-            self._check_holes(r, tree)
+            self._check_holes(r, self.tree)
+            self._bound(r, self.tree, self.known_tree)  # only for its check that a tail fits
             late = next((b for b in r.bodies if sent.get(b, -1) > r.cmp), None)
             if late is not None:
                 self.ctx.add(STALE, f"{self.ctx.op(r.op)} returned {late!r}, sent only after the read completed: "
@@ -721,7 +750,7 @@ class _Box:
 class _Graph:
     """The precedence graph of one mailbox (rules 1-6 of the module docstring) and its propagation."""
 
-    def __init__(self, box: _Box, reads: list[_Read], tree: _FirstAbove) -> None:
+    def __init__(self, box: _Box, reads: list[_Read]) -> None:
         self.box, self.ctx, self.reads = box, box.ctx, reads
         m = box.m
         self.lo: list[int] = []
@@ -738,7 +767,7 @@ class _Graph:
             if top < m:
                 self._edge(top, self.del_node[i], top)  # rule 4
         for r in reads:
-            self._read_edges(r, tree)
+            self._read_edges(r)
         self._hole_edges()
 
     def _node(self, lo: int, hi: int, what: Any) -> int:
@@ -768,15 +797,12 @@ class _Graph:
             if o:
                 self.succ[o - 1].append(o)  # rule 1
 
-    def _read_edges(self, r: _Read, tree: _FirstAbove) -> None:
-        m, node = self.box.m, self.read_node[id(r)]
+    def _read_edges(self, r: _Read) -> None:
+        node = self.read_node[id(r)]
         if r.n_lo >= 1:
             self._edge(r.n_lo - 1, node, r.n_lo - 1)  # rule 2
-        start = max(r.n_lo, r.k)
-        if not r.truncated and not r.tail_unknown and start < m:
-            h = tree.first(start, r.cmp)
-            if h < m:
-                self._edge(node, h, h)  # rule 3
+        if r.h is not None:
+            self._edge(node, r.h, r.h)  # rule 3
         seen: set[int] = set()
         deleter = self.box.deleter
         for o in sorted(deleter.keys() & r.live):  # rule 6, unless real time already orders them
