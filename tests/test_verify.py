@@ -395,6 +395,43 @@ def test_unknown_offsets_inferred_from_reads() -> None:
     assert_ok(check(ops2, {"m": [(1, "y"), (2, "c")]}))
 
 
+def test_read_ending_in_messages_of_unknown_offset_is_still_bounded() -> None:
+    # x timed out; the read returns it without offsets, but misses c, acknowledged before it began.
+    ops = [send("a", 1, 2, 0), send("x", 1, None, type="info"), send("c", 3, 4, 2), read(["x"], 5, 6, frm=1)]
+    assert_ok(check(ops[:3] + [read(["x", "c"], 5, 6, frm=1)], {"m": [(0, "a"), (1, "x"), (2, "c")]}))
+    report = check(ops, {"m": [(0, "a"), (1, "x"), (2, "c")]})
+    assert failed(report) == {LIN} and "did not see offset 2" in evidence(report, LIN)
+    # Without the final state x's offset is unknown, yet c still bounds the read.
+    assert failed(check(ops)) == {LIN}
+    # Two messages of unknown offset cannot fit in the one free offset below c.
+    two = [send("a", 1, 2, 0), send("x", 1, None, type="info"), send("y", 1, None, type="info"),
+           send("c", 1, 2, 2), read(["x", "y"], 5, 6, frm=1, stale=True)]
+    report = check(two)
+    assert failed(report) == {STALE} and "skipped offset 2 ('c')" in evidence(report, STALE)
+    # Same, when a delete of offset 1 leaves their places open to inference.
+    report = check(two + [delete([1], 1, None, type="info")])
+    assert failed(report) == {STALE} and "only 1 offset(s) are free" in evidence(report, STALE)
+
+
+def test_a_delete_of_an_offset_live_at_the_end_never_applied() -> None:
+    # Two info deletes name offset 1; b is live at the end, so neither removed it: a read that
+    # skipped b saw an impossible state.
+    ops = [send("a", 1, 2, 0), send("b", 1, 2, 1), send("c", 1, 2, 2),
+           delete([0, 1], 3, None, type="info", p="d1"), delete([1], 3, None, type="info", p="d2"),
+           read(["c"], 4, 5, frm=1)]
+    report = check(ops, {"m": [(0, "a"), (1, "b"), (2, "c")]})
+    assert failed(report) == {LIN} and "skipped offset 1" in evidence(report, LIN)
+    assert_ok(check(ops))  # without the final state either delete may have applied
+
+
+def test_equal_timestamps_count_as_concurrent() -> None:
+    # The read begins in the very nanosecond b's send is acknowledged: either order is possible.
+    ops = [send("a", 1, 2, 0), send("b", 2, 3, 1), read(["a"], 3, 4)]
+    assert_ok(check(ops, {"m": [(0, "a"), (1, "b")]}))
+    ops[2] = read(["a"], 3.000000001, 4)
+    assert failed(check(ops, {"m": [(0, "a"), (1, "b")]})) == {LIN}
+
+
 def test_read_offsets_that_contradict_the_final_state() -> None:
     ops = [send("a", 1, 2, 0), send("b", 1, 2, 1), read(["a", "b"], 3, 4, offsets=[0, 2])]
     report = check(ops, {"m": [(0, "a"), (1, "b")]})
@@ -424,9 +461,9 @@ def test_without_final_state_final_checks_are_skipped() -> None:
     assert "SKIP acknowledged_sends_durable" in report.format()
 
 
-def test_report_format_and_json() -> None:
-    ops = [send("a", 1, 2, 0), send("b", 3, 4, 1), read(["a"], 5, 6)]
-    report = check(ops, {"m": [(0, "a"), (1, "b")]})
+def test_report_format_and_json(tmp_path: Path) -> None:
+    _write_history(tmp_path / "h.jsonl", [send("a", 1, 2, 0), send("b", 3, 4, 1), read(["a"], 5, 6)])
+    report = check(pair_ops(load_history(tmp_path / "h.jsonl")), {"m": [(0, "a"), (1, "b")]})
     text = report.format()
     assert "FAIL linearizable" in text and "VIOLATIONS FOUND" in text and "PASS no_duplicates" in text
     data = json.loads(report.to_json())

@@ -141,7 +141,7 @@ CHECKS: dict[str, str] = {
     PHANTOM: "every message seen was sent, to that mailbox; no offset without a possible send",
     ACKS: "acknowledgements agree: one send per offset and log index, log order = offset order, "
           "no offset deleted twice",
-    FINAL: "the final state is a valid state: holes deleted, acknowledged deletes hold, no partial delete",
+    FINAL: "the final state is a valid state: every hole deleted, acknowledged deletes hold",
 }
 NEEDS_FINAL = frozenset({ACKED, FINAL})
 EVIDENCE_LIMIT = 8  # examples kept per check; the count covers them all
@@ -232,18 +232,26 @@ class _Ctx:
         return "?" if ns is None else f"{(ns - self.origin) / 1e9:.6f}s"
 
     def op(self, op: Op) -> str:
-        """One op, briefly: what, by whom, when (seconds since the first invoke), how it ended."""
+        """One op in full: what, by whom, when (seconds since the first invoke), how it ended, where."""
         if op.f == "send":
-            what = f"send {op.value!r} to {op.key!r}"
             end = f"ok at offset {op.extras['offset']}" if op.type == "ok" else op.type
         elif op.f == "delete":
-            what, end = f"delete {op.value} from {op.key!r}", op.type
+            end = op.type
         else:
-            lim = f" limit {op.value['limit']}" if "limit" in op.value else ""
-            what = f"{op.f} {op.key!r} from {op.value['from']}{lim}"
-            end = f"ok, {len(op.result)} messages" if op.type == "ok" else op.type
-        return (f"[{what} by process {op.process}, {self.t(op.invoke_time)} -> {self.t(op.complete_time)}, "
-                f"{end}, line {op.invoke_line}]")
+            n = len(op.result) if op.type == "ok" else 0
+            end = f"ok, {n} message{'s' * (n != 1)}" if op.type == "ok" else op.type
+        line = f", line {op.invoke_line}" if op.invoke_line else ""
+        return (f"[{self.short(op)} in {op.key!r} by process {op.process}, {self.t(op.invoke_time)} -> "
+                f"{self.t(op.complete_time)}, {end}{line}]")
+
+    def short(self, op: Op) -> str:
+        """Enough to tell an op from its neighbours in one explanation."""
+        if op.f == "send":
+            return f"send {op.value!r}"
+        if op.f == "delete":
+            return f"delete {op.value}"
+        lim = f" limit {op.value['limit']}" if "limit" in op.value else ""
+        return f"{op.f} from {op.value['from']}{lim} at {self.t(op.invoke_time)}"
 
 
 # --- small static structures -------------------------------------------------------------------
@@ -889,13 +897,27 @@ class _Graph:
         if done < n:
             self._report_cycle([i for i in range(n) if indeg[i]])
 
-    def _label(self, x: int) -> str:
+    def _op(self, x: int) -> Op | None:
         kind, v = self.what[x]
         if kind == "send":
             body = self.box.at.get(v)
-            op = self.ctx.sends.get(body) if body is not None else None
-            return self.ctx.op(op) if op is not None else f"[the send of unknown body at offset {v}]"
-        return self.ctx.op(v.op if kind == "read" else v)
+            return self.ctx.sends.get(body) if body is not None else None
+        return v.op if kind == "read" else v
+
+    def _label(self, x: int) -> str:
+        op = self._op(x)
+        if op is None:
+            return f"(the send of unknown body at offset {self.what[x][1]})"
+        return f"({self.ctx.short(op)})"
+
+    def _ops(self, nodes: list[int]) -> str:
+        """The full description of each op an explanation names, once."""
+        seen: dict[int, str] = {}
+        for x in nodes:
+            op = self._op(x)
+            if op is not None and id(op) not in seen:
+                seen[id(op)] = self.ctx.op(op)
+        return "; ".join(seen.values())
 
     def _reason(self, a: int, b: int) -> str:
         ka, kb, o = self.what[a][0], self.what[b][0], self.why.get((a, b))
@@ -904,7 +926,7 @@ class _Graph:
         if ka == "send" and kb == "read":
             return f"the read saw offset {o}"
         if ka == "read" and kb == "send":
-            return f"the read did not see offset {o}, which nothing had deleted"
+            return f"the read did not see offset {o}, which no delete invoked before it ended could remove"
         if ka == "send":
             return f"the delete needs offset {o}"
         if kb == "read":
@@ -934,10 +956,11 @@ class _Graph:
         chain.reverse()
         src = chain[0]
         if src in clamped:  # its own bound was already broken: reported above
-            cause = f"after {self._label(src)}, itself placed too late (see above)"
+            cause = f"{self._label(src)}, itself placed too late (see above)"
         else:
-            cause = f"after {self._label(src)}, invoked after it completed"
-        self.ctx.add(LIN, f"{self._label(x)} must be ordered {cause}: {self._path(chain)}")
+            cause = f"{self._label(src)}, which was invoked only after it completed"
+        self.ctx.add(LIN, f"{self._label(x)} must come after {cause}: {self._path(chain)}. "
+                     f"Ops: {self._ops(chain)}")
 
     def _report_cycle(self, left: list[int]) -> None:
         inside = set(left)
@@ -952,7 +975,8 @@ class _Graph:
             order.append(x)
             x = preds[x]
         cycle = order[seen[x]:][::-1]
-        self.ctx.add(LIN, f"no order fits {self.box.name!r}: {self._path(cycle + [cycle[0]])}")
+        self.ctx.add(LIN, f"no order fits {self.box.name!r}, these ops must precede each other in a circle: "
+                     f"{self._path(cycle + [cycle[0]])}. Ops: {self._ops(cycle)}")
 
 
 # --- entry points ------------------------------------------------------------------------------
