@@ -64,7 +64,10 @@ type in EVERY valid linearization, so violating them is a proof):
   3. A read that did not return offset h >= max(n_lo, K), where no delete
      naming h was invoked before the read completed, comes before send(h):
      h can be neither live nor deleted at the read, so N <= h. (h is the first
-     such offset; later ones follow by rule 1.)
+     such offset; later ones follow by rule 1.) If the read ends with messages
+     of unknown offset, h is the first such offset of known body after the
+     last known one (the tail may sit on any free offset), and the tail must
+     fit in the free offsets below h.
   4. A delete comes after the send of its highest offset: it needs all live.
   5. A read that skipped offset o in [K, n_lo) saw it deleted: o must be named
      by a delete invoked before the read completed (else: violation at once),
@@ -89,17 +92,31 @@ type in EVERY valid linearization, so violating them is a proof):
   the final state must have been removed by a delete that can be ordered
   after the read (else the read saw a write that was rolled back or lost).
   Sound: every constraint is necessary, so a valid history is never rejected.
-  Complete (every non-linearizable history rejected) when each deleted offset
-  has a known deleter and every read's state is pinned down; what is NOT
-  checked: ordering through ambiguous deleters (several `info` deletes naming
-  one offset, none acknowledged) beyond rule 5's existence test; a read's
-  exact N when it may end with deleted offsets (only n_lo <= N <= h is used);
-  the hole pattern of a read's tail that holds messages of unknown offset;
-  the upper bound of a read truncated by its limit; which unknown-outcome
-  send filled which anonymous offset (only the k-th-invoke bound);
-  information in failed deletes. Edges that real time already implies are
-  left out (a deleter completed before a read began; a delete invoked after
-  a read completed), which keeps the graph near-linear: O(n log n) overall.
+  Complete (every non-linearizable history rejected) when every offset's
+  body is known (acknowledged, final, or reads record "offsets"), every
+  deleted offset has a known deleter, and no read may end in deleted
+  offsets: then a point assignment meeting rules 1-6 replays, in point
+  order, to exactly the recorded results. What is NOT checked beyond that:
+  ordering through ambiguous deleters (several `info` deletes naming one
+  offset, none acknowledged) beyond rule 5's existence test; a read's exact
+  N when it may end in deleted offsets (only n_lo <= N <= h is used); the
+  hole pattern of a read's tail of unknown offsets; the upper bound of a
+  read truncated by its limit; which unknown-outcome send filled which
+  anonymous offset (only the k-th-invoke bound); information in failed
+  deletes. Without recorded read offsets, a message of unknown offset the
+  final state lacks may be explained by any delete that hit a free offset
+  of its gap.
+  Cost: edges that real time already implies are left out (a deleter that
+  completed before a read began, or was already ordered before a read that
+  completed before this one began; a delete invoked after a read
+  completed), and skipped ranges are handled as ranges (a max segment tree
+  and a next-pointer union-find), so the work is O(B + n log n) for n ops
+  and B bodies returned by reads, plus, for reads without recorded offsets
+  that return messages of unknown offset, the width of the offset gap
+  around them.
+
+The final state must be read after every op of the history ended: only
+effects of ops of unknown outcome may come after it.
 
 Must not import zmq or any part of the node, client or transport: it reads
 files and data only.
