@@ -341,6 +341,8 @@ class _Read:
 
 
 class _Box:
+    """One mailbox's checks; `run` goes through them in dependency order (see the module docstring)."""
+
     def __init__(self, ctx: _Ctx, name: str, ops: list[Op], final: Sequence[tuple[int, str]] | None) -> None:
         self.ctx, self.name, self.final = ctx, name, final
         self.sends = [op for op in ops if op.f == "send"]
@@ -356,6 +358,10 @@ class _Box:
         self.del_inv: dict[int, int] = {}  # offset -> earliest invoke rank of a delete naming it
         self.m = 0  # offsets [0, m) are known to have been assigned
         self.known: list[int] = []  # offsets of known body, sorted (only when a read needs it)
+        self.anon: list[int] = []  # offsets below m of unknown body
+        self.fillers: list[int] = []  # invoke ranks of the sends that can have filled them, ascending
+        self.tree = _FirstAbove([NO_BOUND])  # rebuilt once m is known
+        self.known_tree: _FirstAbove | None = None
 
     def _read(self, op: Op) -> _Read:
         limit = op.value.get("limit")
@@ -785,6 +791,7 @@ class _Graph:
         self.why: dict[tuple[int, int], int] = {}  # edge -> the offset that forces it
         self._sends(m)
         self.read_node = {id(r): self._node(r.inv, r.cmp, ("read", r)) for r in reads}
+        self.deleter_inv = {o: self.ctx.inv(d) for o, d in box.deleter.items()}
         deleters = {id(d): d for d in box.deleter.values()}
         self.del_node = {i: self._node(self.ctx.inv(d), self.ctx.cmp(d), ("delete", d)) for i, d in deleters.items()}
         for i, d in deleters.items():
@@ -829,10 +836,11 @@ class _Graph:
         if r.h is not None:
             self._edge(node, r.h, r.h)  # rule 3
         seen: set[int] = set()
-        deleter = self.box.deleter
-        for o in sorted(deleter.keys() & r.live):  # rule 6, unless real time already orders them
+        deleter, invoked, cmp = self.box.deleter, self.deleter_inv, r.cmp
+        # Rule 6, unless real time already orders them (the delete was invoked after the read).
+        for o in sorted(o for o in invoked.keys() & r.live if invoked[o] <= cmp):
             d = deleter[o]
-            if id(d) not in seen and self.ctx.inv(d) <= r.cmp:
+            if id(d) not in seen:
                 seen.add(id(d))
                 self._edge(node, self.del_node[id(d)], o)
 
