@@ -231,6 +231,9 @@ def test_phantom_messages() -> None:
     report = check([send("a", 1, 2, 0), send("c", 3, 4, 2)])
     assert PHANTOM in failed(report) and "only 0 sends" in evidence(report, PHANTOM)
     assert_ok(check([send("a", 1, 2, 0), send("b", 1, None, type="info"), send("c", 3, 4, 2)]))
+    # An absurd offset is reported, not turned into an array of that size.
+    report = check([send("a", 1, 2, 0), read(["a"], 3, 4, offsets=[10**12])], {"m": [(10**15, "a")]})
+    assert PHANTOM in failed(report) and "only 1 sends" in evidence(report, PHANTOM)
 
 
 def test_stale_linearizable_read_misses_a_send_acknowledged_before_it_began() -> None:

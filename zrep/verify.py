@@ -621,6 +621,15 @@ class _Box:
         tops += [o for o, ds in self.cand.items() if any(d.type == "ok" for d in ds)]
         tops += [r.n_lo - 1 for r in self.reads if not r.broken]
         self.m = max(tops) + 1
+        # Every offset below m took a send; far more offsets than sends is a phantom (and must
+        # not make the checker build arrays of that size): report it and go on below the bound.
+        bound = len(self.sends) + len(self.at)
+        if self.m > bound:
+            self.ctx.add(PHANTOM, f"{self.name!r}: offset {self.m - 1} is known to exist, but only "
+                         f"{len(self.sends)} sends were made to it")
+            self.m = bound
+            for r in self.reads:
+                r.broken = r.broken or r.n_lo > bound
         self.anon = [o for o in range(self.m) if o not in self.at]
         # Who can fill an offset of unknown body: a send of unknown outcome not seen elsewhere,
         # or an acknowledged send not at its place.
