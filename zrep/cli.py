@@ -462,3 +462,15 @@ def wal(args: tuple[str, ...]) -> None:
     from zrep.bench_wal import main as bench_wal_main
 
     sys.exit(bench_wal_main(list(args)))
+
+
+@bench.command()
+@click.option("--kills", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="How many times to SIGKILL the leader.")
+@json_option
+def failover(kills: int, as_json: bool) -> None:
+    """Kill the leader of a local 3-node cluster KILLS times while a client writes;
+    report the median and max time from the kill to the next acknowledged write."""
+    from zrep.bench_failover import main as bench_failover_main
+
+    sys.exit(bench_failover_main(kills, as_json))
