@@ -34,10 +34,10 @@ ATTEMPT_TIMEOUT_S = 0.1  # a short attempt timeout, so the client's own patience
 
 @dataclass
 class _Writer:
-    """Writes continuously in a thread and records when each write was acknowledged."""
+    """Writes continuously in a thread and records (invoked, acknowledged) per write."""
 
     client: Client
-    acks: list[float] = field(default_factory=list)
+    acks: list[tuple[float, float]] = field(default_factory=list)
     errors: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -46,19 +46,22 @@ class _Writer:
         n = 0
         while not self.stop.is_set():
             n += 1
+            invoked = time.monotonic()
             try:
                 self.client.send("bench", f"failover-{n}".encode())
             except ClientError:
                 self.errors += 1
                 continue
             with self.lock:
-                self.acks.append(time.monotonic())
+                self.acks.append((invoked, time.monotonic()))
 
     def first_ack_after(self, t: float, timeout_s: float) -> float | None:
+        """When the first write invoked after `t` was acknowledged. (A write in flight
+        at `t` may be answered from a follower's store: it proves no new leader.)"""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self.lock:
-                later = [a for a in self.acks[-50:] if a > t]
+                later = [a for i, a in self.acks[-50:] if i > t]
             if later:
                 return min(later)
             time.sleep(0.002)
@@ -105,7 +108,7 @@ def run_failover_bench(kills: int = 10, progress: Any = None) -> dict[str, Any]:
 def format_report(r: dict[str, Any]) -> str:
     return (f"failover (3 nodes, heartbeat 50 ms, election timeout 500 ms, {r['kills']} leader kills): "
             f"median {r['median_ms']:.0f} ms, max {r['max_ms']:.0f} ms from SIGKILL to the next acknowledged "
-            f"write\n  each: {', '.join(f'{d:.0f}' for d in r['all_ms'])} ms\n  {r['machine']}, {r['date']}")
+            f"write\n  (the first write invoked after the kill)\n  each: {', '.join(f'{d:.0f}' for d in r['all_ms'])} ms\n  {r['machine']}, {r['date']}")
 
 
 def main(kills: int = 10, as_json: bool = False) -> int:
