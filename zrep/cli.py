@@ -2,7 +2,8 @@
 
 Commands: `node`, `client {send,read,delete,mailboxes,watch,status}`,
 `cluster up` (zrep.cluster_up), `log inspect` (zrep.inspect_log), `bench wal`
-(zrep.bench_wal), `sim` (zrep.sim).
+(zrep.bench_wal), `sim` (zrep.sim), `chaos` (zrep.chaos.runner), `verify`
+(zrep.verify).
 
 Invariants
 - Output is human-readable by default; `--json` prints data (one JSON value,
@@ -94,7 +95,8 @@ class ZrepGroup(click.Group):
     Commands in LAZY are imported only when used (or listed by --help).
     """
 
-    LAZY = {"log": "zrep.inspect_log:log", "sim": "zrep.sim.__main__:main"}
+    LAZY = {"log": "zrep.inspect_log:log", "sim": "zrep.sim.__main__:main", "chaos": "zrep.chaos.runner:chaos",
+            "verify": "zrep.verify:verify"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])

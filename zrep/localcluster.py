@@ -253,6 +253,11 @@ class LocalCluster:
         except ProcessLookupError:
             pass
 
+    def signal_nodes(self, nodes: Iterable[int], sig: int) -> None:
+        """Send `sig` to each node's process group without waiting (kill several at one instant)."""
+        for i in nodes:
+            self._signal(i, sig)
+
     def kill(self, node_id: int, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
         """Send `sig` to the node's process group and wait for it to exit; its exit code."""
         p = self.procs.get(node_id)

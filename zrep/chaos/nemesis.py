@@ -1,0 +1,362 @@
+"""The seeded nemesis: one fault after another against a LocalCluster.
+
+Faults (FAULTS.md has the recipes):
+  kill         SIGKILL a node (the leader more often than chance), restart it
+               after a random delay.
+  pause        SIGSTOP a node for longer than the election timeout, then SIGCONT.
+  partition    drop traffic between node addresses (netfaults), in a random
+               shape: one node isolated, the leader with a minority, a
+               majority/minority split, a bridge node that sees two halves
+               that cannot see each other, or a one-way cut; then heal.
+  torn-tail    SIGKILL a node, leave its WAL ending in the middle of a record,
+               restart it: the node must cut the torn tail and rejoin.
+  restart-all  SIGKILL every node at once, restart them all.
+
+The torn tail is a prefix of a copy of the last complete record (or a run of
+zeros) appended after it: the file ends mid-record as a crash during a write
+leaves it. Bytes already in the file are never cut: they may be fsynced and
+acknowledged, and losing them is a disk that lies, outside the fault model
+(DESIGN section 1), which would make a correct cluster fail the checks.
+
+Without --nasty every fault hits a minority at a time (restart-all aside,
+which is brief and must lose nothing): writes keep flowing. With --nasty a
+kill or pause may take down a majority and a partition may leave no side
+with a majority: the cluster must then stall without diverging.
+
+Invariants:
+  * Every choice comes from the one seeded random generator; the fault
+    sequence of a seed is the same on every run (the timing of the cluster
+    is not: real processes).
+  * One fault at a time, and each fault undoes itself (restart, SIGCONT,
+    heal) before the next starts; `heal_all` undoes anything left, and is
+    called in the runner's `finally`.
+  * A node that exits without our signal is recorded (LocalCluster.lives)
+    and restarted, at most MAX_REVIVALS times per node.
+  * Every wait is an Event wait with a bound: a stop request ends the run
+    within one poll step.
+
+Imports the local cluster, netfaults and the history writer.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zrep.chaos.netfaults import NetFaults, Pair
+from zrep.history import HistoryWriter
+from zrep.localcluster import ClusterError, LocalCluster, wait_until
+
+FAULTS = ("kill", "pause", "partition", "torn-tail", "restart-all")
+WEIGHTS = {"kill": 3, "pause": 2, "partition": 3, "torn-tail": 1, "restart-all": 1}
+LEADER_BIAS = 0.6  # chance to aim a single-node fault at the leader (chance alone: 1/n)
+MAX_REVIVALS = 3  # restarts of a node that died by itself
+STEP_S = 0.1
+HEADER = struct.Struct(">II")  # a WAL record's length and CRC (zrep.wal_format)
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    detail: str
+    nodes: list[int]
+    start_ns: int
+    end_ns: int | None = None
+    leader: int | None = None  # the leader when the fault began, if one was known
+    epoch: int | None = None  # its epoch
+    leader_hit: bool = False  # the fault took the leader away from the majority
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, origin_ns: int) -> dict[str, Any]:
+        return {"kind": self.kind, "detail": self.detail, "nodes": self.nodes,
+                "at_s": round((self.start_ns - origin_ns) / 1e9, 3),
+                "lasted_s": None if self.end_ns is None else round((self.end_ns - self.start_ns) / 1e9, 3),
+                "leader": self.leader, "epoch": self.epoch, "leader_hit": self.leader_hit, **self.extra}
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+def tear_tail(path: Path, rng: random.Random) -> str:
+    """Append a torn record after the last complete one; what was done, for the report."""
+    data = path.read_bytes() if path.exists() else b""
+    pos, last = 0, None
+    while pos + HEADER.size <= len(data):
+        length = HEADER.unpack_from(data, pos)[0]
+        if pos + HEADER.size + length > len(data):
+            break
+        last, pos = (pos, pos + HEADER.size + length), pos + HEADER.size + length
+    if pos != len(data):
+        return f"left as it was: already ends in a torn record ({len(data) - pos} bytes)"
+    if last is None or rng.random() < 0.25:
+        zeros = rng.randint(1, 64)
+        torn = bytes(zeros)
+        what = f"{zeros} zero bytes"
+    else:
+        record = data[last[0]:last[1]]
+        keep = rng.randint(1, len(record) - 1)
+        torn = record[:keep]
+        what = f"a record cut after {keep} of its {len(record)} bytes"
+    with open(path, "ab") as f:
+        f.write(torn)
+    return f"appended {what} after byte {len(data)}"
+
+
+class Nemesis:
+    """Runs faults until a deadline. `counts` and `records` say what happened."""
+
+    def __init__(self, cluster: LocalCluster, faults: list[str], rng: random.Random, *, nasty: bool,
+                 net: NetFaults | None, history: HistoryWriter, stop: threading.Event,
+                 election_timeout_s: float) -> None:
+        self.c = cluster
+        self.faults = [f for f in FAULTS if f in faults]
+        self.rng = rng
+        self.nasty = nasty
+        self.net = net
+        self.history = history
+        self.stop = stop
+        self.et_s = election_timeout_s
+        self.counts: Counter[str] = Counter()
+        self.records: list[FaultRecord] = []
+        self.revivals: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.down: set[int] = set()  # nodes we killed and have not restarted yet
+        self._do: dict[str, Callable[[], None]] = {
+            "kill": self._kill, "pause": self._pause, "partition": self._partition,
+            "torn-tail": self._torn_tail, "restart-all": self._restart_all}
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, until: float) -> None:
+        """Fault after fault until the monotonic deadline `until` (or stop)."""
+        # Every fault asked for first (in a seeded order), so a short run still has each kind.
+        plan = self.rng.sample(self.faults, len(self.faults))
+        while not self.stop.is_set():
+            if not self._sleep(self.rng.uniform(0.5, 2.0), until):
+                return
+            if until - time.monotonic() < 1.5:
+                return
+            kind = plan.pop(0) if plan else self.rng.choices(
+                self.faults, weights=[WEIGHTS[f] for f in self.faults])[0]
+            try:
+                self._do[kind]()
+            except (ClusterError, OSError, RuntimeError) as e:
+                self.errors.append(f"{kind}: {type(e).__name__}: {e}")
+                self.heal_all()
+
+    def _sleep(self, seconds: float, until: float | None = None) -> bool:
+        """Wait, watching for nodes that died by themselves; False if stopped or past `until`."""
+        end = time.monotonic() + seconds
+        if until is not None:
+            end = min(end, until)
+        while True:
+            self.watch()
+            left = end - time.monotonic()
+            if left <= 0:
+                return not self.stop.is_set() and (until is None or time.monotonic() < until)
+            if self.stop.wait(min(STEP_S, left)):
+                return False
+
+    def watch(self) -> None:
+        """Note every node that exited without our signal, and restart it (a bounded number of times)."""
+        for life in self.c.reap():
+            if not life.unexpected:
+                continue
+            self._note("crash", life.node, life.describe())
+            if life.node not in self.down and self.revivals[life.node] < MAX_REVIVALS:
+                self.revivals[life.node] += 1
+                self.c.start(life.node)
+
+    def heal_all(self) -> None:
+        """Undo everything: heal the network, resume paused nodes, start the stopped ones."""
+        if self.net is not None and self.net.cut_pairs:
+            self.net.heal()
+        for i in sorted(self.c.paused):
+            self.c.resume(i)
+        self.down.clear()
+        for i in self.c.ids:
+            if not self.c.running(i) and self.revivals[i] <= MAX_REVIVALS:
+                self.c.start(i)
+        self._note("heal-all", None, "network healed, paused nodes resumed, stopped nodes started")
+
+    # ------------------------------------------------------------ helpers
+
+    def _note(self, f: str, nodes: Any, detail: str, **extra: Any) -> None:
+        self.history.note(f, {"nodes": nodes, "detail": detail}, **extra)
+
+    def _leader(self) -> tuple[int | None, int | None]:
+        st = self.c.statuses(timeout=0.3)
+        leaders = [(s["epoch"], i) for i, s in st.items() if s["role_name"] == "leader"]
+        if not leaders:
+            return None, None
+        epoch, lead = max(leaders)
+        return lead, epoch
+
+    def _begin(self, kind: str, nodes: list[int], detail: str, leader: int | None, epoch: int | None,
+               leader_hit: bool, **extra: Any) -> FaultRecord:
+        rec = FaultRecord(kind, detail, sorted(nodes), time.monotonic_ns(), leader=leader, epoch=epoch,
+                          leader_hit=leader_hit, extra=extra)
+        self.records.append(rec)
+        self.counts[kind] += 1
+        self._note(kind, sorted(nodes), detail, leader=leader, epoch=epoch)
+        return rec
+
+    def _end(self, rec: FaultRecord, what: str) -> None:
+        rec.end_ns = time.monotonic_ns()
+        self._note(f"{rec.kind}-end", rec.nodes, what)
+
+    def _targets(self, leader: int | None) -> list[int]:
+        """Nodes for a kill or pause: one (the leader more often than chance), more with --nasty."""
+        ids = [i for i in self.c.ids if self.c.running(i) and i not in self.c.paused]
+        if not ids:
+            return []
+        n = len(self.c.ids)
+        if self.nasty and self.rng.random() < 0.5:
+            return sorted(self.rng.sample(ids, min(len(ids), self.rng.randint(majority(n), n))))
+        count = 1 if n < 5 or self.rng.random() < 0.7 else majority(n) - 1
+        first = leader if leader in ids and self.rng.random() < LEADER_BIAS else self.rng.choice(ids)
+        rest = [i for i in ids if i != first]
+        return sorted([first, *self.rng.sample(rest, min(len(rest), count - 1))])
+
+    # ------------------------------------------------------------ faults
+
+    def _kill(self) -> None:
+        leader, epoch = self._leader()
+        nodes = self._targets(leader)
+        if not nodes:
+            return
+        rec = self._begin("kill", nodes, f"SIGKILL node{'s' * (len(nodes) > 1)} {nodes}", leader, epoch,
+                          leader in nodes)
+        for i in nodes:
+            self.c.kill(i, signal.SIGKILL)
+            self.down.add(i)
+        self._sleep(self.rng.uniform(0.3, 3.0))
+        self._restart(nodes)
+        self._end(rec, f"restarted {nodes}")
+
+    def _restart(self, nodes: list[int]) -> None:
+        for i in nodes:
+            self.down.discard(i)
+            self.c.start(i)
+
+    def _pause(self) -> None:
+        leader, epoch = self._leader()
+        nodes = self._targets(leader)
+        if not nodes:
+            return
+        hold = self.rng.uniform(1.2, 4.0) * self.et_s
+        rec = self._begin("pause", nodes, f"SIGSTOP {nodes} for {hold:.2f}s", leader, epoch, leader in nodes)
+        for i in nodes:
+            self.c.pause(i)
+        self._sleep(hold)
+        for i in nodes:
+            self.c.resume(i)
+        self._end(rec, f"SIGCONT {nodes}")
+
+    def _torn_tail(self) -> None:
+        leader, epoch = self._leader()
+        ids = [i for i in self.c.ids if self.c.running(i) and i not in self.c.paused]
+        if not ids:
+            return
+        node = leader if leader in ids and self.rng.random() < 0.5 else self.rng.choice(ids)
+        rec = self._begin("torn-tail", [node], f"SIGKILL node {node}, tear its WAL tail", leader, epoch,
+                          node == leader)
+        self.c.kill(node, signal.SIGKILL)
+        self.down.add(node)
+        what = tear_tail(self.c.wal_path(node), self.rng)
+        rec.detail += f": {what}"
+        self._sleep(self.rng.uniform(0.2, 2.0))
+        self._restart([node])
+        if what.startswith("appended"):
+            try:
+                wait_until("the torn tail cut", lambda: "torn tail" in self.c.node_log(node, last_life=True),
+                           5.0, interval=0.1)
+                rec.extra["repaired"] = True
+            except ClusterError:
+                rec.extra["repaired"] = False
+        self._end(rec, f"restarted {node}")
+
+    def _restart_all(self) -> None:
+        leader, epoch = self._leader()
+        nodes = list(self.c.ids)
+        rec = self._begin("restart-all", nodes, "SIGKILL every node at once", leader, epoch, leader is not None)
+        self.c.signal_nodes(nodes, signal.SIGKILL)  # all first: they go down together
+        self.down.update(nodes)
+        for i in nodes:
+            self.c.kill(i, signal.SIGKILL)
+        self._sleep(self.rng.uniform(0.2, 1.5))
+        for i in self.rng.sample(nodes, len(nodes)):
+            self._restart([i])
+            self._sleep(self.rng.uniform(0.0, 0.3))
+        self._end(rec, "restarted every node")
+
+    # ------------------------------------------------------------ partitions
+
+    def _partition(self) -> None:
+        if self.net is None:
+            return
+        leader, epoch = self._leader()
+        shape, pairs, desc, hit = self._shape(leader)
+        hold = self.rng.uniform(max(1.5, 3 * self.et_s), max(4.0, 8 * self.et_s))
+        rec = self._begin("partition", sorted({a for a, _ in pairs} | {b for _, b in pairs}),
+                          f"{shape}: {desc} for {hold:.1f}s", leader, epoch, hit, shape=shape)
+        self.net.cut(pairs)
+        self._sleep(hold)
+        self.net.heal()
+        self._end(rec, "healed")
+
+    def _shape(self, leader: int | None) -> tuple[str, set[Pair], str, bool]:
+        ids = list(self.c.ids)
+        n = len(ids)
+        shapes = ["isolate", "leader-minority", "split", "bridge", "one-way"]
+        if self.nasty:
+            shapes += ["no-majority", "no-majority"]
+        shape = self.rng.choice(shapes)
+        lead = leader if leader is not None else self.rng.choice(ids)
+        if shape == "one-way":
+            src = lead if self.rng.random() < 0.5 else self.rng.choice(ids)
+            others = [i for i in ids if i != src]
+            dsts = self.rng.sample(others, self.rng.randint(1, len(others)))
+            inbound = self.rng.random() < 0.5
+            pairs = {(d, src) for d in dsts} if inbound else {(src, d) for d in dsts}
+            arrow = f"{sorted(dsts)} -> {src}" if inbound else f"{src} -> {sorted(dsts)}"
+            return shape, pairs, f"drop {arrow} only", False  # the leader may well keep its majority
+        if shape == "bridge":
+            b = self.rng.choice(ids)
+            rest = self.rng.sample([i for i in ids if i != b], n - 1)
+            k = self.rng.randint(1, len(rest) - 1)
+            left, right = rest[:k], rest[k:]
+            pairs = {(x, y) for x in left for y in right} | {(y, x) for x in left for y in right}
+            return shape, pairs, f"{sorted(left)} | {sorted(right)}, {b} sees both", False
+        groups = self._groups(shape, ids, lead)
+        pairs = {(a, b) for g in groups for h in groups if g is not h for a in g for b in h}
+        big = max(groups, key=len)
+        hit = leader is not None and (len(big) < majority(n) or leader not in big)
+        return shape, pairs, " | ".join(str(sorted(g)) for g in groups), hit
+
+    def _groups(self, shape: str, ids: list[int], lead: int) -> list[list[int]]:
+        n = len(ids)
+        minority = (n - 1) // 2
+        if shape == "isolate":
+            x = lead if self.rng.random() < 0.5 else self.rng.choice(ids)
+            return [[x], [i for i in ids if i != x]]
+        if shape == "leader-minority":
+            others = self.rng.sample([i for i in ids if i != lead], n - 1)
+            small = [lead, *others[:minority - 1]]
+            return [small, [i for i in ids if i not in small]]
+        if shape == "split":
+            small = self.rng.sample(ids, self.rng.randint(1, minority))
+            return [small, [i for i in ids if i not in small]]
+        # no-majority: groups all below a majority
+        order = self.rng.sample(ids, n)
+        size = max(1, majority(n) - 1)
+        return [order[i:i + size] for i in range(0, n, size)]
