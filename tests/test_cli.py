@@ -266,7 +266,8 @@ def test_status_table_and_json(live):
     assert len(rows) == 3 and all(" up " in r for r in rows)
     data = json.loads(client_cmd(live, "status", "--json").stdout)
     assert [set(r) for r in data] == [{"id", "address", "up", "role", "epoch", "leader", "last_index", "commit",
-                                      "applied", "last_heard_ms", "error"}] * 3
+                                      "applied", "last_heard_ms", "error", "pid"}] * 3
+    assert all(type(r["pid"]) is int and r["pid"] > 0 for r in data)
     assert [r["role"] for r in data].count("leader") == 1
 
 
