@@ -34,6 +34,7 @@ def main(seeds: str, seed: int | None, nodes: str, trace: bool, ticks: int, stop
     n = int(nodes)
     totals: dict[str, int] = {}
     failovers: list[int] = []
+    relative: list[float] = []  # failover time in election timeouts (plans differ in tick scale)
     runs = elections = commits = acked = reads = 0
     failing: list[tuple[int, str]] = []
     for s in seed_range:
@@ -50,6 +51,7 @@ def main(seeds: str, seed: int | None, nodes: str, trace: bool, ticks: int, stop
         for k, v in result.faults.items():
             totals[k] = totals.get(k, 0) + v
         failovers += result.failover_ticks
+        relative += [t / result.election_ticks for t in result.failover_ticks]
         elections += result.elections
         commits += result.commit
         acked += result.acked_writes
@@ -63,6 +65,9 @@ def main(seeds: str, seed: int | None, nodes: str, trace: bool, ticks: int, stop
     if failovers:
         click.echo(f"leader crash to new leader: median {median(failovers)} ticks, max {max(failovers)} "
                    f"({len(failovers)} failovers)")
+        q = sorted(relative)
+        pct = ", ".join(f"p{p} {q[min(len(q) - 1, len(q) * p // 100)]:.2f}" for p in (10, 50, 90, 99))
+        click.echo(f"  in election timeouts: {pct}, max {q[-1]:.2f}")
     if failing:
         click.echo(f"FAILING seeds: {', '.join(str(s) for s, _ in failing)}")
         sys.exit(1)

@@ -105,6 +105,7 @@ class SimResult:
     reads: int
     failover_ticks: list[int]
     converge_ticks: int
+    election_ticks: int
 
 
 class SimCluster:
@@ -435,6 +436,7 @@ class SimCluster:
             reads=self.reads,
             failover_ticks=list(self.failovers),
             converge_ticks=self.now - start,
+            election_ticks=self.plan.timing.election_ticks,
         )
 
     def describe(self) -> str:
