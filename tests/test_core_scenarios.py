@@ -377,3 +377,23 @@ def test_a_follower_that_lost_acknowledged_entries_is_caught_up_again():
     r.step(AppendAck(2, 1, 1, False, 2, 0, 4))
     (append,) = [m for m in of(r.ready().messages, Append) if m.dst == 2]
     assert append.prev_index == 2 and [e.index for e in append.entries][:1] == [3]
+
+
+def test_what_matched_the_old_leader_is_not_verified_for_a_new_one():
+    # Found by the 5-node sweep (seeds 1836, 2050, 3511 of 0:5000): a follower
+    # learned epoch 2 from its promise, then took the new leader's commit index
+    # against entries it had only verified with the leader of epoch 1.
+    r = replica(2, members=(1, 2, 3, 4, 5))
+    r.step(Append(1, 2, 1, 0, 0, tuple(Entry(1, i, b"e1-%d" % i) for i in (1, 2, 3)), 1, 0))
+    settle(r)
+    for _ in range(T.election_ticks):  # leader 1 falls silent
+        r.tick()
+    settle(r)
+    r.step(Coordinator(3, 2, 3, 2, 2))  # node 3's log ends at (2, 2): fresher; it claims epoch 3
+    settle(r)
+    assert r.hs == HardState(3, 3)
+    # The leader of epoch 3 holds other entries at 2 and 3, committed; it checks
+    # our log only at index 1 (an empty append, as for a read-index round).
+    r.step(Append(3, 2, 3, 1, 1, (), 3, 1))
+    settle(r)
+    assert r.commit == 1

@@ -11,6 +11,10 @@ from zrep.sim.cluster import run_seed
 # committed in a newer epoch; that is allowed (it can commit nothing), and the
 # leader-completeness check had wrongly flagged it.
 REGRESSION_SEEDS_3 = [8052]
+# 1836, 2050, 3511: a follower that learned a new epoch from its promise kept
+# what it had verified with the old leader and took the new leader's commit
+# index against it (two replicas applied different entries at one index).
+REGRESSION_SEEDS_5 = [1836, 2050, 3511]
 
 
 def sweep(seeds: range, nodes: int, bugs: frozenset[str] = frozenset(), first: bool = False):
@@ -31,6 +35,8 @@ def test_sweep_300_seeds_of_3_nodes():
 def test_regression_seeds():
     for seed in REGRESSION_SEEDS_3:
         assert sweep(range(seed, seed + 1), 3) == []
+    for seed in REGRESSION_SEEDS_5:
+        assert sweep(range(seed, seed + 1), 5) == []
 
 
 def test_sweep_100_seeds_of_5_nodes():

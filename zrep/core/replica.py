@@ -120,7 +120,8 @@ class Replica:
         self._insist = False
         self._awaiting_better = False
         self._promises: set[int] = set()
-        self._verified = 0  # follower: last index verified to match the leader of hs.epoch
+        self._verified = 0  # follower: last index verified to match the leader of _verified_epoch
+        self._verified_epoch = 0
         self._progress: dict[int, Progress] = {}
         self._epoch_start = 0  # leader: index of its no-op
         self._round = 0  # leader: read-index confirmation rounds sent
@@ -347,7 +348,6 @@ class Replica:
         """Accept `leader` as the leader of `epoch` (>= ours)."""
         if epoch > self.hs.epoch:
             self._set_hard_state(HardState(epoch, leader))
-            self._verified = 0  # nothing of this new leader's log is verified yet
         if self.role != Role.FOLLOWER or self.leader != leader:
             self._note(f"following node {leader}")
             self._become_follower(leader)
@@ -527,6 +527,10 @@ class Replica:
             return
         self._append_entries(entries)
         match = prev_index + len(entries)
+        if self._verified_epoch != m.epoch:
+            # What matched an earlier leader proves nothing about this one's log
+            # (we may have learned this epoch from a promise, not an append).
+            self._verified, self._verified_epoch = 0, m.epoch
         self._verified = max(self._verified, match)
         self._set_commit(min(m.commit, self._verified))
         self._ack(m, True, match)
