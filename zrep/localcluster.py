@@ -113,13 +113,15 @@ class Life:
 
     @property
     def unexpected(self) -> bool:
-        """It ended, and not by our hand: no signal of ours, or non-zero after our SIGTERM."""
+        """It ended, and not by our hand: no signal of ours, or an exit code of its own after our SIGTERM."""
         if self.returncode is None:
             return False
         if self.signal == signal.SIGKILL:
             return False
         if self.signal in (signal.SIGTERM, signal.SIGINT):
-            return self.returncode != 0
+            # Exit 0 is a clean stop; dying of the signal itself means it came before the
+            # node set its handlers (just started). Any other code is the node's own failure.
+            return self.returncode not in (0, -self.signal)
         return True
 
     def describe(self) -> str:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import random
 import signal
-import struct
 import threading
 import time
 from collections import Counter
@@ -54,13 +53,13 @@ from typing import Any
 from zrep.chaos.netfaults import NetFaults, Pair
 from zrep.history import HistoryWriter
 from zrep.localcluster import ClusterError, LocalCluster, wait_until
+from zrep.wal_format import Scan, StopKind
 
 FAULTS = ("kill", "pause", "partition", "torn-tail", "restart-all")
 WEIGHTS = {"kill": 3, "pause": 2, "partition": 3, "torn-tail": 1, "restart-all": 1}
 LEADER_BIAS = 0.6  # chance to aim a single-node fault at the leader (chance alone: 1/n)
 MAX_REVIVALS = 3  # restarts of a node that died by itself
 STEP_S = 0.1
-HEADER = struct.Struct(">II")  # a WAL record's length and CRC (zrep.wal_format)
 
 
 @dataclass
@@ -89,23 +88,20 @@ def majority(n: int) -> int:
 def tear_tail(path: Path, rng: random.Random) -> str:
     """Append a torn record after the last complete one; what was done, for the report."""
     data = path.read_bytes() if path.exists() else b""
-    pos, last = 0, None
-    while pos + HEADER.size <= len(data):
-        length = HEADER.unpack_from(data, pos)[0]
-        if pos + HEADER.size + length > len(data):
-            break
-        last, pos = (pos, pos + HEADER.size + length), pos + HEADER.size + length
-    if pos != len(data):
-        return f"left as it was: already ends in a torn record ({len(data) - pos} bytes)"
+    scan = Scan(data)
+    last = None
+    for offset, _ in scan:
+        last = offset
+    assert scan.stop is not None
+    if scan.stop.kind is not StopKind.CLEAN:
+        return f"left as it was: it already ends in a {scan.stop.kind.value} record at byte {scan.stop.offset}"
     if last is None or rng.random() < 0.25:
         zeros = rng.randint(1, 64)
-        torn = bytes(zeros)
-        what = f"{zeros} zero bytes"
+        torn, what = bytes(zeros), f"{zeros} zero bytes"
     else:
-        record = data[last[0]:last[1]]
+        record = data[last:]
         keep = rng.randint(1, len(record) - 1)
-        torn = record[:keep]
-        what = f"a record cut after {keep} of its {len(record)} bytes"
+        torn, what = record[:keep], f"a copy of the last record cut after {keep} of its {len(record)} bytes"
     with open(path, "ab") as f:
         f.write(torn)
     return f"appended {what} after byte {len(data)}"
@@ -130,6 +126,7 @@ class Nemesis:
         self.revivals: Counter[int] = Counter()
         self.errors: list[str] = []
         self.down: set[int] = set()  # nodes we killed and have not restarted yet
+        self._crashes_seen: set[int] = set()  # id() of the lives already noted
         self._do: dict[str, Callable[[], None]] = {
             "kill": self._kill, "pause": self._pause, "partition": self._partition,
             "torn-tail": self._torn_tail, "restart-all": self._restart_all}
@@ -168,9 +165,11 @@ class Nemesis:
 
     def watch(self) -> None:
         """Note every node that exited without our signal, and restart it (a bounded number of times)."""
-        for life in self.c.reap():
-            if not life.unexpected:
+        self.c.reap()
+        for life in self.c.lives:
+            if not life.unexpected or id(life) in self._crashes_seen:
                 continue
+            self._crashes_seen.add(id(life))
             self._note("crash", life.node, life.describe())
             if life.node not in self.down and self.revivals[life.node] < MAX_REVIVALS:
                 self.revivals[life.node] += 1

@@ -1,0 +1,367 @@
+"""`zrep chaos`: the pieces in-process, then whole runs as real processes.
+
+Whole runs (marked slow, in the normal suite):
+  * a ~45 s run with a fixed seed and every fault this machine can do
+    (partitions only as root with nft, inside a private namespace) passes
+    every check, and every fault asked for happened;
+  * runs against nodes with a planted bug FAIL, on a safety check, with the
+    run itself complete (a finding, not a crash of the tool): a checker
+    that cannot fail is not a checker;
+  * Ctrl-C ends a run with exit 130, no node process and no rule left;
+  * `--cleanup` kills a dead run's nodes, deletes its table and directory.
+Every run has a hard timeout and is killed by process group at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from zrep.chaos import netfaults
+from zrep.chaos.nemesis import FAULTS, Nemesis, majority, tear_tail
+from zrep.chaos.report import LABELS, Check, RunReport, from_verify
+from zrep.chaos.runner import Options, _node_pids, chaos
+from zrep.chaos.workload import Stats, Worker, WorkloadSettings, client_config
+from zrep.client import OutcomeUnknown, Receipt, Rejected, Unavailable
+from zrep.core.messages import Entry
+from zrep.history import HistoryWriter, load_history, pair_ops
+from zrep.localcluster import CLIENT_HOST, LocalCluster
+from zrep.verify import check
+from zrep.wal_format import Scan, StopKind, encode_entry
+
+REPO = Path(__file__).resolve().parent.parent
+SANDBOX = netfaults.sandbox_unavailable() == ""  # root, unshare, ip, nft
+MAIN_FAULTS = ["kill", "pause", "torn-tail", "restart-all"] + (["partition"] if SANDBOX else [])
+
+
+# ================================================================ pieces
+
+
+def test_a_torn_tail_is_a_record_cut_short_after_intact_records(tmp_path: Path) -> None:
+    wal = tmp_path / "wal"
+    records = b"".join(encode_entry(Entry(1, i, b"x" * (i * 7))) for i in range(1, 6))
+    for seed in range(40):
+        wal.write_bytes(records)
+        what = tear_tail(wal, random.Random(seed))
+        data = wal.read_bytes()
+        assert what.startswith("appended") and data[:len(records)] == records and len(data) > len(records)
+        scan = Scan(data)
+        assert [o for o, _ in scan] == [o for o, _ in Scan(records)]
+        assert scan.stop is not None and scan.stop.kind is StopKind.TORN and scan.stop.offset == len(records)
+    # A log that already ends torn is left alone: one torn tail, never two.
+    before = wal.read_bytes()
+    assert tear_tail(wal, random.Random(1)).startswith("left as it was") and wal.read_bytes() == before
+
+
+class _Ids:
+    def __init__(self, n: int) -> None:
+        self.ids = tuple(range(1, n + 1))
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_partition_shapes_keep_a_majority_unless_nasty(n: int) -> None:
+    for nasty in (False, True):
+        seen = set()
+        for seed in range(300):
+            nem = Nemesis(_Ids(n), list(FAULTS), random.Random(seed), nasty=nasty, net=None,  # type: ignore[arg-type]
+                          history=None, stop=threading.Event(), election_timeout_s=0.5)  # type: ignore[arg-type]
+            leader = random.Random(seed).choice([None, 1, n])
+            shape, pairs, desc, hit = nem._shape(leader)
+            seen.add(shape)
+            assert pairs and all(a != b and 1 <= a <= n and 1 <= b <= n for a, b in pairs), desc
+            if shape in ("isolate", "leader-minority", "split"):
+                # some side of a majority still talks both ways with itself
+                cut_off = {a for a, _ in pairs}
+                assert len(cut_off) == n and all((b, a) in pairs for a, b in pairs)
+                assert hit == (leader is not None and any((leader, b) in pairs for b in range(1, n + 1))
+                               and _side(leader, pairs, n) < majority(n))
+            if shape == "no-majority":
+                assert all(_side(i, pairs, n) < majority(n) for i in range(1, n + 1)), desc
+        assert ("no-majority" in seen) == nasty
+        assert {"isolate", "leader-minority", "split", "bridge", "one-way"} <= seen
+
+
+def _side(node: int, pairs: set[tuple[int, int]], n: int) -> int:
+    return sum(1 for j in range(1, n + 1) if j == node or ((node, j) not in pairs and (j, node) not in pairs))
+
+
+def test_rules_only_ever_name_loopback_addresses() -> None:
+    with pytest.raises(netfaults.NetFaultError, match="127.0.0.0/8"):
+        netfaults.NetFaults({1: "127.0.0.1", 2: "10.0.0.2"})
+    assert "one address per node" in netfaults.partitions_unavailable({1: "127.0.0.1", 2: "127.0.0.1"}) or \
+        not netfaults.is_root()
+    net = netfaults.NetFaults({1: "127.0.0.1", 2: "127.0.0.2"})
+    with pytest.raises(netfaults.NetFaultError, match="distinct nodes"):
+        net.cut({(1, 1)})
+    assert not net.installed  # refused before nft ran
+
+
+def test_without_root_partitions_are_skipped_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netfaults, "is_root", lambda: False)
+    assert netfaults.partitions_unavailable({1: "127.0.0.1", 2: "127.0.0.2"}) == "partitions need root (nftables)"
+    assert netfaults.sandbox_unavailable() == "not root"
+
+
+def test_options_survive_the_trip_into_the_namespace(tmp_path: Path) -> None:
+    opts = Options(nodes=5, duration_s=12.5, seed=9, clients=3, mailboxes=2, faults=("kill", "partition"),
+                   nasty=True, history=str(tmp_path / "h.jsonl"), keep=True, dir=str(tmp_path / "d"), as_json=True,
+                   bugs=("never_truncate",), netns=False, recovery_s=7.0, heartbeat_ms=40, election_timeout_ms=400)
+    ctx = chaos.make_context("chaos", opts.argv())
+    p = ctx.params
+    assert (p["nodes"], p["duration_s"], p["seed"], p["clients"], p["mailboxes"]) == ("5", 12.5, 9, 3, 2)
+    assert p["faults"] == ("kill", "partition") and p["nasty"] and p["keep"] and p["as_json"] and p["no_netns"]
+    assert p["bugs"] == ("never_truncate",) and p["recovery_s"] == 7.0 and p["election_timeout_ms"] == 400
+    assert p["history"] == str(tmp_path / "h.jsonl") and p["run_dir"] == str(tmp_path / "d")
+
+
+def test_usage_errors_exit_2() -> None:
+    runner = CliRunner()
+    assert runner.invoke(chaos, ["--faults", "kill,meteor"]).exit_code == 2
+    assert runner.invoke(chaos, ["--nodes", "4"]).exit_code == 2
+    assert runner.invoke(chaos, ["--duration", "0"]).exit_code == 2
+
+
+# ---------------------------------------------------------------- workload outcomes
+
+
+class _FakeClient:
+    def __init__(self, script: list[Any]) -> None:
+        self.script = script
+        self.calls = 0
+
+    def _next(self) -> Any:
+        self.calls += 1
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    def send(self, box: str, body: str) -> Any:
+        return self._next()
+
+    def delete(self, box: str, offsets: list[int]) -> Any:
+        return self._next()
+
+    def read(self, box: str, **kw: Any) -> Any:
+        return self._next()
+
+    def close(self) -> None:
+        pass
+
+
+RECEIPT = Receipt("box-0", 3, 17, 2, [1, 2], None, 1)
+
+
+@pytest.mark.parametrize("script,outcome,calls", [
+    ([RECEIPT], "ok", 1),
+    ([OutcomeUnknown("t"), OutcomeUnknown("t"), RECEIPT], "ok", 3),  # retried, same (client, seq)
+    ([Unavailable("no leader")], "fail", 1),  # nothing accepted
+    ([Rejected("BAD_MAILBOX", "no")], "fail", 1),
+    ([OutcomeUnknown("t"), Unavailable("no leader")], "info", 2),  # the first attempt may have landed
+    ([OutcomeUnknown("t")] * 3, "info", 3),  # retries are bounded
+    ([RuntimeError("bug")], "info", 1),  # an error of ours: unknown, never fail
+])
+def test_a_write_fails_only_when_nothing_can_have_happened(tmp_path: Path, script: list[Any], outcome: str,
+                                                           calls: int) -> None:
+    cluster = LocalCluster(tmp_path / "c", nodes=1, start=False)
+    cluster.close()
+    cfg = cluster.cfg
+    history = HistoryWriter(tmp_path / "h.jsonl")
+    w = Worker(0, WorkloadSettings(1, ("box-0",), 1, "t"), cfg, history, Stats(), threading.Event())
+    w.client.close()
+    fake = _FakeClient(list(script))
+    w.client = fake  # type: ignore[assignment]
+    w._op_send("box-0")
+    history.close()
+    [op] = pair_ops(load_history(tmp_path / "h.jsonl"))
+    assert (op.type, fake.calls) == (outcome, calls)
+    if outcome == "ok":
+        assert (op.extras["offset"], op.extras["index"], op.extras["epoch"]) == (3, 17, 2)
+
+
+def test_clients_get_a_source_address_apart_from_every_node(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, hosts=["127.0.0.1", "127.0.0.2", "127.0.0.3"], start=False)
+    try:
+        cc = client_config(c.cfg, CLIENT_HOST)
+        assert all(n.rpc.startswith(f"tcp://{CLIENT_HOST}:0;127.0.0.{n.id}:") for n in cc.nodes)
+        assert client_config(c.cfg, None) is c.cfg
+    finally:
+        c.close()
+
+
+def test_a_node_that_dies_by_itself_is_an_unexpected_exit(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, nodes=1) as c:
+        c.wait_for_leader(15)
+        c.kill(1)  # ours: expected
+        c.start(1)
+        c.wait_for_leader(15)
+        os.killpg(c.procs[1].pid, signal.SIGKILL)  # not through the cluster: as if it crashed
+        c.wait_exit(1)
+        c.start(1)
+        c.wait_for_leader(15)
+        assert c.stop_all() == {1: 0}  # our SIGTERM, exit 0: expected
+        [bad] = c.unexpected_exits()
+        assert bad.returncode == -signal.SIGKILL and bad.signal is None and "no signal of ours" in bad.describe()
+        assert len(c.lives) == 3
+
+
+def test_a_check_verify_skipped_has_not_passed() -> None:
+    report = check([], None)  # no final state: (a) cannot be shown
+    checks = {c.name: c for c in from_verify(report)}
+    assert not checks["acknowledged_sends_durable"].passed and checks["acknowledged_sends_durable"].skipped
+    run = RunReport({}, {}, [], {}, {}, 0.0, [], list(checks.values()), {})
+    assert not run.ok and "SKIP" in run.format()
+    assert not RunReport({}, {}, [], {}, {}, 0.0, [], [], {}).ok  # no checks: nothing shown
+    assert RunReport({}, {}, [], {}, {}, 0.0, [], [Check("x", True, "d")], {}).ok
+
+
+# ================================================================ whole runs
+
+
+def _run(tmp_path: Path, args: list[str], timeout: float, env: dict[str, str] | None = None
+         ) -> tuple[int, dict[str, Any] | None, str]:
+    cmd = [sys.executable, "-m", "zrep", "chaos", "--dir", str(tmp_path / "run"), "--json", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"chaos run did not end within {timeout}s:\n{err[-3000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group (nothing, normally)
+        except ProcessLookupError:
+            pass
+    try:
+        report = json.loads(out)
+    except ValueError:
+        report = None
+    return proc.returncode, report, err
+
+
+def _summary(report: dict[str, Any] | None, err: str) -> str:
+    if report is None:
+        return f"no report; stderr:\n{err[-3000:]}"
+    lines = [f"faults {report['faults']} ops {report['ops']}"]
+    for c in report["checks"]:
+        lines.append(f"{'PASS' if c['passed'] else 'FAIL'} {c['name']}: {c['evidence'][:4]}")
+    return "\n".join(lines) + f"\nstderr tail:\n{err[-1500:]}"
+
+
+@pytest.mark.slow
+def test_a_chaos_run_with_every_fault_passes_every_check(tmp_path: Path) -> None:
+    rc, report, err = _run(tmp_path, ["--duration", "45", "--seed", "7", "--faults", ",".join(MAIN_FAULTS)], 240)
+    assert rc == 0, _summary(report, err)
+    assert report is not None and report["ok"]
+    for fault in MAIN_FAULTS:
+        assert report["faults"].get(fault, 0) >= 1, f"{fault} was asked for and never happened: {report['faults']}"
+    names = {c["name"] for c in report["checks"]}
+    assert set(LABELS) <= names and all(c["passed"] for c in report["checks"])
+    torn = [f for f in report["fault_log"] if f["kind"] == "torn-tail" and "appended" in f["detail"]]
+    assert all(f["repaired"] for f in torn), torn  # each node said it cut the torn tail
+    assert report["ops"].get("send:ok", 0) > 100 and report["ops"].get("read:ok", 0) > 20
+    if SANDBOX:
+        assert report["settings"]["sandbox"] == "in a private network namespace"
+        assert not _table_on_host()
+    assert any(f["took_s"] is not None for f in report["failovers"])
+
+
+# Planted bugs (zrep/core/replica.py BUGS) and the faults that expose them fast.
+# See the README of this test module's report for how often each was caught.
+PLANTED = [
+    pytest.param("never_truncate", "partition", 25, 11, marks=pytest.mark.skipif(
+        not SANDBOX, reason="needs root, unshare, ip and nft for partitions")),
+]
+SAFETY = {"acknowledged_sends_durable", "no_duplicates", "replicas_identical", "linearizable",
+          "no_unexpected_exits", "failed_sends_absent", "stale_reads_valid", "no_phantom_messages",
+          "acknowledgements_consistent", "final_state_consistent"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug,faults,duration,seed", PLANTED)
+def test_a_planted_bug_fails_the_chaos_run(tmp_path: Path, bug: str, faults: str, duration: int, seed: int) -> None:
+    rc, report, err = _run(tmp_path, ["--duration", str(duration), "--seed", str(seed), "--faults", faults,
+                                      "--unsafe-bug", bug], 180)
+    assert rc == 1, _summary(report, err)
+    assert report is not None and not report["ok"]
+    failed = {c["name"] for c in report["checks"] if not c["passed"]}
+    assert failed & SAFETY, _summary(report, err)
+    assert "run_complete" not in failed, _summary(report, err)  # a finding, not a crash of the tool
+    assert (tmp_path / "run" / "history.jsonl").exists()  # a failed run keeps its evidence
+
+
+def _table_on_host() -> bool:
+    if not netfaults.is_root() or not shutil.which("nft"):
+        return False
+    proc = subprocess.run(["nft", "list", "table", netfaults.FAMILY, netfaults.TABLE], capture_output=True)
+    return proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = run_dir / "cluster" / "cluster.toml"
+    cmd = [sys.executable, "-m", "zrep", "chaos", "--dir", str(run_dir), "--duration", "60", "--seed", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+    try:
+        history = run_dir / "history.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (history.exists() and history.stat().st_size > 10_000):
+            time.sleep(0.2)
+        assert _node_pids(str(config)), "the run never started its nodes"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert not _node_pids(str(config)), "a node outlived the run"
+    assert not _table_on_host()
+
+
+@pytest.mark.slow
+def test_cleanup_removes_what_a_dead_run_left(tmp_path: Path) -> None:
+    state_root = tmp_path / "tmp"
+    state_dir = state_root / "zrep-chaos"
+    state_dir.mkdir(parents=True)
+    run_dir = tmp_path / "dead-run"
+    c = LocalCluster(run_dir / "cluster", nodes=1)
+    try:
+        config = str(c.config_path)
+        assert _node_pids(config)
+        # What a run killed by SIGKILL leaves: its state file (unlocked now), nodes, directory.
+        (state_dir / "run-dead.json").write_text(json.dumps(
+            {"pid": 1, "dir": str(run_dir), "config": config, "keep": False, "netns": False, "nft": False}))
+        env = dict(os.environ, TMPDIR=str(state_root))
+        cmd = [sys.executable, "-m", "zrep", "chaos", "--cleanup"]
+        if SANDBOX:  # a leftover table too, in a namespace of its own so the host is never touched
+            script = (f"ip link set lo up && nft add table {netfaults.FAMILY} {netfaults.TABLE} && "
+                      f'"$0" "$@" && ! nft list table {netfaults.FAMILY} {netfaults.TABLE} 2>/dev/null')
+            cmd = ["unshare", "--net", "sh", "-c", script, *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "killed leftover node" in proc.stderr
+        if SANDBOX:
+            assert "removed the nftables table" in proc.stderr
+        c.wait_exit(1, 10)
+        assert not _node_pids(config) and not run_dir.exists() and not list(state_dir.iterdir())
+    finally:
+        c.close()
