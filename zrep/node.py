@@ -215,7 +215,9 @@ class Node:
         self._log(f"{stamp} node {self.id}: {text}")
 
     def note(self, text: str) -> None:
-        self.say(text)
+        # The core's notes already start "node N epoch E tick T: ...".
+        prefix = f"node {self.id} "
+        self.say(text[len(prefix):] if text.startswith(prefix) else text)
 
     def _role_changed(self) -> None:
         rep = self.replica
