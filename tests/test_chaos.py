@@ -30,7 +30,7 @@ import pytest
 from click.testing import CliRunner
 
 from zrep.chaos import netfaults
-from zrep.chaos.nemesis import FAULTS, Nemesis, majority, tear_tail
+from zrep.chaos.nemesis import FAULTS, Draw, Nemesis, majority, tear_tail
 from zrep.chaos.report import LABELS, Check, RunReport, from_verify
 from zrep.chaos.runner import Options, _node_pids, chaos
 from zrep.chaos.workload import Stats, Worker, WorkloadSettings, client_config
@@ -78,7 +78,7 @@ def test_partition_shapes_keep_a_majority_unless_nasty(n: int) -> None:
             nem = Nemesis(_Ids(n), list(FAULTS), random.Random(seed), nasty=nasty, net=None,  # type: ignore[arg-type]
                           history=None, stop=threading.Event(), election_timeout_s=0.5)  # type: ignore[arg-type]
             leader = random.Random(seed).choice([None, 1, n])
-            shape, pairs, desc, hit = nem._shape(leader)
+            shape, pairs, desc, hit = nem._shape(Draw.of(nem.rng, tuple(range(1, n + 1))), leader)
             seen.add(shape)
             assert pairs and all(a != b and 1 <= a <= n and 1 <= b <= n for a, b in pairs), desc
             if shape in ("isolate", "leader-minority", "split"):
@@ -264,8 +264,11 @@ def _summary(report: dict[str, Any] | None, err: str) -> str:
 
 @pytest.mark.slow
 def test_a_chaos_run_with_every_fault_passes_every_check(tmp_path: Path) -> None:
-    rc, report, err = _run(tmp_path, ["--duration", "45", "--seed", "7", "--faults", ",".join(MAIN_FAULTS)], 240)
+    history = tmp_path / "h.jsonl"
+    rc, report, err = _run(tmp_path, ["--duration", "45", "--seed", "7", "--faults", ",".join(MAIN_FAULTS),
+                                      "--history", str(history)], 240)
     assert rc == 0, _summary(report, err)
+    assert _verify(history) == 0  # the same verdict from `zrep verify` on the files
     assert report is not None and report["ok"]
     for fault in MAIN_FAULTS:
         assert report["faults"].get(fault, 0) >= 1, f"{fault} was asked for and never happened: {report['faults']}"
@@ -278,6 +281,16 @@ def test_a_chaos_run_with_every_fault_passes_every_check(tmp_path: Path) -> None
         assert report["settings"]["sandbox"] == "in a private network namespace"
         assert not _table_on_host()
     assert any(f["took_s"] is not None for f in report["failovers"])
+
+
+@pytest.mark.slow
+def test_a_nasty_run_stalls_safely_while_a_majority_is_down(tmp_path: Path) -> None:
+    rc, report, err = _run(tmp_path, ["--duration", "20", "--seed", "3", "--nasty",
+                                      "--faults", ",".join(MAIN_FAULTS)], 180)
+    assert rc == 0, _summary(report, err)
+    assert report is not None and report["settings"]["nasty"]
+    majority_down = [f for f in report["fault_log"] if f["kind"] in ("kill", "pause") and len(f["nodes"]) >= 2]
+    assert majority_down, report["fault_log"]  # 2 of 3 nodes at once: no quorum, and nothing may diverge
 
 
 # Planted bugs (zrep/core/replica.py BUGS) and the faults that expose them fast.
@@ -301,7 +314,19 @@ def test_a_planted_bug_fails_the_chaos_run(tmp_path: Path, bug: str, faults: str
     failed = {c["name"] for c in report["checks"] if not c["passed"]}
     assert failed & SAFETY, _summary(report, err)
     assert "run_complete" not in failed, _summary(report, err)  # a finding, not a crash of the tool
-    assert (tmp_path / "run" / "history.jsonl").exists()  # a failed run keeps its evidence
+    history = tmp_path / "run" / "history.jsonl"
+    assert history.exists()  # a failed run keeps its evidence
+    history_failed = failed & {"acknowledged_sends_durable", "no_duplicates", "linearizable", "failed_sends_absent",
+                               "stale_reads_valid", "no_phantom_messages", "acknowledgements_consistent",
+                               "final_state_consistent"}
+    assert _verify(history) == (1 if history_failed else 0)
+
+
+def _verify(history: Path) -> int:
+    final = history.with_name(history.stem + ".final.json")
+    proc = subprocess.run([sys.executable, "-m", "zrep", "verify", str(history), "--final", str(final)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    return proc.returncode
 
 
 def _table_on_host() -> bool:
@@ -345,8 +370,9 @@ def test_cleanup_removes_what_a_dead_run_left(tmp_path: Path) -> None:
     run_dir = tmp_path / "dead-run"
     c = LocalCluster(run_dir / "cluster", nodes=1)
     try:
+        c.wait_for_leader(15)
         config = str(c.config_path)
-        assert _node_pids(config)
+        assert _node_pids(config), c.log_tails()
         # What a run killed by SIGKILL leaves: its state file (unlocked now), nodes, directory.
         (state_dir / "run-dead.json").write_text(json.dumps(
             {"pid": 1, "dir": str(run_dir), "config": config, "keep": False, "netns": False, "nft": False}))

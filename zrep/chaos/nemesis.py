@@ -24,9 +24,11 @@ kill or pause may take down a majority and a partition may leave no side
 with a majority: the cluster must then stall without diverging.
 
 Invariants:
-  * Every choice comes from the one seeded random generator; the fault
-    sequence of a seed is the same on every run (the timing of the cluster
-    is not: real processes).
+  * Every choice comes from the one seeded random generator, drawn in a
+    fixed pattern per fault (`Draw`): a seed replays the same fault kinds,
+    holds, delays and shapes. Which node leads when a fault begins is up to
+    the cluster's timing (real processes), so aims at "the leader" can land
+    on other ids from run to run; the rest of the sequence does not shift.
   * One fault at a time, and each fault undoes itself (restart, SIGCONT,
     heal) before the next starts; `heal_all` undoes anything left, and is
     called in the runner's `finally`.
@@ -95,16 +97,43 @@ def tear_tail(path: Path, rng: random.Random) -> str:
     assert scan.stop is not None
     if scan.stop.kind is not StopKind.CLEAN:
         return f"left as it was: it already ends in a {scan.stop.kind.value} record at byte {scan.stop.offset}"
-    if last is None or rng.random() < 0.25:
-        zeros = rng.randint(1, 64)
+    use_zeros, zeros, cut = rng.random() < 0.25, rng.randint(1, 64), rng.random()  # always three draws
+    if last is None or use_zeros:
         torn, what = bytes(zeros), f"{zeros} zero bytes"
     else:
         record = data[last:]
-        keep = rng.randint(1, len(record) - 1)
+        keep = 1 + int(cut * (len(record) - 1))  # 1 .. len - 1: never the whole record
         torn, what = record[:keep], f"a copy of the last record cut after {keep} of its {len(record)} bytes"
     with open(path, "ab") as f:
         f.write(torn)
     return f"appended {what} after byte {len(data)}"
+
+
+@dataclass(frozen=True)
+class Draw:
+    """The random numbers one fault uses, always drawn in full, so the next fault's are the same
+    whatever this one's branches took."""
+
+    u: tuple[float, ...]  # uniforms in [0, 1)
+    order: tuple[int, ...]  # the node ids, shuffled
+
+    @classmethod
+    def of(cls, rng: random.Random, ids: tuple[int, ...], uniforms: int = 6) -> Draw:
+        return cls(tuple(rng.random() for _ in range(uniforms)), tuple(rng.sample(ids, len(ids))))
+
+    def pick(self, k: int, options: list[Any]) -> Any:
+        return options[int(self.u[k] * len(options))]
+
+    def between(self, k: int, low: float, high: float) -> float:
+        return low + self.u[k] * (high - low)
+
+    def count(self, k: int, low: int, high: int) -> int:
+        return low + int(self.u[k] * (high - low + 1))
+
+    def first(self, among: list[int] | set[int], k: int | None = None) -> list[int]:
+        """`among` in the drawn order (its first `k`)."""
+        out = [i for i in self.order if i in among]
+        return out if k is None else out[:k]
 
 
 class Nemesis:
@@ -127,7 +156,8 @@ class Nemesis:
         self.errors: list[str] = []
         self.down: set[int] = set()  # nodes we killed and have not restarted yet
         self._crashes_seen: set[int] = set()  # id() of the lives already noted
-        self._do: dict[str, Callable[[], None]] = {
+        self._majority_hit = False  # --nasty: a kill or pause has taken a majority down
+        self._do: dict[str, Callable[[Draw], None]] = {
             "kill": self._kill, "pause": self._pause, "partition": self._partition,
             "torn-tail": self._torn_tail, "restart-all": self._restart_all}
 
@@ -138,14 +168,16 @@ class Nemesis:
         # Every fault asked for first (in a seeded order), so a short run still has each kind.
         plan = self.rng.sample(self.faults, len(self.faults))
         while not self.stop.is_set():
-            if not self._sleep(self.rng.uniform(0.5, 2.0), until):
+            gap, weighted = self.rng.uniform(0.5, 2.0), self.rng.choices(
+                self.faults, weights=[WEIGHTS[f] for f in self.faults])[0]
+            draw = Draw.of(self.rng, self.c.ids)
+            if not self._sleep(gap, until):
                 return
             if until - time.monotonic() < 1.5:
                 return
-            kind = plan.pop(0) if plan else self.rng.choices(
-                self.faults, weights=[WEIGHTS[f] for f in self.faults])[0]
+            kind = plan.pop(0) if plan else weighted
             try:
-                self._do[kind]()
+                self._do[kind](draw)
             except (ClusterError, OSError, RuntimeError) as e:
                 self.errors.append(f"{kind}: {type(e).__name__}: {e}")
                 self.heal_all()
@@ -213,24 +245,25 @@ class Nemesis:
         rec.end_ns = time.monotonic_ns()
         self._note(f"{rec.kind}-end", rec.nodes, what)
 
-    def _targets(self, leader: int | None) -> list[int]:
-        """Nodes for a kill or pause: one (the leader more often than chance), more with --nasty."""
+    def _targets(self, d: Draw, leader: int | None) -> list[int]:
+        """Nodes for a kill or pause: one (the leader more often than chance); with --nasty, half
+        the time a majority or more (always the first time, so a nasty run surely has one)."""
         ids = [i for i in self.c.ids if self.c.running(i) and i not in self.c.paused]
         if not ids:
             return []
         n = len(self.c.ids)
-        if self.nasty and self.rng.random() < 0.5:
-            return sorted(self.rng.sample(ids, min(len(ids), self.rng.randint(majority(n), n))))
-        count = 1 if n < 5 or self.rng.random() < 0.7 else majority(n) - 1
-        first = leader if leader in ids and self.rng.random() < LEADER_BIAS else self.rng.choice(ids)
-        rest = [i for i in ids if i != first]
-        return sorted([first, *self.rng.sample(rest, min(len(rest), count - 1))])
+        if self.nasty and (d.u[0] < 0.5 or not self._majority_hit):
+            self._majority_hit = True
+            return sorted(d.first(ids, d.count(1, majority(n), n)))
+        count = 1 if n < 5 or d.u[2] < 0.7 else majority(n) - 1
+        first = leader if leader in ids and d.u[3] < LEADER_BIAS else d.first(ids)[0]
+        return sorted([first, *d.first([i for i in ids if i != first], count - 1)])
 
     # ------------------------------------------------------------ faults
 
-    def _kill(self) -> None:
+    def _kill(self, d: Draw) -> None:
         leader, epoch = self._leader()
-        nodes = self._targets(leader)
+        nodes = self._targets(d, leader)
         if not nodes:
             return
         rec = self._begin("kill", nodes, f"SIGKILL node{'s' * (len(nodes) > 1)} {nodes}", leader, epoch,
@@ -238,7 +271,7 @@ class Nemesis:
         for i in nodes:
             self.c.kill(i, signal.SIGKILL)
             self.down.add(i)
-        self._sleep(self.rng.uniform(0.3, 3.0))
+        self._sleep(d.between(4, 0.3, 3.0))
         self._restart(nodes)
         self._end(rec, f"restarted {nodes}")
 
@@ -247,12 +280,12 @@ class Nemesis:
             self.down.discard(i)
             self.c.start(i)
 
-    def _pause(self) -> None:
+    def _pause(self, d: Draw) -> None:
         leader, epoch = self._leader()
-        nodes = self._targets(leader)
+        nodes = self._targets(d, leader)
         if not nodes:
             return
-        hold = self.rng.uniform(1.2, 4.0) * self.et_s
+        hold = d.between(4, 1.2, 4.0) * self.et_s  # always past the election timeout
         rec = self._begin("pause", nodes, f"SIGSTOP {nodes} for {hold:.2f}s", leader, epoch, leader in nodes)
         for i in nodes:
             self.c.pause(i)
@@ -261,19 +294,19 @@ class Nemesis:
             self.c.resume(i)
         self._end(rec, f"SIGCONT {nodes}")
 
-    def _torn_tail(self) -> None:
+    def _torn_tail(self, d: Draw) -> None:
         leader, epoch = self._leader()
         ids = [i for i in self.c.ids if self.c.running(i) and i not in self.c.paused]
         if not ids:
             return
-        node = leader if leader in ids and self.rng.random() < 0.5 else self.rng.choice(ids)
+        node = leader if leader in ids and d.u[0] < 0.5 else d.first(ids)[0]
         rec = self._begin("torn-tail", [node], f"SIGKILL node {node}, tear its WAL tail", leader, epoch,
                           node == leader)
         self.c.kill(node, signal.SIGKILL)
         self.down.add(node)
-        what = tear_tail(self.c.wal_path(node), self.rng)
+        what = tear_tail(self.c.wal_path(node), random.Random(d.u[1]))
         rec.detail += f": {what}"
-        self._sleep(self.rng.uniform(0.2, 2.0))
+        self._sleep(d.between(4, 0.2, 2.0))
         self._restart([node])
         if what.startswith("appended"):
             try:
@@ -282,9 +315,9 @@ class Nemesis:
                 rec.extra["repaired"] = True
             except ClusterError:
                 rec.extra["repaired"] = False
-        self._end(rec, f"restarted {node}")
+        self._end(rec, f"restarted {node}; {what}")
 
-    def _restart_all(self) -> None:
+    def _restart_all(self, d: Draw) -> None:
         leader, epoch = self._leader()
         nodes = list(self.c.ids)
         rec = self._begin("restart-all", nodes, "SIGKILL every node at once", leader, epoch, leader is not None)
@@ -292,20 +325,21 @@ class Nemesis:
         self.down.update(nodes)
         for i in nodes:
             self.c.kill(i, signal.SIGKILL)
-        self._sleep(self.rng.uniform(0.2, 1.5))
-        for i in self.rng.sample(nodes, len(nodes)):
+        self._sleep(d.between(4, 0.2, 1.5))
+        for k, i in enumerate(d.order):
             self._restart([i])
-            self._sleep(self.rng.uniform(0.0, 0.3))
+            if k + 1 < len(d.order):
+                self._sleep(d.between(k % 4, 0.0, 0.3))
         self._end(rec, "restarted every node")
 
     # ------------------------------------------------------------ partitions
 
-    def _partition(self) -> None:
+    def _partition(self, d: Draw) -> None:
         if self.net is None:
             return
         leader, epoch = self._leader()
-        shape, pairs, desc, hit = self._shape(leader)
-        hold = self.rng.uniform(max(1.5, 3 * self.et_s), max(4.0, 8 * self.et_s))
+        shape, pairs, desc, hit = self._shape(d, leader)
+        hold = d.between(5, max(1.5, 3 * self.et_s), max(4.0, 8 * self.et_s))
         rec = self._begin("partition", sorted({a for a, _ in pairs} | {b for _, b in pairs}),
                           f"{shape}: {desc} for {hold:.1f}s", leader, epoch, hit, shape=shape)
         self.net.cut(pairs)
@@ -313,49 +347,46 @@ class Nemesis:
         self.net.heal()
         self._end(rec, "healed")
 
-    def _shape(self, leader: int | None) -> tuple[str, set[Pair], str, bool]:
+    def _shape(self, d: Draw, leader: int | None) -> tuple[str, set[Pair], str, bool]:
+        """(shape, dropped pairs, description, whether it surely takes the leader from the majority)."""
         ids = list(self.c.ids)
         n = len(ids)
         shapes = ["isolate", "leader-minority", "split", "bridge", "one-way"]
         if self.nasty:
             shapes += ["no-majority", "no-majority"]
-        shape = self.rng.choice(shapes)
-        lead = leader if leader is not None else self.rng.choice(ids)
+        shape = d.pick(0, shapes)
+        lead = leader if leader is not None else d.order[0]
         if shape == "one-way":
-            src = lead if self.rng.random() < 0.5 else self.rng.choice(ids)
-            others = [i for i in ids if i != src]
-            dsts = self.rng.sample(others, self.rng.randint(1, len(others)))
-            inbound = self.rng.random() < 0.5
-            pairs = {(d, src) for d in dsts} if inbound else {(src, d) for d in dsts}
+            src = lead if d.u[1] < 0.5 else d.order[1]
+            dsts = d.first([i for i in ids if i != src], d.count(2, 1, n - 1))
+            inbound = d.u[3] < 0.5
+            pairs = {(x, src) for x in dsts} if inbound else {(src, x) for x in dsts}
             arrow = f"{sorted(dsts)} -> {src}" if inbound else f"{src} -> {sorted(dsts)}"
             return shape, pairs, f"drop {arrow} only", False  # the leader may well keep its majority
         if shape == "bridge":
-            b = self.rng.choice(ids)
-            rest = self.rng.sample([i for i in ids if i != b], n - 1)
-            k = self.rng.randint(1, len(rest) - 1)
+            b, rest = d.order[0], list(d.order[1:])
+            k = d.count(2, 1, len(rest) - 1)
             left, right = rest[:k], rest[k:]
             pairs = {(x, y) for x in left for y in right} | {(y, x) for x in left for y in right}
             return shape, pairs, f"{sorted(left)} | {sorted(right)}, {b} sees both", False
-        groups = self._groups(shape, ids, lead)
+        groups = self._groups(d, shape, ids, lead)
         pairs = {(a, b) for g in groups for h in groups if g is not h for a in g for b in h}
         big = max(groups, key=len)
         hit = leader is not None and (len(big) < majority(n) or leader not in big)
         return shape, pairs, " | ".join(str(sorted(g)) for g in groups), hit
 
-    def _groups(self, shape: str, ids: list[int], lead: int) -> list[list[int]]:
+    def _groups(self, d: Draw, shape: str, ids: list[int], lead: int) -> list[list[int]]:
         n = len(ids)
         minority = (n - 1) // 2
         if shape == "isolate":
-            x = lead if self.rng.random() < 0.5 else self.rng.choice(ids)
+            x = lead if d.u[1] < 0.5 else d.order[0]
             return [[x], [i for i in ids if i != x]]
         if shape == "leader-minority":
-            others = self.rng.sample([i for i in ids if i != lead], n - 1)
-            small = [lead, *others[:minority - 1]]
+            small = [lead, *d.first([i for i in ids if i != lead], minority - 1)]
             return [small, [i for i in ids if i not in small]]
         if shape == "split":
-            small = self.rng.sample(ids, self.rng.randint(1, minority))
+            small = list(d.order[:d.count(2, 1, minority)])
             return [small, [i for i in ids if i not in small]]
-        # no-majority: groups all below a majority
-        order = self.rng.sample(ids, n)
+        # no-majority: every group below a majority
         size = max(1, majority(n) - 1)
-        return [order[i:i + size] for i in range(0, n, size)]
+        return [list(d.order[i:i + size]) for i in range(0, n, size)]

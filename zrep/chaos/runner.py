@@ -276,6 +276,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir_is_ours = made
         self.history_path = Path(opts.history) if opts.history else self.dir / "history.jsonl"
+        self.final_path = self.history_path.with_name(self.history_path.stem + ".final.json")
         self.cluster: LocalCluster | None = None
         self.net: netfaults.NetFaults | None = None
         self.nemesis: Nemesis | None = None
@@ -377,6 +378,8 @@ class Run:
         self._check_stop()
         replicas = self._converge()
         final = self._final_state(settings.mailboxes)
+        if final is not None:  # for `zrep verify HISTORY --final FILE` later
+            self.final_path.write_text(json.dumps({box: [list(row) for row in rows] for box, rows in final.items()}))
         self.nemesis.watch()
         codes = c.stop_all(signal.SIGTERM, STOP_NODE_S)
         self.say.line(f"nodes stopped: exit codes {codes}")
@@ -578,7 +581,8 @@ class Run:
             fault_log=[r.to_dict(origin) for r in records],
             skipped_faults=dict(self.skipped), ops=ops, ops_per_s=round(rate, 1),
             failovers=self._failovers(), checks=all_checks,
-            paths={"history": str(self.history_path), "directory": str(self.dir)}, notes=self.notes,
+            paths={"history": str(self.history_path), "final state": str(self.final_path),
+                   "directory": str(self.dir)}, notes=self.notes,
             verify_stats=verify_stats)
         self.passed = report.ok
         return report
@@ -647,8 +651,8 @@ def run_chaos(opts: Options, out: IO[str] = sys.stdout, err: IO[str] = sys.stder
         report = run.execute()
         run.close()
         if report.ok:
-            report.paths = {k: v for k, v in report.paths.items()
-                            if k == "history" and opts.history or k == "directory" and opts.keep}
+            kept = {"history", "final state"} if opts.history else set()
+            report.paths = {k: v for k, v in report.paths.items() if k in kept or k == "directory" and opts.keep}
         elif run.dir_is_ours:
             say.line(f"the run directory is kept for inspection: {run.dir}")
         out.write((report.to_json() if opts.as_json else report.format()) + "\n")
@@ -699,7 +703,8 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.option("--nasty", is_flag=True, help="Faults may take down a majority at once (the cluster must stall "
                                             "safely, never diverge).")
 @click.option("--history", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write the history (JSON lines) here. Default: in the run directory.")
+              help="Write the history (JSON lines) here, and the final state next to it (NAME.final.json), "
+                   "both kept. Default: in the run directory.")
 @click.option("--keep", is_flag=True, help="Keep the run directory (data, logs, history) even when every check "
                                            "passed. A failed run always keeps it.")
 @click.option("--dir", "run_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
