@@ -32,7 +32,9 @@ from click.testing import CliRunner
 from zrep.chaos import netfaults
 from zrep.chaos.nemesis import FAULTS, Draw, Nemesis, majority, tear_tail
 from zrep.chaos.report import LABELS, Check, RunReport, from_verify
-from zrep.chaos.runner import Options, _node_pids, chaos
+from zrep.chaos.command import chaos
+from zrep.chaos.leftovers import node_pids
+from zrep.chaos.runner import Options
 from zrep.chaos.workload import Stats, Worker, WorkloadSettings, client_config
 from zrep.client import OutcomeUnknown, Receipt, Rejected, Unavailable
 from zrep.core.messages import Entry
@@ -294,9 +296,17 @@ def test_a_nasty_run_stalls_safely_while_a_majority_is_down(tmp_path: Path) -> N
 
 
 # Planted bugs (zrep/core/replica.py BUGS) and the faults that expose them fast.
-# See the README of this test module's report for how often each was caught.
+# Measured on 2 cores (seeds 11, 31-33, 51-60): never_truncate under partitions
+# failed 15 of 15 runs (10 of 10 at 15 s, ~19 s each): an isolated leader keeps
+# appending client writes, the majority writes others at those indexes, and
+# after the heal the old leader keeps its own and applies them ((c), usually
+# (a), (d) too). Under kills and pauses alone it failed 2 of 5 (25 s): too
+# rare for a test. promise_not_persisted (restart-all, kills) 1 of 3,
+# promise_behind_log 0 of 8 (the bully election's Answer round hides it),
+# commit_old_epoch 0 of 3 and ack_before_persist 0 of 2 (a SIGKILLed process
+# loses no page cache): those belong to the simulator (tests/test_sim.py).
 PLANTED = [
-    pytest.param("never_truncate", "partition", 25, 11, marks=pytest.mark.skipif(
+    pytest.param("never_truncate", "partition", 15, 11, marks=pytest.mark.skipif(
         not SANDBOX, reason="needs root, unshare, ip and nft for partitions")),
 ]
 SAFETY = {"acknowledged_sends_durable", "no_duplicates", "replicas_identical", "linearizable",
@@ -348,7 +358,7 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (history.exists() and history.stat().st_size > 10_000):
             time.sleep(0.2)
-        assert _node_pids(str(config)), "the run never started its nodes"
+        assert node_pids(str(config)), "the run never started its nodes"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -358,7 +368,7 @@ def test_ctrl_c_stops_the_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
             pass
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
-    assert not _node_pids(str(config)), "a node outlived the run"
+    assert not node_pids(str(config)), "a node outlived the run"
     assert not _table_on_host()
 
 
@@ -372,7 +382,7 @@ def test_cleanup_removes_what_a_dead_run_left(tmp_path: Path) -> None:
     try:
         c.wait_for_leader(15)
         config = str(c.config_path)
-        assert _node_pids(config), c.log_tails()
+        assert node_pids(config), c.log_tails()
         # What a run killed by SIGKILL leaves: its state file (unlocked now), nodes, directory.
         (state_dir / "run-dead.json").write_text(json.dumps(
             {"pid": 1, "dir": str(run_dir), "config": config, "keep": False, "netns": False, "nft": False}))
@@ -388,6 +398,6 @@ def test_cleanup_removes_what_a_dead_run_left(tmp_path: Path) -> None:
         if SANDBOX:
             assert "removed the nftables table" in proc.stderr
         c.wait_exit(1, 10)
-        assert not _node_pids(config) and not run_dir.exists() and not list(state_dir.iterdir())
+        assert not node_pids(config) and not run_dir.exists() and not list(state_dir.iterdir())
     finally:
         c.close()

@@ -2,7 +2,7 @@
 
 Commands: `node`, `client {send,read,delete,mailboxes,watch,status}`,
 `cluster up` (zrep.cluster_up), `log inspect` (zrep.inspect_log), `bench wal`
-(zrep.bench_wal), `sim` (zrep.sim), `chaos` (zrep.chaos.runner), `verify`
+(zrep.bench_wal), `sim` (zrep.sim), `chaos` (zrep.chaos.command), `verify`
 (zrep.verify).
 
 Invariants
@@ -95,7 +95,7 @@ class ZrepGroup(click.Group):
     Commands in LAZY are imported only when used (or listed by --help).
     """
 
-    LAZY = {"log": "zrep.inspect_log:log", "sim": "zrep.sim.__main__:main", "chaos": "zrep.chaos.runner:chaos",
+    LAZY = {"log": "zrep.inspect_log:log", "sim": "zrep.sim.__main__:main", "chaos": "zrep.chaos.command:chaos",
             "verify": "zrep.verify:verify"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:

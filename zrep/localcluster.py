@@ -337,6 +337,13 @@ class LocalCluster:
             text = text.rpartition(f"{START_MARK}{node_id} ===\n")[2]
         return text
 
+    def life_log(self, life: Life) -> str:
+        """What the node printed in that one life."""
+        lives = [x for x in self.lives if x.node == life.node]
+        parts = self.node_log(life.node).split(f"{START_MARK}{life.node} ===\n")
+        k = next(i for i, x in enumerate(lives) if x is life) + 1  # parts[0]: before the first start
+        return parts[k] if k < len(parts) else ""
+
     def log_tails(self, lines: int = 40) -> str:
         out = []
         for i in self.ids:

@@ -99,7 +99,7 @@ class RunReport:
         out = [f"zrep chaos: seed {s.get('seed')}, {s.get('nodes')} nodes, {s.get('duration_s')}s, "
                f"{s.get('clients')} clients{', nasty' if s.get('nasty') else ''}"
                f"{', planted bugs ' + ','.join(s['bugs']) if s.get('bugs') else ''}; {s.get('sandbox', '')}"]
-        out.append("faults:   " + (_counts(self.faults) or "none"))
+        out.append("faults:   " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"))
         for kind, why in sorted(self.skipped_faults.items()):
             out.append(f"          {kind} skipped: {why}")
         out.append(f"ops:      {_counts(self.ops) or 'none'} ({self.ops_per_s:.1f} ops/s)")

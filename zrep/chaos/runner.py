@@ -1,69 +1,66 @@
-"""`zrep chaos` (and bin/chaos): a local cluster under load and a seeded
-nemesis for a bounded time, then heal, converge and check.
+"""One chaos run: a local cluster under load and a seeded nemesis for a
+bounded time, then heal, converge and check. The command around it is
+zrep.chaos.command.
 
-One run:
+Phases:
   1. a cluster (LocalCluster) from a cluster file or generated on free ports,
      each node on its own loopback address when partitions run; its data in
      the run directory;
   2. clients (workload.py) for the whole run, every op in the history;
-  3. faults (nemesis.py) until the duration is over;
-  4. heal everything; (e) wait for an acknowledged write invoked after the
-     heal; stop the clients; (c) wait until every node applied the same log
-     (same applied index, same digest); read the final state; stop the nodes
-     with SIGTERM; (f) every node exit was ours;
+  3. faults (nemesis.py) until the duration is over, a progress line on
+     stderr meanwhile;
+  4. heal everything; (e) an acknowledged write invoked after the heal;
+     stop the clients; (c) every node applied the same log; read the final
+     state; stop the nodes with SIGTERM; (f) every node exit was ours
+     (cluster_checks.py);
   5. zrep.verify.check(history, final state): (a), (b), (d) and the rest;
-  6. the report (report.py): text, or JSON with --json. Exit 0 iff every
-     check passed.
+  6. the report (report.py): text, or JSON with --json.
 
-Where it runs: partitions need root and nft. Then, unless already in a
-private network namespace (or --no-netns), the tool runs itself again inside
-`unshare --net --pid --fork` (netfaults.sandbox_command): rules, nodes and
-clients vanish with that namespace whatever happens. In any case the rules'
-table is removed in a `finally` and on SIGINT/SIGTERM; `zrep chaos --cleanup`
-removes what a killed run left (its nodes, found by its cluster file; its
-table; its directory), using the state file each run keeps locked while it
-lives.
-
-Exit codes: 0 every check passed; 1 a check failed; 2 usage; 3 the tool
-itself failed (a bug here, not a finding); 130 interrupted.
+Exit codes: 0 every check passed; 1 a check failed; 3 the tool itself
+failed (a bug here, not a finding); 130 interrupted.
 
 Invariants:
   * Bounded: the nemesis stops at the duration; every later phase has its
-    own timeout (RECOVERY, CONVERGE_S, FINAL_READ_S, client timeouts).
-  * Whatever happens (exception, signal), the `finally` heals the network,
-    kills every node process group, and removes the rules' table.
+    own timeout (the recovery bound, CONVERGE_S, FINAL_READ_S, STOP_NODE_S,
+    the clients' timeouts).
+  * Whatever happens (exception, signal), `Run.close` heals the network,
+    kills every node process group, removes the rules' table and the state
+    file; a passing run also removes the directory it made (a failing one
+    keeps it: logs and history are the evidence).
   * Signal handlers only set an Event; the main thread does the work.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import click
-
 from zrep.chaos import netfaults
+from zrep.chaos.cluster_checks import (
+    Final,
+    Interrupted,
+    final_state,
+    no_unexpected_exits,
+    replicas_identical,
+    writes_resume,
+)
+from zrep.chaos.leftovers import StateFile
 from zrep.chaos.nemesis import FAULTS, Nemesis
-from zrep.chaos.report import EXITS, PROGRESS, RECOVERY, REPLICAS, RUN, Check, RunReport, from_verify
-from zrep.chaos.workload import Workload, WorkloadSettings, client_config
-from zrep.client import Client
-from zrep.client_messages import MAX_READ_LIMIT
-from zrep.config import ClusterConfig
-from zrep.core.replica import BUGS
+from zrep.chaos.report import PROGRESS, RUN, Check, RunReport, from_verify
+from zrep.chaos.workload import Workload, WorkloadSettings
+from zrep.config import ClusterConfig, load_config
 from zrep.history import HistoryWriter, load_history, pair_ops
 from zrep.localcluster import CLIENT_HOST, ClusterError, LocalCluster, loopback_hosts
 from zrep.verify import check as verify_check
@@ -74,17 +71,12 @@ EXIT_USAGE = 2
 EXIT_ERROR = 3
 EXIT_INTERRUPTED = 130
 
-STATE_DIR = Path(tempfile.gettempdir()) / "zrep-chaos"
 LEADER_WAIT_S = 20.0
 CONVERGE_S = 30.0
 FINAL_READ_S = 15.0
 STOP_NODE_S = 10.0
 PROGRESS_EVERY_S = 1.0
 PROGRESS_LINE_EVERY_S = 5.0  # when stderr is not a terminal: one line this often
-
-
-class Interrupted(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -156,108 +148,6 @@ class Say:
         self.stream.flush()
 
 
-# ---------------------------------------------------------------- the state file (for --cleanup)
-
-
-class StateFile:
-    """`STATE_DIR/<run>.json`, locked (flock) while the run lives: --cleanup skips locked ones."""
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix="run-", suffix=".json", dir=STATE_DIR)
-        self.path = Path(path)
-        self.fh = os.fdopen(fd, "w")
-        fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.fh.write(json.dumps(info))
-        self.fh.flush()
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.fh.close()
-
-
-def cleanup_leftovers(say: Callable[[str], None]) -> int:
-    """Remove what runs that died left behind: nodes, the rules' table, directories."""
-    if netfaults.cleanup_table():
-        say(f"removed the nftables table {netfaults.FAMILY} {netfaults.TABLE}")
-    for state in sorted(STATE_DIR.glob("run-*.json")) if STATE_DIR.is_dir() else []:
-        with open(state) as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                say(f"{state}: its run is still going; left alone")
-                continue
-            try:
-                info = json.load(fh)
-            except ValueError:
-                info = {}
-        config = info.get("config")
-        for pid in _node_pids(config) if config else []:
-            try:
-                os.killpg(pid, signal.SIGKILL)  # each node leads its own process group
-                say(f"killed leftover node process group {pid} ({config})")
-            except ProcessLookupError:
-                pass
-        run_dir = info.get("dir")
-        if run_dir and not info.get("keep") and Path(run_dir).is_dir():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            say(f"removed {run_dir}")
-        state.unlink(missing_ok=True)
-    say("clean")
-    return EXIT_OK
-
-
-def _node_pids(config: str) -> list[int]:
-    """Group leaders running `zrep.node --config CONFIG` (ours: the path is the run's own)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-            pid = int(entry.name)
-            if b"zrep.node" in args and config.encode() in args and os.getpgid(pid) == pid:
-                out.append(pid)
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-# ---------------------------------------------------------------- running inside a namespace
-
-
-def run_sandboxed(opts: Options, say: Say) -> int:
-    """Run this same command inside a fresh network + PID namespace; its exit code."""
-    argv = [sys.executable, "-m", "zrep", "chaos", *opts.argv()]
-    env = dict(os.environ, **{netfaults.NETNS_ENV: "1"})
-    proc = subprocess.Popen(netfaults.sandbox_command(argv), env=env)
-
-    def forward(signum: int, _frame: Any) -> None:
-        # unshare blocks SIGINT/SIGTERM; the tool inside must get them to clean up and report.
-        for pid in _children(proc.pid):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return proc.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if proc.poll() is None:
-            proc.kill()  # --kill-child then sends SIGTERM to the tool inside
-            proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
 # ---------------------------------------------------------------- one run
 
 
@@ -268,7 +158,6 @@ class Run:
         self.stop = stop
         self.rng = random.Random(opts.seed)
         self.skipped: dict[str, str] = {}
-        self.notes: list[str] = []
         self.errors: list[str] = []
         self.faults = self._choose_faults()
         made = opts.dir is None
@@ -285,6 +174,7 @@ class Run:
         self.state: StateFile | None = None
         self.passed = False
         self._closed = False
+        self.origin_ns = time.monotonic_ns()  # fault times in the report count from the workload's start
 
     # ------------------------------------------------------------ setup
 
@@ -304,8 +194,6 @@ class Run:
         if fault != "partition":
             return ""
         if self.o.config is not None:
-            from zrep.config import load_config
-
             hosts = {n.id: n.host for n in load_config(self.o.config).nodes}
         else:
             hosts = dict(enumerate(loopback_hosts(self.o.nodes), 1))
@@ -350,7 +238,7 @@ class Run:
             c.wait_for_leader(LEADER_WAIT_S)
         except ClusterError:
             self.errors.append(f"no leader within {LEADER_WAIT_S:.0f}s of the start")
-            return self._report([self._exits()], None, None, {})
+            return self._report([no_unexpected_exits(c)], None, None)
         self._check_stop()
         cfg: ClusterConfig = c.cfg
         settings = WorkloadSettings(o.clients, tuple(f"box-{k}" for k in range(o.mailboxes)), o.seed,
@@ -368,23 +256,9 @@ class Run:
         self._progress_until(thread, until)
         thread.join()
         self._check_stop()
-        self.nemesis.heal_all()
         ran_s = time.monotonic() - started
-        heal_ns = time.monotonic_ns()
-        recovery = self._recovery(heal_ns)
-        stuck = self.workload.stop(settings.timeout_s * 3 + 5)
-        if stuck:
-            self.errors.append(f"client processes {stuck} did not stop in time")
-        self._check_stop()
-        replicas = self._converge()
-        final = self._final_state(settings.mailboxes)
-        if final is not None:  # for `zrep verify HISTORY --final FILE` later
-            self.final_path.write_text(json.dumps({box: [list(row) for row in rows] for box, rows in final.items()}))
-        self.nemesis.watch()
-        codes = c.stop_all(signal.SIGTERM, STOP_NODE_S)
-        self.say.line(f"nodes stopped: exit codes {codes}")
-        self.history.close()
-        return self._report([replicas, recovery, self._exits()], final, ran_s, {})
+        checks, final = self._after_faults(settings)
+        return self._report(checks, final, ran_s)
 
     def _nemesis_run(self, until: float) -> None:
         assert self.nemesis is not None
@@ -415,135 +289,33 @@ class Run:
 
     # ------------------------------------------------------------ after the faults
 
-    def _recovery(self, heal_ns: int) -> Check:
-        """(e) An acknowledged send invoked after the heal, within the bound."""
-        assert self.workload is not None
-        bound = self.o.recovery_s
-        deadline = time.monotonic() + bound
-        desc = f"after the heal the cluster acknowledged a new write within {bound:g}s"
-        while time.monotonic() < deadline:
-            ack = self.workload.stats.first_ack_after(heal_ns)
-            if ack is not None:
-                took = (ack.ok_ns - heal_ns) / 1e9
-                return Check(RECOVERY, True, desc, [f"first send invoked after the heal acknowledged "
-                                                     f"{took:.2f}s after it (epoch {ack.epoch})"])
-            if self.stop.wait(0.05):
-                raise Interrupted()
-            if self.nemesis is not None:
-                self.nemesis.watch()
-        return Check(RECOVERY, False, desc, [f"no send invoked after the heal was acknowledged within {bound:g}s"])
-
-    def _converge(self) -> Check:
-        """(c) Every node applied the same log: same applied index and digest, at least the highest commit.
-
-        Two nodes at one applied index with different digests have applied
-        different logs (the digest is a hash chain): that never heals, so it
-        ends the wait at once.
-        """
-        c = self.cluster
-        assert c is not None
-        desc = "every node applied the same log (equal applied index and digest, hash chains)"
-        top = max((s["commit"] for s in c.statuses(timeout=2.0).values()), default=0)
-        deadline = time.monotonic() + CONVERGE_S
-        while True:
-            d = c.digests()
-            by_index: dict[int, set[str]] = {}
-            for digest, index in d.values():
-                by_index.setdefault(index, set()).add(digest)
-            if any(len(digests) > 1 for digests in by_index.values()):  # any two nodes, not only all
-                return Check(REPLICAS, False, desc, self._divergence(top, timed_out=False))
-            if len(d) == len(c.ids) and len(by_index) == 1:
-                index, digests = by_index.popitem()
-                if index >= top:
-                    took = CONVERGE_S - (deadline - time.monotonic())
-                    return Check(REPLICAS, True, desc, [f"all {len(c.ids)} nodes applied index {index}, "
-                                                        f"digest {digests.pop()[:16]} ({took:.2f}s after the "
-                                                        "clients stopped)"])
-            if time.monotonic() >= deadline:
-                return Check(REPLICAS, False, desc, self._divergence(top, timed_out=True))
-            if self.stop.wait(0.05):
-                raise Interrupted()
-
-    def _divergence(self, top: int, timed_out: bool) -> list[str]:
-        c = self.cluster
-        assert c is not None
-        st = c.statuses(timeout=2.0)
-        ev = [f"did not converge within {CONVERGE_S:g}s (highest commit seen {top})"] if timed_out else []
-        for i in c.ids:
-            s = st.get(i)
-            ev.append(f"node {i}: " + ("no status" if s is None else
-                      f"role {s['role_name']}, epoch {s['epoch']}, commit {s['commit']}, "
-                      f"applied {s['store_applied']}, digest {s['digest'][:16]}"))
-        applied = {s["store_applied"] for s in st.values()}
-        if len(st) > 1 and len(applied) == 1 and len({s["digest"] for s in st.values()}) > 1:
-            ev.insert(1, f"same applied index {applied.pop()}, different digests: the nodes applied different logs")
-        ev.extend(self._first_difference(list(st)))
-        return ev
-
-    def _first_difference(self, nodes: list[int]) -> list[str]:
-        """Where the nodes' stores differ first, per mailbox (from each node's own stale read)."""
-        c = self.cluster
-        assert c is not None
-        out = []
-        for box in (f"box-{k}" for k in range(self.o.mailboxes)):
-            views = {}
-            for i in nodes:
-                r = c.try_request(i, "stale_read", {"mailbox": box, "after": -1, "limit": MAX_READ_LIMIT}, 5.0)
-                if r is not None and r.ok:
-                    views[i] = {int(m[0]): bytes(m[2]).decode("utf-8", "replace") for m in r.result["messages"]}
-            if len(views) < 2:
-                continue
-            ref_node, ref = next(iter(views.items()))
-            for i, v in views.items():
-                diff = sorted(o for o in set(ref) | set(v) if ref.get(o) != v.get(o))
-                if diff:
-                    o = diff[0]
-                    out.append(f"{box} offset {o}: node {ref_node} has {ref.get(o)!r}, node {i} has {v.get(o)!r}")
-                    break
-        return out
-
-    def _final_state(self, boxes: Sequence[str]) -> dict[str, list[tuple[int, str]]] | None:
-        c = self.cluster
-        assert c is not None
+    def _after_faults(self, settings: WorkloadSettings) -> tuple[list[Check], Final | None]:
+        c, nemesis, workload = self.cluster, self.nemesis, self.workload
+        assert c is not None and nemesis is not None and workload is not None and self.history is not None
+        nemesis.heal_all()
+        heal_ns = time.monotonic_ns()
+        recovery = writes_resume(workload.stats, heal_ns, self.o.recovery_s, self.stop, nemesis.watch)
+        stuck = workload.stop(settings.timeout_s * 3 + 5)
+        if stuck:
+            self.errors.append(f"client processes {stuck} did not stop in time")
+        self._check_stop()
+        replicas = replicas_identical(c, settings.mailboxes, CONVERGE_S, self.stop)
+        final: Final | None = None
         try:
-            with Client(client_config(c.cfg, c.client_host), timeout_s=FINAL_READ_S) as client:
-                final: dict[str, list[tuple[int, str]]] = {}
-                for box in boxes:
-                    rows: list[tuple[int, str]] = []
-                    after = -1
-                    while True:
-                        r = client.read(box, after=after, limit=MAX_READ_LIMIT)
-                        rows += [(m.offset, m.body.decode("utf-8", "replace")) for m in r.messages]
-                        if len(r.messages) < MAX_READ_LIMIT:
-                            break
-                        after = r.messages[-1].offset
-                    final[box] = rows
-                return final
-        except Exception as e:  # noqa: BLE001 - reported as a failed run, checks that need it fail
+            final = final_state(c, settings.mailboxes, FINAL_READ_S)
+            # Kept for `zrep verify HISTORY --final FILE`.
+            self.final_path.write_text(json.dumps({box: [list(row) for row in rows] for box, rows in final.items()}))
+        except Exception as e:  # noqa: BLE001 - reported: the checks that need it fail
             self.errors.append(f"could not read the final state: {type(e).__name__}: {e}")
-            return None
-
-    def _exits(self) -> Check:
-        """(f) Every node process that ended was ended by us."""
-        c = self.cluster
-        assert c is not None
-        c.reap()
-        bad = c.unexpected_exits()
-        desc = "no node process ended other than by the nemesis (SIGKILL) or our final SIGTERM (exit 0)"
-        if bad:
-            ev = [life.describe() for life in bad]
-            for life in bad[:3]:
-                tail = [ln for ln in c.node_log(life.node).splitlines() if ln.strip()][-3:]
-                ev += [f"  node {life.node} log: {ln}" for ln in tail]
-            return Check(EXITS, False, desc, ev)
-        killed = sum(1 for life in c.lives if life.signal == signal.SIGKILL)
-        return Check(EXITS, True, desc, [f"{len(c.lives)} node lives: {killed} ended by our SIGKILL, "
-                                         f"the rest by our SIGTERM with exit 0"])
+        nemesis.watch()
+        codes = c.stop_all(signal.SIGTERM, STOP_NODE_S)
+        self.say.line(f"nodes stopped: exit codes {codes}")
+        self.history.close()
+        return [replicas, recovery, no_unexpected_exits(c)], final
 
     # ------------------------------------------------------------ the report
 
-    def _report(self, checks: list[Check], final: dict[str, list[tuple[int, str]]] | None,
-                ran_s: float | None, extra: dict[str, Any]) -> RunReport:
+    def _report(self, checks: list[Check], final: Final | None, ran_s: float | None) -> RunReport:
         o = self.o
         verify_stats: dict[str, Any] = {}
         all_checks = list(checks)
@@ -570,10 +342,10 @@ class Run:
         all_checks.append(Check(RUN, not self.errors, "the run itself completed (no tool errors)",
                                 list(self.errors)))
         records = self.nemesis.records if self.nemesis else []
-        origin = getattr(self, "origin_ns", 0)
+        origin = self.origin_ns
         settings = {**{k: v for k, v in asdict(o).items() if k not in ("as_json",)},
                     "faults_asked": list(o.faults) if o.faults is not None else "all",
-                    "sandbox": self.sandbox(), **extra}
+                    "sandbox": self.sandbox()}
         settings["faults"] = self.faults
         report = RunReport(
             settings=settings,
@@ -582,7 +354,7 @@ class Run:
             skipped_faults=dict(self.skipped), ops=ops, ops_per_s=round(rate, 1),
             failovers=self._failovers(), checks=all_checks,
             paths={"history": str(self.history_path), "final state": str(self.final_path),
-                   "directory": str(self.dir)}, notes=self.notes,
+                   "directory": str(self.dir)},
             verify_stats=verify_stats)
         self.passed = report.ok
         return report
@@ -591,7 +363,7 @@ class Run:
         if self.nemesis is None or self.workload is None:
             return []
         acks = sorted(self.workload.stats.acks, key=lambda a: a.ok_ns)
-        origin = getattr(self, "origin_ns", 0)
+        origin = self.origin_ns
         out = []
         for r in self.nemesis.records:
             if not r.leader_hit or r.epoch is None:
@@ -670,85 +442,3 @@ def run_chaos(opts: Options, out: IO[str] = sys.stdout, err: IO[str] = sys.stder
             run.close()
         for s, h in old.items():
             signal.signal(s, h)
-
-
-# ---------------------------------------------------------------- the command
-
-
-def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
-    unknown = [n for n in names if n not in FAULTS]
-    if unknown:
-        raise click.BadParameter(f"unknown fault {', '.join(unknown)}; choose from {','.join(FAULTS)}")
-    return names
-
-
-@click.command(name="chaos", epilog="Exit codes: 0 every check passed, 1 a check failed, 2 usage, "
-                                    "3 the tool itself failed, 130 interrupted.")
-@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None, metavar="PATH",
-              help="Use this cluster file's nodes and timing (data goes to the run directory). "
-                   "Default: generate one on free ports.")
-@click.option("--nodes", type=click.Choice(["3", "5"]), default="3", show_default=True,
-              help="Nodes of a generated cluster.")
-@click.option("--duration", "duration_s", type=click.FloatRange(min=1, max=24 * 3600), default=60.0,
-              show_default=True, metavar="SECONDS", help="How long the nemesis runs.")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of every choice. Default: random.")
-@click.option("--clients", type=click.IntRange(min=1, max=64), default=4, show_default=True,
-              help="Concurrent client processes (threads, one Client each).")
-@click.option("--mailboxes", type=click.IntRange(min=1, max=100), default=4, show_default=True)
-@click.option("--faults", callback=_faults_option, default=None, metavar="LIST",
-              help=f"Comma-separated subset of {','.join(FAULTS)}. Default: all this machine can do.")
-@click.option("--nasty", is_flag=True, help="Faults may take down a majority at once (the cluster must stall "
-                                            "safely, never diverge).")
-@click.option("--history", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write the history (JSON lines) here, and the final state next to it (NAME.final.json), "
-                   "both kept. Default: in the run directory.")
-@click.option("--keep", is_flag=True, help="Keep the run directory (data, logs, history) even when every check "
-                                           "passed. A failed run always keeps it.")
-@click.option("--dir", "run_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Run directory. Default: a new temporary one.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--recovery-bound", "recovery_s", type=click.FloatRange(min=1), default=20.0, show_default=True,
-              metavar="SECONDS", help="(e): after the heal, a new write must be acknowledged within this.")
-@click.option("--heartbeat-ms", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--election-timeout-ms", type=click.IntRange(min=10), default=500, show_default=True)
-@click.option("--no-netns", is_flag=True, help="Do not move into a private network namespace for partitions "
-                                               "(the rules then live in this one; removed at the end).")
-@click.option("--cleanup", is_flag=True, help="Remove what killed runs left behind (nodes, rules, "
-                                              "directories) and exit.")
-@click.option("--unsafe-bug", "bugs", multiple=True, type=click.Choice(sorted(BUGS)), hidden=True,
-              help="Start every node with this planted bug (tests of the checker).")
-def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, clients: int, mailboxes: int,
-          faults: tuple[str, ...] | None, nasty: bool, history: str | None, keep: bool, run_dir: str | None,
-          as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int, no_netns: bool,
-          cleanup: bool, bugs: tuple[str, ...]) -> None:
-    """Run a local cluster under load with a seeded nemesis (kills, pauses, partitions, torn WAL tails,
-    restarts of every node), then heal, converge and check the recorded history.
-
-    The report gives the faults by type, the operations by outcome, the failovers and every check's
-    verdict with evidence."""
-    say = Say(sys.stderr)
-    if cleanup:
-        sys.exit(cleanup_leftovers(say.line))
-    if seed is None:
-        seed = random.SystemRandom().randrange(1_000_000)
-    opts = Options(nodes=int(nodes), duration_s=duration_s, seed=seed, clients=clients, mailboxes=mailboxes,
-                   faults=faults, nasty=nasty, history=history, keep=keep, dir=run_dir, as_json=as_json,
-                   bugs=bugs, netns=not no_netns, recovery_s=recovery_s, config=config,
-                   heartbeat_ms=heartbeat_ms, election_timeout_ms=election_timeout_ms)
-    wants_partitions = faults is None or "partition" in faults
-    if (wants_partitions and not no_netns and not netfaults.in_private_netns()
-            and not netfaults.sandbox_unavailable() and not _partition_blocker(opts)):
-        say.line(f"seed {seed}: moving into a private network namespace (unshare) for partitions")
-        sys.exit(run_sandboxed(opts, say))
-    sys.exit(run_chaos(opts))
-
-
-def _partition_blocker(opts: Options) -> str:
-    if opts.config is None:
-        return ""
-    from zrep.config import load_config
-
-    return netfaults.partitions_unavailable({n.id: n.host for n in load_config(opts.config).nodes})
