@@ -128,6 +128,16 @@ def test_options_survive_the_trip_into_the_namespace(tmp_path: Path) -> None:
     assert p["history"] == str(tmp_path / "h.jsonl") and p["run_dir"] == str(tmp_path / "d")
 
 
+def test_zrep_lists_chaos_and_verify() -> None:
+    from zrep.cli import main
+
+    runner = CliRunner()
+    top = runner.invoke(main, ["--help"])
+    assert top.exit_code == 0 and "chaos" in top.output and "verify" in top.output
+    for command in ("chaos", "verify"):
+        assert runner.invoke(main, [command, "--help"]).exit_code == 0
+
+
 def test_usage_errors_exit_2() -> None:
     runner = CliRunner()
     assert runner.invoke(chaos, ["--faults", "kill,meteor"]).exit_code == 2
