@@ -4,8 +4,8 @@ zrep.chaos.command.
 
 Phases:
   1. a cluster (LocalCluster) from a cluster file or generated on free ports,
-     each node on its own loopback address when partitions run; its data in
-     the run directory;
+     each node on its own loopback address (127.0.0.1, .2, ...; clients on
+     127.0.0.100 when partitions run); its data in the run directory;
   2. clients (workload.py) for the whole run, every op in the history;
   3. faults (nemesis.py) until the duration is over, a progress line on
      stderr meanwhile;
@@ -212,7 +212,7 @@ class Run:
 
     def setup(self) -> LocalCluster:
         o = self.o
-        hosts = loopback_hosts(o.nodes) if self.partitions and o.config is None else None
+        hosts = loopback_hosts(o.nodes) if o.config is None else None  # one address per node, always
         self.cluster = LocalCluster(self.dir / "cluster", nodes=o.nodes, hosts=hosts, heartbeat_ms=o.heartbeat_ms,
                                     election_timeout_ms=o.election_timeout_ms, bugs=o.bugs, start=False,
                                     client_host=CLIENT_HOST if self.partitions else None, config=o.config)
