@@ -46,6 +46,7 @@ from zrep.client_messages import ClientReply, ClientRequest, Code, Op
 from zrep.client_messages import client_id as check_client_id
 from zrep.config import ClusterConfig, load_config
 from zrep.errors import DecodeError, ZrepError
+from zrep.store import Message  # the store's own record: one definition of a message
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_ATTEMPT_TIMEOUT_S = 1.0  # a paused node costs this much before we try another
@@ -114,14 +115,6 @@ class Receipt:
     durable_on: list[int]  # node ids that fsynced it when the answer left
     all_durable: bool | None  # ack="all": every member has it; None for ack="majority"
     node: int  # the node that answered
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    offset: int
-    sender: str
-    body: bytes
-    index: int  # log index that applied the send
 
 
 @dataclass(frozen=True, slots=True)
