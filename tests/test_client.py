@@ -433,6 +433,30 @@ def test_a_write_that_may_have_landed_is_outcome_unknown_and_the_same_call_retri
     assert n1.writes()[-1] == (2, 2)
 
 
+def test_a_retry_that_reaches_no_node_keeps_the_outcome_unknown_and_the_seq(fake_cluster, clients):
+    store = FakeMailboxes()
+    phase = ["apply silently"]
+
+    def script(node: FakeNode, req: ClientRequest) -> Reply | None:
+        if phase[0] == "apply silently":
+            serve(store)(node, req)
+            return None
+        if phase[0] == "no leader":
+            return answer_code("NO_LEADER")(node, req)
+        return serve(store)(node, req)
+
+    (n1,), cfg = fake_cluster(script)
+    c = clients(cfg, timeout_s=0.5, attempt_timeout_s=0.2)
+    with pytest.raises(OutcomeUnknown):
+        c.send("inbox", b"a")
+    phase[0] = "no leader"
+    with pytest.raises(OutcomeUnknown):  # not Unavailable: the first attempt may have landed
+        c.send("inbox", b"a")
+    phase[0] = "serve"
+    assert c.send("inbox", b"a").offset == 0  # still seq 1: applied once
+    assert store.applied_writes == 1
+
+
 def test_client_expired_says_to_use_a_new_client_id(fake_cluster, clients):
     (n1,), cfg = fake_cluster(refuse_with("CLIENT_EXPIRED"))
     c = clients(cfg)

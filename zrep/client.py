@@ -302,6 +302,7 @@ class Client:
 
     def _write(self, op: str, args: dict[str, Any]) -> _Answer:
         full = self._retry_of(op, args)
+        retrying = full is not None
         if full is None:
             seq = self._seq + 1
             full = {"client": self.client_id, "seq": seq, "low": seq if self._known else 1, **args}
@@ -315,6 +316,14 @@ class Client:
         except OutcomeUnknown:
             self._unknown = (op, full)  # the same call again is its retry
             raise
+        except Unavailable as e:
+            if not retrying:
+                raise
+            # This attempt reached no node, but an earlier one may have landed:
+            # forgetting the seq now would let the next call apply it twice.
+            self._unknown = (op, full)
+            raise OutcomeUnknown(f"{e}; an earlier attempt of write seq {full['seq']} may have been applied: "
+                                 "retry with the same client (safe), or check with a read") from None
         except Rejected as e:
             self._known = self._known or e.code in _KNOWN_CLIENT_CODES
             raise
