@@ -576,3 +576,13 @@ def test_state_machine_modules_import_nothing_impure(module: str) -> None:
             names.add(node.module)
     assert not {n.split(".")[0] for n in names} & FORBIDDEN
     assert {n for n in names if n.startswith("zrep")} <= {"zrep.commands", "zrep.errors"}
+
+
+def test_last_key_names_the_command_just_applied():
+    s = Store()
+    s.apply(1, encode_send("c", 1, 1, "s", "box", b"x"))
+    assert s.last_key == ("c", 1)
+    s.apply(2, b"")
+    assert s.last_key is None
+    s.apply(3, b"\xc1garbage")
+    assert s.last_key is None

@@ -123,7 +123,7 @@ class Service:
             self.on_apply(entry, answer)
         if answer is None:
             return
-        key = command_key(entry.data)
+        key = self.store.last_key  # decoded once, by the store
         if key is None:
             return
         # A duplicate's kept answer names the index of the original entry.

@@ -190,6 +190,8 @@ class _Client:
 class Store:
     """The replicated message store. See the module docstring for its rules."""
 
+    _last_key: tuple[str, int] | None = None  # not state: only what the last apply() decoded
+
     def __init__(
         self,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -222,13 +224,21 @@ class Store:
             raise InvariantError(f"store: entry {index} data is {type(data).__name__}, not bytes")
         self._chain = _chain(self._chain, index, data)
         self._applied = index
+        self._last_key = None
         if not data:
             return None
         try:
             cmd = decode_command(data)
         except DecodeError as e:
             return _error(BAD_COMMAND, str(e))
+        self._last_key = (cmd.client, cmd.seq)
         return self._execute(index, cmd)
+
+    @property
+    def last_key(self) -> tuple[str, int] | None:
+        """(client, seq) of the command `apply` just applied; None for a no-op or garbage.
+        Lets a node match the entry to its waiting client without decoding it again."""
+        return self._last_key
 
     def _execute(self, index: int, cmd: Command) -> Answer:
         client = self._clients.get(cmd.client)
