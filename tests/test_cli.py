@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -337,11 +339,23 @@ def node_pids(config_path: Path) -> dict[int, int]:
     return pids
 
 
-def test_cluster_up_starts_every_node_prints_status_and_stops_cleanly(tmp_path):
+@contextmanager
+def cluster_up(tmp_path: Path) -> Iterator[tuple[LocalCluster, subprocess.Popen[str]]]:
+    """`zrep cluster up` on a fresh cluster file; whatever happens, nothing it started outlives the test."""
     config = LocalCluster(tmp_path, start=False)
     config.close()  # only its cluster file is used
     proc = zrep_process("cluster", "up", "--config", str(config.config_path))
     try:
+        yield config, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in node_pids(config.config_path).values():
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_cluster_up_starts_every_node_prints_status_and_stops_cleanly(tmp_path):
+    with cluster_up(tmp_path) as (config, proc):
         out = Lines(proc)
         out.wait_for("last heard")  # the status table: printed once there is a leader
         out.wait_for("leader")
@@ -350,18 +364,10 @@ def test_cluster_up_starts_every_node_prints_status_and_stops_cleanly(tmp_path):
         assert stop(proc, signal.SIGTERM) == 0
         assert out.wait_for("all nodes stopped")
         assert node_pids(config.config_path) == {}
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in node_pids(config.config_path).values():
-            os.killpg(pid, signal.SIGKILL)
 
 
 def test_cluster_up_says_when_a_node_dies_and_exits_1(tmp_path):
-    config = LocalCluster(tmp_path, start=False)
-    config.close()
-    proc = zrep_process("cluster", "up", "--config", str(config.config_path))
-    try:
+    with cluster_up(tmp_path) as (config, proc):
         out = Lines(proc)
         out.wait_for("last heard")
         os.kill(node_pids(config.config_path)[2], signal.SIGKILL)
@@ -369,11 +375,6 @@ def test_cluster_up_says_when_a_node_dies_and_exits_1(tmp_path):
         assert "node 2 exited unexpectedly (killed by SIGKILL)" in line and "zrep node --id 2" in line
         assert stop(proc, signal.SIGINT) == 1
         assert node_pids(config.config_path) == {}
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in node_pids(config.config_path).values():
-            os.killpg(pid, signal.SIGKILL)
 
 
 def test_cluster_up_with_a_bad_config_exits_2(tmp_path):
