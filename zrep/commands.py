@@ -70,6 +70,13 @@ def encode_send(client: str, seq: int, low: int, sender: str, to: str, body: byt
     return _encode(SendCommand(client, seq, low, sender, to, body))
 
 
+def pack_send(client: str, seq: int, low: int, sender: str, to: str, body: bytes) -> bytes:
+    """Encode a send whose fields already passed zrep.client_messages' send schema,
+    which mirrors decode_command's rules: no round trip (the node's hot path).
+    Anything else must use encode_send."""
+    return msgpack.packb([OP_SEND, client, seq, low, sender, to, body], use_bin_type=True)
+
+
 def encode_delete(client: str, seq: int, low: int, mailbox: str, offsets: list[int]) -> bytes:
     """Encode an all-or-nothing delete of `offsets` in `mailbox`; ValueError if malformed."""
     return _encode(DeleteCommand(client, seq, low, mailbox, tuple(offsets)))

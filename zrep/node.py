@@ -56,7 +56,7 @@ from zrep.client_messages import (
     ok_reply,
 )
 from zrep.codec import encode
-from zrep.commands import encode_delete, encode_send
+from zrep.commands import encode_delete, pack_send
 from zrep.config import ClusterConfig, load_config
 from zrep.core.log import LogView
 from zrep.core.messages import Forward, Message
@@ -242,10 +242,10 @@ class Node:
     def _refuse(self, route: Route, code: str, why: str) -> None:
         self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]))
 
-    def _write(self, route: Route, encode_command: Callable[[], bytes], ack: str) -> None:
+    def _write(self, route: Route, encode_command: Callable[[], bytes], ack: str, key: tuple[str, int]) -> None:
         try:
             cmd = encode_command()
-        except ValueError as e:
+        except (ValueError, TypeError, OverflowError) as e:
             self._refuse(route, Code.BAD_REQUEST, str(e))
             return
         if len(cmd) > self._max_command_bytes:
@@ -253,19 +253,20 @@ class Node:
             self._refuse(route, Code.TOO_LARGE, f"the command is {len(cmd)} bytes, over the "
                          f"{self._max_command_bytes} that fit in a frame; shorten names or body")
             return
-        self.service.submit_write(route, cmd, ack_all=(ack == "all"))
+        self.service.submit_write(route, cmd, ack_all=(ack == "all"), key=key)
 
     def _op_send(self, route: Route, a: dict[str, Any]) -> None:
         limit = self.cfg.max_body_bytes
         if len(a["body"]) > limit:
             self._refuse(route, Code.TOO_LARGE, f"body is {len(a['body'])} bytes, the limit is {limit}")
             return
-        self._write(route, lambda: encode_send(a["client"], a["seq"], a["low"], a["sender"], a["to"], a["body"]),
-                    a["ack"])
+        # The codec checked the args against the send schema (the command's rules).
+        self._write(route, lambda: pack_send(a["client"], a["seq"], a["low"], a["sender"], a["to"], a["body"]),
+                    a["ack"], (a["client"], a["seq"]))
 
     def _op_delete(self, route: Route, a: dict[str, Any]) -> None:
         self._write(route, lambda: encode_delete(a["client"], a["seq"], a["low"], a["mailbox"], list(a["offsets"])),
-                    a["ack"])
+                    a["ack"], (a["client"], a["seq"]))
 
     def _op_read(self, route: Route, a: dict[str, Any]) -> None:
         query = {"op": "read", "mailbox": a["mailbox"], "after": a["after"], "limit": a["limit"]}

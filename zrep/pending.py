@@ -5,10 +5,16 @@ ticks. Shared by the real node and the simulator.
 
 Invariants: a request is answered at most once; every request is answered
 or expired by its deadline.
+
+Cost: the node calls this every loop turn with hundreds of requests waiting,
+so nothing here scans them all per turn: deadlines are scanned only once the
+earliest may have passed, and confirmed reads sit in a heap by read index.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +56,9 @@ class Pending:
     _writes: dict[Key, list[_Write]] = field(default_factory=dict)
     _all: list[_Write] = field(default_factory=list)  # applied, waiting for every member
     _reads: dict[Hashable, _Read] = field(default_factory=dict)
+    _confirmed: list[tuple[int, int, Hashable]] = field(default_factory=list)  # heap of (index, order, ctx)
+    _order: itertools.count = field(default_factory=itertools.count)  # ties: ctx values need not compare
+    _earliest: float = float("inf")  # no deadline of a waiting request is below this
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._writes.values()) + len(self._all) + len(self._reads)
@@ -58,6 +67,7 @@ class Pending:
 
     def add_write(self, key: Key, route: Any, deadline: int, ack_all: bool = False) -> None:
         self._writes.setdefault(key, []).append(_Write(route, deadline, ack_all))
+        self._earliest = min(self._earliest, deadline)
 
     def on_applied(self, key: Key | None, index: int, answer: dict[str, Any] | None) -> list[Done]:
         """An entry was applied; answer whoever waits for its (client, seq)."""
@@ -95,6 +105,7 @@ class Pending:
 
     def add_read(self, ctx: Hashable, route: Any, deadline: int, query: Any) -> None:
         self._reads[ctx] = _Read(route, deadline, query)
+        self._earliest = min(self._earliest, deadline)
 
     def on_read_index(self, ctx: Hashable, index: int) -> list[Done]:
         """The core confirmed (index >= 0) or failed (-1) read `ctx`."""
@@ -104,19 +115,27 @@ class Pending:
         if index < 0:
             del self._reads[ctx]
             return [Done(read.route, error("NO_LEADER", "leadership changed during the read; retry"))]
-        read.index = index
+        if read.index is None:
+            read.index = index
+            heapq.heappush(self._confirmed, (index, next(self._order), ctx))
         return []
 
     def reads_ready(self, applied: int) -> list[tuple[Any, Any]]:
         """(route, query) of reads whose index the store has now applied."""
-        ready = [(ctx, r) for ctx, r in self._reads.items() if r.index is not None and r.index <= applied]
-        for ctx, _ in ready:
-            del self._reads[ctx]
-        return [(r.route, r.query) for _, r in ready]
+        ready = []
+        heap = self._confirmed
+        while heap and heap[0][0] <= applied:
+            _, _, ctx = heapq.heappop(heap)
+            read = self._reads.pop(ctx, None)  # None: it expired meanwhile
+            if read is not None:
+                ready.append((read.route, read.query))
+        return ready
 
     # ------------------------------------------------------------ deadlines
 
     def expire(self, now: int) -> list[Done]:
+        if now < self._earliest:
+            return []
         timeout = error("TIMEOUT", "no answer in time; the outcome is unknown: retry with the same sequence number")
         done = []
         for key in list(self._writes):
@@ -129,4 +148,7 @@ class Pending:
                 del self._writes[key]
         for ctx in [c for c, r in self._reads.items() if now >= r.deadline]:
             done.append(Done(self._reads.pop(ctx).route, error("TIMEOUT", "read not confirmed in time; retry")))
+        deadlines = [w.deadline for ws in self._writes.values() for w in ws]
+        deadlines += [r.deadline for r in self._reads.values()]
+        self._earliest = min(deadlines, default=float("inf"))
         return done

@@ -42,8 +42,12 @@ class Service:
 
     # ------------------------------------------------------------ requests
 
-    def submit_write(self, route: Any, command: bytes, ack_all: bool = False) -> None:
-        key = command_key(command)
+    def submit_write(self, route: Any, command: bytes, ack_all: bool = False,
+                     key: tuple[str, int] | None = None) -> None:
+        """`key` is the command's (client, seq) when the caller built the command
+        from checked fields (saves decoding it again); else it is decoded here."""
+        if key is None:
+            key = command_key(command)
         if key is None:
             self._done.append(Done(route, error("BAD_REQUEST", "the command does not decode; fix the client")))
             return
