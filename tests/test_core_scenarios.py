@@ -397,3 +397,20 @@ def test_what_matched_the_old_leader_is_not_verified_for_a_new_one():
     r.step(Append(3, 2, 3, 1, 1, (), 3, 1))
     settle(r)
     assert r.commit == 1
+
+
+def test_log_view_keeps_entries_as_columns_and_hands_out_equal_entries():
+    from zrep.core.log import LogView
+    from zrep.core.messages import Entry
+
+    entries = [Entry(1, 5, b"a"), Entry(1, 6, b"b"), Entry(2, 7, b"c")]
+    view = LogView(entries, first_index=5, prev_epoch=1)
+    assert view.slice(1, 100) == entries and view.entry(6) == entries[1]
+    assert view.slice(5, 7, max_bytes=20) == entries[:1]  # at least one, then the byte budget
+    assert (view.epoch_at(4), view.epoch_at(7), view.epoch_at(8)) == (1, 2, None)
+    view.truncate_from(6)
+    assert (view.last_index, view.last_epoch) == (5, 1)
+    view.append(Entry(3, 6, b"d"))
+    assert view.slice(6, 6) == [Entry(3, 6, b"d")]
+    import gc
+    assert not any(gc.is_tracked(d) for d in view._data)  # nothing per entry for the collector to walk

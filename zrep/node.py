@@ -139,6 +139,9 @@ class Node:
             commit=replay.commit,
             bugs=bugs,
         )
+        # The log view now holds the entries (as columns): free the replay's Entry
+        # objects, which would otherwise double a long log's memory for the node's life.
+        replay.entries.clear()
         self.replica = replica
         self.service = Service(
             replica,
@@ -391,7 +394,7 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: fro
         if bugs:
             node.say(f"UNSAFE: planted bugs {sorted(bugs)} are on; this node may lose acknowledged writes")
         node.say(f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "
-                 f"log {replay.first_index}..{replay.first_index + len(replay.entries) - 1}, commit {replay.commit}")
+                 f"log {replay.first_index}..{node.replica.log.last_index}, commit {replay.commit}")
         node.run((lambda: flag.stop or stopping()) if stopping is not None else flag)
         node.say("stopped")
         return EXIT_OK
