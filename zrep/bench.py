@@ -1,0 +1,217 @@
+"""The whole benchmark: `zrep bench [--quick] [--json] [--only PHASE] ...`.
+
+Starts a local cluster (LocalCluster: 3 nodes on free ports with its default
+timeouts, or a copy of `--config FILE`) in a temporary directory, fsync on,
+and measures with 100-byte bodies:
+- sends: acknowledged sends/s and p50/p99/max latency at 1, 64 and 256
+  requests in flight, from separate worker processes (zrep.bench_workers);
+- reads: linearizable and stale reads/s at 64 in flight, at the leader;
+- catchup: SIGKILL a follower, write N messages, restart it: entries it had
+  to catch up / seconds from its restart until it applied the leader's
+  commit index of that moment (replaying its own log is part of that time);
+- memory: top the store up to N messages, then each node's VmRSS;
+- failover: zrep.bench_failover (its own fresh default cluster), run last.
+
+Every phase checks its error count: more than `max_error_fraction` of
+non-OK answers stops the benchmark with one line saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from zrep.bench_failover import run_failover_bench
+from zrep.bench_options import Options
+from zrep.bench_report import Progress, git_commit, machine, rss_mb
+from zrep.bench_workers import BenchError, LevelResult, run_level
+from zrep.localcluster import ClusterError, LocalCluster, wait_until
+
+SEND_LEVELS = (1, 64, 256)
+READ_IN_FLIGHT = 64
+BULK_IN_FLIGHT = 256  # catch-up and memory fill the store as fast as the cluster takes it
+BODY_BYTES = 100
+MAILBOX = "bench"
+LEADER_WAIT_S = 30.0
+BULK_MIN_PER_S = 500  # bulk writes may take count / this + BULK_SLACK_S, then stop where they are
+BULK_SLACK_S = 60.0
+CATCHUP_MIN_PER_S = 200  # a catching-up node may take entries / this + BULK_SLACK_S
+
+
+def _check_errors(what: str, r: LevelResult, max_fraction: float) -> None:
+    total = r.acked + r.failed
+    if r.failed > max_fraction * max(total, 1):
+        codes = ", ".join(f"{code}: {n:,}" for code, n in r.errors.items())
+        raise BenchError(f"{what}: {r.failed:,} of {total:,} requests failed ({codes}), over the "
+                         f"{max_fraction:.1%} allowed; the cluster was not healthy: rerun with --dir DIR "
+                         "and read the node logs there")
+    if r.acked == 0:
+        raise BenchError(f"{what}: no request was answered OK; rerun with --dir DIR and read the node logs there")
+
+
+class _Bench:
+    """The phases that run on one cluster."""
+
+    def __init__(self, cluster: LocalCluster, opts: Options, progress: Progress) -> None:
+        self.cluster, self.opts, self.progress = cluster, opts, progress
+
+    def leader_rpc(self) -> tuple[int, str]:
+        leader = self.cluster.wait_for_leader(LEADER_WAIT_S)
+        return leader, self.cluster.rpc(leader)
+
+    def level(self, what: str, *, op: str = "send", in_flight: int, count: int, seconds: float, warmup: int,
+              latencies: bool = True) -> LevelResult:
+        _, rpc = self.leader_rpc()
+        self.progress.step(f"{what}: starting")
+
+        def show(acked: int, errors: int, elapsed: float) -> None:
+            rate = acked / elapsed if elapsed > 0 else 0.0
+            self.progress.update(f"{what}: {acked:,} acked, {rate:,.0f}/s" + (f", {errors:,} errors" if errors else ""))
+
+        r = run_level(rpc, op=op, in_flight=in_flight, workers=self.opts.workers, count=count, seconds=seconds,
+                      warmup=warmup, latencies=latencies, mailbox=MAILBOX, body_bytes=BODY_BYTES, on_progress=show)
+        _check_errors(what, r, self.opts.max_error_fraction)
+        self.progress.step(f"{what}: {r.acked:,} acked in {r.seconds:.1f} s, {r.per_s:,.0f}/s"
+                           + (f", p50 {r.p50_ms} ms, p99 {r.p99_ms} ms" if r.p50_ms is not None else ""))
+        return r
+
+    def bulk(self, what: str, count: int) -> LevelResult:
+        seconds = count / BULK_MIN_PER_S + BULK_SLACK_S
+        return self.level(what, in_flight=BULK_IN_FLIGHT, count=count, seconds=seconds, warmup=0, latencies=False)
+
+    def sends(self) -> dict[str, Any]:
+        o = self.opts
+        return {str(n): self.level(f"sends @{n} in flight", in_flight=n, count=o.count, seconds=o.seconds,
+                                   warmup=o.warmup).to_json() for n in SEND_LEVELS}
+
+    def reads(self) -> dict[str, Any]:
+        o = self.opts
+        out: dict[str, Any] = {"in_flight": READ_IN_FLIGHT}
+        for kind, op in (("linearizable", "read"), ("stale", "stale_read")):
+            out[kind] = self.level(f"{kind} reads @{READ_IN_FLIGHT} in flight", op=op, in_flight=READ_IN_FLIGHT,
+                                   count=o.count, seconds=o.seconds, warmup=o.warmup).to_json()
+        return out
+
+    def catchup(self) -> dict[str, Any]:
+        c = self.cluster
+        leader, _ = self.leader_rpc()
+        node = next(i for i in c.ids if i != leader)
+        had = c.status(node)["last_index"]
+        c.kill(node, signal.SIGKILL)
+        self.progress.step(f"catch-up: node {node} killed")
+        written = self.bulk(f"catch-up: writing with node {node} down", self.opts.catchup_messages)
+        target = c.status(self.leader_rpc()[0])["commit"]
+        restarted = time.monotonic()
+        c.start(node)
+        entries = target - had
+        self.progress.step(f"catch-up: node {node} restarted, {entries:,} entries behind")
+
+        def caught_up() -> bool:
+            reply = c.try_request(node, "status", {}, timeout=0.5)  # silent while it replays its log
+            return reply is not None and reply.ok and reply.result["store_applied"] >= target
+
+        wait_until(f"node {node} to apply index {target:,}", caught_up,
+                   entries / CATCHUP_MIN_PER_S + BULK_SLACK_S, interval=0.01)
+        seconds = time.monotonic() - restarted
+        self.progress.step(f"catch-up: node {node} caught up in {seconds:.2f} s")
+        return {"node": node, "had": had, "entries": entries, "seconds": round(seconds, 3),
+                "per_s": round(entries / seconds, 1), "written": written.acked}
+
+    def memory(self) -> dict[str, Any]:
+        c = self.cluster
+        leader, _ = self.leader_rpc()
+        stored = self._stored(leader)
+        if stored < self.opts.messages:
+            self.bulk(f"memory: storing {self.opts.messages - stored:,} more messages", self.opts.messages - stored)
+        stored = self._stored(self.leader_rpc()[0])
+        c.wait_converged(BULK_SLACK_S)  # every node holds them all before we weigh it
+        rss = {str(i): rss_mb(int(c.status(i)["pid"])) for i in c.ids}
+        self.progress.step(f"memory: {stored:,} messages, RSS " + ", ".join(f"{mb:,.0f}" for mb in rss.values())
+                           + " MiB")
+        return {"messages": stored, "rss_mb": rss}
+
+    def _stored(self, leader: int) -> int:
+        reply = self.cluster.request(leader, "mailboxes", {"pattern": "*"}, timeout=10)
+        if not reply.ok:
+            raise BenchError(f"node {leader} refused to list mailboxes: {reply.code} {reply.message}; retry")
+        return sum(count for _, count in reply.result["mailboxes"])
+
+
+@contextlib.contextmanager
+def _cluster_dir(directory: Path | None) -> Iterator[Path]:
+    if directory is not None:
+        if directory.exists() and any(directory.iterdir()):  # its old logs would be replayed and skew every figure
+            raise BenchError(f"--dir {directory} is not empty; name a new or empty directory")
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix="zrep-bench-") as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the `finally` blocks kill every node and worker we started
+    (they run in their own sessions: nothing else would)."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_bench(opts: Options, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the chosen phases; the result object that --json prints and the history keeps."""
+    with _sigterm_as_interrupt():
+        return _run_bench(opts, progress or Progress())
+
+
+def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
+    r: dict[str, Any] = {"sends": None, "reads": None, "failover": None, "catchup_per_s": None,
+                         "rss_mb_per_node": None, "catchup": None, "memory": None, "body_bytes": BODY_BYTES}
+    try:
+        with _cluster_dir(opts.directory) as d, LocalCluster(d, config=opts.config) as cluster:
+            cfg = cluster.cfg
+            r["cluster"] = {"nodes": len(cfg.nodes), "heartbeat_ms": cfg.heartbeat_ms,
+                            "election_timeout_ms": cfg.election_timeout_ms, "fsync": cfg.fsync}
+            bench = _Bench(cluster, opts, progress)
+            progress.step(f"cluster of {len(cfg.nodes)} nodes starting in {d}")
+            bench.leader_rpc()
+            if "sends" in opts.phases:
+                r["sends"] = bench.sends()
+            if "reads" in opts.phases:
+                r["reads"] = bench.reads()
+            if "catchup" in opts.phases:
+                r["catchup"] = bench.catchup()
+                r["catchup_per_s"] = r["catchup"]["per_s"]
+            if "memory" in opts.phases:
+                r["memory"] = bench.memory()
+                r["rss_mb_per_node"] = max(r["memory"]["rss_mb"].values())
+            died = [life.describe() for life in cluster.unexpected_exits()]
+            if died:
+                raise BenchError(f"a node died during the benchmark ({'; '.join(died)}); "
+                                 "rerun with --dir DIR and read its log there")
+    except ClusterError as e:
+        raise BenchError(f"{e}; rerun with --dir DIR and read the node logs there") from None
+    if "failover" in opts.phases:
+        progress.step(f"failover: {opts.kills} leader kills on a fresh cluster")
+        try:
+            f = run_failover_bench(opts.kills, progress=progress.step)
+        except (RuntimeError, ClusterError) as e:
+            raise BenchError(f"failover: {e}; run 'zrep bench failover' alone to see it again") from None
+        r["failover"] = {k: f[k] for k in ("kills", "median_ms", "max_ms", "all_ms")}
+    r.update(machine=machine(), date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), commit=git_commit(),
+             options={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()})
+    return r
