@@ -110,9 +110,8 @@ def client_id(v: object) -> None:
 def offsets(v: object) -> None:
     if (type(v) is not tuple and type(v) is not list) or not 1 <= len(v) <= MAX_DELETE_OFFSETS:
         raise ValueError(f"expected an array of 1..{MAX_DELETE_OFFSETS} offsets, got {_show(v)}")
-    check = integer(0)
     for o in v:
-        check(o)
+        _is_offset(o)
     if len(set(v)) != len(v):
         raise ValueError("offsets must be distinct")
 
@@ -139,6 +138,8 @@ def blob(v: object) -> None:
     if type(v) is not bytes:
         raise ValueError(f"expected bytes, got {type(v).__name__}")
 
+
+_is_offset = integer(0)
 
 _WRITE_ARGS: dict[str, Check] = {
     "client": client_id,
@@ -174,29 +175,42 @@ OP_RULES: dict[str, Callable[[Mapping[str, Any]], None]] = {
 }
 
 
+# op -> (its arg names, its (name, check) pairs, its cross-arg rule): plain str
+# keys, built once, because check_args runs on every request a node receives.
+_SCHEMAS: dict[str, tuple[Any, tuple[tuple[str, Check], ...], Callable[[Mapping[str, Any]], None] | None]] = {
+    str(op): ({k: None for k in schema}.keys(), tuple(schema.items()), OP_RULES.get(op))
+    for op, schema in OP_ARGS.items()
+}
+
+
 def check_args(op: object, args: object) -> None:
     """Raise ValueError unless `args` is exactly the schema of `op`."""
-    schema = OP_ARGS.get(op) if type(op) is str or isinstance(op, Op) else None
+    schema = _SCHEMAS.get(op) if isinstance(op, str) else None
     if schema is None:
         raise ValueError(f"op: expected one of {[str(o) for o in Op]}, got {_show(op)}")
+    names, checks, rule = schema
     if type(args) is not dict:
         raise ValueError(f"args: expected a map, got {type(args).__name__}")
-    if args.keys() != schema.keys():
-        missing, extra = schema.keys() - args.keys(), args.keys() - schema.keys()
+    if args.keys() != names:
+        missing, extra = names - args.keys(), args.keys() - names
         raise ValueError(f"{op} args: missing {sorted(missing)}, unexpected {sorted(map(str, extra))}")
-    for key, check in schema.items():
-        try:
+    key = ""
+    try:
+        for key, check in checks:
             check(args[key])
-        except ValueError as e:
-            raise ValueError(f"{op} args.{key}: {e}") from None
-    rule = OP_RULES.get(op)
+    except ValueError as e:
+        raise ValueError(f"{op} args.{key}: {e}") from None
     if rule is not None:
         rule(args)
 
 
+_is_req_id = integer(1)
+_is_reply_id = integer()
+
+
 def check_request(req_id: object, op: object, args: object) -> None:
     try:
-        integer(1)(req_id)
+        _is_req_id(req_id)
     except ValueError as e:
         raise ValueError(f"req_id: {e}") from None
     check_args(op, args)
@@ -246,7 +260,7 @@ _is_code = one_of(frozenset(Code))
 
 def check_reply(req_id: object, ok: object, code: object, message: object, result: object) -> None:
     try:
-        integer()(req_id)
+        _is_reply_id(req_id)
     except ValueError as e:
         raise ValueError(f"req_id: {e}") from None
     if type(ok) is not bool:

@@ -142,10 +142,6 @@ def _array(v: Any) -> tuple[Any, ...]:
     return v
 
 
-def _any(v: Any) -> Any:
-    return v  # client frames are checked as a whole by zrep.client_messages
-
-
 def _enum(enum: type) -> Check:
     members = {m.value: m for m in enum}
 
@@ -296,9 +292,9 @@ KINDS: tuple[_Kind, ...] = (
     # A request is checked again on encode: a client's args dict mutated after
     # construction is caught at home. A reply is made and encoded at once by the
     # node (the hot path), so its construction check is enough.
-    _kind(64, ClientRequest, (_any,) * 3, rule=_client_rule("ClientRequest", check_request),
+    _kind(64, ClientRequest, (), rule=_client_rule("ClientRequest", check_request),
           build=_trusted(ClientRequest)),
-    _kind(65, ClientReply, (_any,) * 5, rule=_client_rule("ClientReply", check_reply),
+    _kind(65, ClientReply, (), rule=_client_rule("ClientReply", check_reply),
           build=_trusted(ClientReply), checked_at_construction=True),
 )
 _BY_CODE: dict[int, _Kind] = {k.code: k for k in KINDS}
@@ -309,9 +305,13 @@ CLIENT_REQUEST_KIND = KIND_OF[ClientRequest]
 
 def _check_body(kind: _Kind, body: Any) -> list[Any]:
     """Check every field, then the rules across fields; return the (converted) values."""
-    if type(body) is not tuple or len(body) != len(kind.checks):
-        raise DecodeError(f"{kind.cls.__name__}: expected an array of {len(kind.checks)} fields, got {_show(body)}")
-    values: list[Any] = []
+    if type(body) is not tuple or len(body) != len(kind.names):
+        raise DecodeError(f"{kind.cls.__name__}: expected an array of {len(kind.names)} fields, got {_show(body)}")
+    if not kind.checks:  # checked as a whole by its rule (client frames)
+        values = list(body)
+        kind.rule(values)
+        return values
+    values = []
     try:
         for check, v in zip(kind.checks, body):
             values.append(check(v))
