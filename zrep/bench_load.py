@@ -36,6 +36,7 @@ from zrep.codec import decode, encode
 
 PROGRESS_S = 0.5
 NO_ANSWER_S = 15.0  # past the node's own request deadline (10 s): its TIMEOUT answer should come first
+_NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enum costs microseconds per call
 READ_LIMIT = 1  # a read returns one message: the cost of a read, not of a big page
 
 
@@ -76,7 +77,7 @@ class _Load:
             return
         while True:
             try:
-                payload = self.sock.recv(zmq.NOBLOCK)
+                payload = self.sock.recv(_NOBLOCK)
             except zmq.Again:
                 return
             now = time.monotonic()
