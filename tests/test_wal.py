@@ -155,7 +155,10 @@ def test_replay_after_a_crash_is_the_synced_state_plus_whole_records(
     tail = {"none": b"", "zeros": bytes(zeros), "garbage": garbage}[tail_kind]
     crashed = on_disk[:cut] + tail
     path = os.path.join(work, "crashed", "wal")
-    good_end, (entries, hs, commit) = m.state_at(cut)
+    # The tail may happen to repeat the bytes that were cut (a zero tail after a
+    # record ending in a zero byte): what replay may keep is what agrees with the file.
+    agree = next((i for i, (a, b) in enumerate(zip(crashed, on_disk)) if a != b), min(len(crashed), len(on_disk)))
+    good_end, (entries, hs, commit) = m.state_at(agree)
     assert good_end >= m.synced
     event(f"whole records past the flush: {good_end > m.synced}; torn: {good_end < len(crashed)}")
 
