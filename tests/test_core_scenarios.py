@@ -128,6 +128,25 @@ def test_majority_ok_makes_a_candidate_whose_claim_leaves_only_after_persist():
     assert sorted(m.dst for m in of(ready.after_persist, Coordinator)) == [2, 3]
 
 
+def test_after_a_crash_a_majority_of_oks_does_not_wait_for_the_silent_leader():
+    r = replica(1)
+    r.step(Heartbeat(3, 0, 1, int(Role.LEADER), 3, 0, 0, 0))  # leader 3, then silence
+    r.step(Heartbeat(2, 0, 1, int(Role.FOLLOWER), 3, 0, 0, 0))
+    while r.role != Role.ELECTING:
+        r.tick()
+        r.step(Heartbeat(2, 0, 1, int(Role.FOLLOWER), 3, 0, 0, 0))  # node 2 stays audible
+    r.step(Answer(2, 1, 1, int(AnswerReason.OK), 0))
+    assert r.role == Role.CANDIDATE  # no answer_ticks wait for node 3
+
+    heard = replica(1)  # but a peer heard recently is still waited for
+    heard.step(Heartbeat(2, 0, 0, int(Role.FOLLOWER), 0, 0, 0, 0))
+    while heard.role != Role.ELECTING:
+        heard.tick()
+        heard.step(Heartbeat(3, 0, 0, int(Role.FOLLOWER), 0, 0, 0, 0))
+    heard.step(Answer(2, 1, 0, int(AnswerReason.OK), 0))
+    assert heard.role == Role.ELECTING
+
+
 def test_an_isolated_node_never_inflates_its_epoch():
     r = replica(1, hs=HardState(3, 1))
     for _ in range(20 * T.election_ticks):

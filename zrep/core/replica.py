@@ -116,6 +116,7 @@ class Replica:
         self._timeout = 0
         self._max_seen_epoch = hard_state.epoch
         self._peer_rank: dict[int, Rank] = {}
+        self._last_heard: dict[int, int] = {}  # peer -> tick of its last message to us
         self._answers: dict[int, int] = {}
         self._insist = False
         self._awaiting_better = False
@@ -307,6 +308,7 @@ class Replica:
         return self.timing.election_ticks + better * self.timing.answer_ticks + jitter
 
     def _heard_from(self, peer: int) -> None:
+        self._last_heard[peer] = self.now
         pr = self._progress.get(peer)
         if pr is not None:
             pr.last_contact_tick = self.now
@@ -370,9 +372,20 @@ class Replica:
             self._send(Election(self.id, peer, self.hs.epoch, self.log.last_epoch, self.log.last_index, insist))
         self._maybe_decide_election()
 
+    def _silent(self, peer: int) -> bool:
+        """Not heard from for a whole election timeout: presumed down (a crashed leader)."""
+        return self.now - self._last_heard.get(peer, 0) >= self.timing.election_ticks
+
     def _maybe_decide_election(self, timed_out: bool = False) -> None:
+        # Decide once every peer answered, or (saving the answer wait after a
+        # crash) once the only ones missing have been silent for an election
+        # timeout: their answer would not come in time anyway. Silence still
+        # never counts as consent: the majority of OKs below is required.
         if not timed_out and len(self._answers) < len(self.members):
-            return
+            missing = [p for p in self.members if p not in self._answers]
+            oks = sum(1 for r in self._answers.values() if r == AnswerReason.OK)
+            if oks < majority(len(self.members)) or not all(map(self._silent, missing)):
+                return
         reasons = list(self._answers.values())
         if AnswerReason.BETTER in reasons and not self._insist:
             self._note("a better-ranked node will run; waiting for its Coordinator")
