@@ -69,6 +69,10 @@ class Pending:
         self._writes.setdefault(key, []).append(_Write(route, deadline, ack_all))
         self._earliest = min(self._earliest, deadline)
 
+    def waiting(self, key: Key) -> bool:
+        """Someone still waits for the entry of (client, seq) `key`."""
+        return key in self._writes
+
     def on_applied(self, key: Key | None, index: int, answer: dict[str, Any] | None) -> list[Done]:
         """An entry was applied; answer whoever waits for its (client, seq)."""
         if key is None or answer is None:

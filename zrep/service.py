@@ -10,6 +10,11 @@ Invariants:
     append per follower, one fsync).
   * A linearizable read is answered only once the store has applied the
     read index that the leader confirmed.
+  * A write still waiting when the leader changes is proposed again to the
+    new leader (or appended, if this node is it): its first copy may have died
+    with the old leader. The store applies a (client, seq) once, so a copy that
+    survived costs a log entry, never a second effect; the client is answered
+    right after the new leader commits instead of after its own timeout.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class Service:
         self.request_ticks = request_ticks  # deadline of a client request, in ticks
         self.all_ticks = all_ticks if all_ticks is not None else request_ticks
         self._batch: list[tuple[bytes, tuple[str, int], Any, bool]] = []
+        self._proposed: dict[tuple[str, int], bytes] = {}  # waiting writes' commands, for a new leader
+        self._proposed_under: tuple[int, int] = (0, 0)  # (leader, epoch) they were last proposed to
         self._next_ctx = 0
         self._done: list[Done] = []
         self.on_apply: Callable[[Entry, dict[str, Any] | None], None] | None = None  # observers (sim checks)
@@ -93,6 +100,7 @@ class Service:
 
     def process(self, storage: Storage, send: Callable[[Message], None], note: Callable[[str], None] | None = None) -> list[Done]:
         """Propose the batch, then apply every Ready the core has. Returns the answers to send."""
+        self._repropose_on_new_leader()
         self._propose_batch()
         rep = self.replica
         while rep.has_ready():
@@ -104,9 +112,23 @@ class Service:
         for route, query in self.pending.reads_ready(self.store.applied_index):
             self._done.append(Done(route, self.run_query(query)))
         self._done += self.pending.check_all(rep.durable_on, rep.members, rep.now)
-        self._done += self.pending.expire(rep.now)
+        expired = self.pending.expire(rep.now)
+        if expired:
+            self._done += expired
+            self._proposed = {k: c for k, c in self._proposed.items() if self.pending.waiting(k)}
         done, self._done = self._done, []
         return done
+
+    def _repropose_on_new_leader(self) -> None:
+        rep = self.replica
+        under = (rep.leader, rep.hs.epoch)
+        if not rep.leader or under == self._proposed_under:
+            return
+        self._proposed_under = under
+        waiting = {k: c for k, c in self._proposed.items() if self.pending.waiting(k)}
+        self._proposed = waiting
+        if waiting:
+            rep.propose(list(waiting.values()))
 
     def _propose_batch(self) -> None:
         if not self._batch:
@@ -117,9 +139,11 @@ class Service:
             for _, _, route, _ in batch:
                 self._done.append(Done(route, self._not_leader("no leader to take the write")))
             return
+        self._proposed_under = (self.replica.leader, self.replica.hs.epoch)
         deadline = self.replica.now + self.request_ticks
-        for _, key, route, ack_all in batch:
+        for cmd, key, route, ack_all in batch:
             self.pending.add_write(key, route, self.replica.now + self.all_ticks if ack_all else deadline, ack_all)
+            self._proposed[key] = cmd
 
     def _apply(self, entry: Entry) -> None:
         answer = self.store.apply(entry.index, entry.data)
@@ -136,6 +160,7 @@ class Service:
         answer = dict(answer, epoch=epoch, durable_on=list(self.replica.durable_on(index)),
                       leader=self.replica.leader)
         self._done += self.pending.on_applied(key, entry.index, answer)
+        self._proposed.pop(key, None)
 
     def _on_read(self, read: ReadState) -> None:
         self._done += self.pending.on_read_index(read.ctx, read.index)
