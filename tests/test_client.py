@@ -357,6 +357,26 @@ def test_a_silent_node_costs_one_attempt_timeout(fake_cluster, clients):
     assert n1.writes() == n2.writes() == [(1, 1)]
 
 
+def test_a_node_that_left_an_attempt_unanswered_is_passed_over_and_a_dead_one_costs_nothing(
+        fake_cluster, clients):
+    # Node 1 (a leader) dies; node 2 holds writes (a follower forwarding to the dead
+    # leader); node 3 serves. The rotation goes 1 -> 2 -> 3 once, and the next call,
+    # still preferring node 1, fails at once on the lost connection instead of
+    # waiting out a connect timeout.
+    store = FakeMailboxes()
+    (n1, n2, n3), cfg = fake_cluster(serve(store), silent, serve(store))
+    c = clients(cfg, timeout_s=5.0, attempt_timeout_s=0.2)
+    assert c.send("inbox", b"a").node == 1
+    n1.kill()
+    assert c.send("inbox", b"b").node == 3
+    assert n2.writes() == [(2, 2)]  # visited once, not again after node 1's timeout
+    c._preferred = 1  # as if node 1 were named the leader again
+    start = time.monotonic()
+    assert c.send("inbox", b"c").node == 3
+    assert time.monotonic() - start < 0.2  # no attempt timeout: 1 is down, 2 was silent
+    assert n2.writes() == [(2, 2)]
+
+
 def test_a_late_ok_from_an_earlier_attempt_ends_the_call(fake_cluster, clients):
     # Node 1 answers after the attempt timeout; node 2 knows no leader. The late OK
     # answers the same (client, seq), so the call returns it instead of retrying on.

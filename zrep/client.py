@@ -31,6 +31,7 @@ Imports only the codec, client messages, config and errors from zrep.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -53,7 +54,7 @@ DEFAULT_ATTEMPT_TIMEOUT_S = 1.0  # a paused node costs this much before we try a
 DEFAULT_POLL_S = 0.2
 WATCH_PAGE = 100  # messages per watch read: a page of big bodies must still fit one frame
 BACKOFF_BASE_S = 0.01
-BACKOFF_MAX_S = 0.5
+BACKOFF_MAX_S = 0.1  # while a new leader is elected (a few hundred ms), retry at least this often
 CONNECT_WAIT_S = 0.2  # time for a fresh DEALER to complete its TCP connect
 RECONNECT_IVL_MS = 50
 
@@ -243,6 +244,8 @@ class Client:
         self._known = False  # the store has a record of this client id
         self._preferred: int | None = None  # the node that last answered OK, or the leader hinted
         self._unknown: tuple[str, dict[str, Any]] | None = None  # last write, if its outcome is unknown
+        self._silent_since: dict[int, float] = {}  # node -> when an attempt there last went unanswered
+        self._connected_once: set[int] = set()  # nodes a request has reached over the current socket
         self._rng = random.Random()
         self._closed = False
 
@@ -487,6 +490,7 @@ class Client:
         req_id = self._new_req_id()
         problem = self._send_to(node, ClientRequest(req_id, call.op, call.args), min(now + CONNECT_WAIT_S, call.deadline))
         if problem:
+            self._silent_since[node] = time.monotonic()
             call.last_problem = f"node {node}: {problem}"
             return None
         call.req_ids.add(req_id)
@@ -494,6 +498,7 @@ class Client:
         answer = self._await(call, min(time.monotonic() + self.attempt_timeout_s, call.deadline))
         call.current = 0
         if answer is None:
+            self._silent_since[node] = time.monotonic()
             call.last_problem = f"node {node} did not answer within {self.attempt_timeout_s:g} s"
             call.maybe_accepted |= call.is_write
         elif answer.code != Code.OK:
@@ -567,8 +572,13 @@ class Client:
         return min(self._addresses)  # deterministic: one wrong guess costs one NOT_LEADER hop
 
     def _next_node(self, node: int) -> int:
+        """The next node in id order that never left an attempt unanswered, else
+        the one that did so longest ago: a dead leader is not retried while a live
+        follower, which forwards the write to whichever leader comes next, is."""
         ids = sorted(self._addresses)
-        return ids[(ids.index(node) + 1) % len(ids)] if node in ids else ids[0]
+        start = ids.index(node) + 1 if node in ids else 0
+        order = [ids[(start + k) % len(ids)] for k in range(len(ids))]
+        return min(order, key=lambda n: self._silent_since.get(n, -math.inf))
 
     # --- sockets -------------------------------------------------------------
 
@@ -603,9 +613,15 @@ class Client:
         while True:
             try:
                 sock.send(payload, zmq.NOBLOCK)
+                self._connected_once.add(node)
                 return ""
             except zmq.Again:
-                # IMMEDIATE: no connection yet. Wait for one, but only briefly.
+                if node in self._connected_once:
+                    # IMMEDIATE, and the connection we had is gone: the node is down
+                    # or restarting. Waiting here would also leave other nodes'
+                    # answers unread; move on.
+                    return f"lost the connection to {self._addresses[node]}"
+                # A fresh socket: wait briefly for its first connection.
                 wait_ms = (connect_by - time.monotonic()) * 1000
                 if wait_ms <= 0 or not sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):
                     return f"cannot connect to {self._addresses[node]}"
