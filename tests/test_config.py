@@ -70,7 +70,7 @@ def test_shipped_three_node_file_loads() -> None:
     assert cfg.node_ids == (1, 2, 3)
     assert [n.rpc for n in cfg.nodes] == [f"tcp://127.0.0.1:710{i}" for i in (1, 2, 3)]
     assert [n.pub for n in cfg.nodes] == [f"tcp://127.0.0.1:720{i}" for i in (1, 2, 3)]
-    assert (cfg.heartbeat_ms, cfg.election_timeout_ms, cfg.tick_ms) == (50, 500, 10)
+    assert (cfg.heartbeat_ms, cfg.election_timeout_ms, cfg.tick_ms) == (50, 300, 10)
     assert cfg.warnings == ()
     assert cfg.fsync is True
     assert cfg.data_dir.is_absolute() and cfg.data_dir.is_relative_to(REPO / "data")

@@ -1,7 +1,7 @@
 """Failover benchmark: `zrep bench failover [--kills N] [--json]`.
 
-Starts a local 3-node cluster on free ports (default timeouts: heartbeat
-50 ms, election timeout 500 ms), keeps one client writing through the real
+Starts a local 3-node cluster on free ports with the default timeouts
+(LocalCluster's, as in config/cluster.toml), keeps one client writing through the real
 client library, and N times: SIGKILLs the leader, measures the time from the
 kill to the next acknowledged write, restarts the dead node and waits until
 all three agree again. Reports the median and the maximum.
@@ -14,7 +14,6 @@ retry (attempt timeout and backoff). Every wait has a deadline.
 from __future__ import annotations
 
 import json
-import platform
 import signal
 import statistics
 import sys
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zrep.bench_report import machine
 from zrep.client import Client, ClientError
 from zrep.localcluster import LocalCluster
 
@@ -100,13 +100,16 @@ def run_failover_bench(kills: int = 10, progress: Any = None) -> dict[str, Any]:
         "median_ms": round(statistics.median(durations), 1),
         "max_ms": round(max(durations), 1),
         "all_ms": [round(d, 1) for d in durations],
-        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}, python {platform.python_version()}",
+        "heartbeat_ms": cluster.cfg.heartbeat_ms,
+        "election_timeout_ms": cluster.cfg.election_timeout_ms,
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
 
 
 def format_report(r: dict[str, Any]) -> str:
-    return (f"failover (3 nodes, heartbeat 50 ms, election timeout 500 ms, {r['kills']} leader kills): "
+    return (f"failover (3 nodes, heartbeat {r['heartbeat_ms']} ms, election timeout {r['election_timeout_ms']} ms, "
+            f"{r['kills']} leader kills): "
             f"median {r['median_ms']:.0f} ms, max {r['max_ms']:.0f} ms from SIGKILL to the next acknowledged "
             f"write\n  (the first write invoked after the kill)\n  each: {', '.join(f'{d:.0f}' for d in r['all_ms'])} ms\n  {r['machine']}, {r['date']}")
 

@@ -9,7 +9,7 @@ Schema (keys not listed are refused, so a typo never passes silently):
 
     [cluster]
     heartbeat_ms = 50             # required, > 0
-    election_timeout_ms = 500     # required, >= 3 * heartbeat_ms
+    election_timeout_ms = 300     # required, >= 3 * heartbeat_ms
     data_dir = "data"             # required, relative to the file's folder
     tick_ms = 10                  # optional; default gcd(10, heartbeat, timeout);
                                   # must divide both and be <= heartbeat_ms

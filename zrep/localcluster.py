@@ -135,7 +135,7 @@ class LocalCluster:
     """A cluster of real node processes. Use as a context manager, or call close()."""
 
     def __init__(self, directory: Path, nodes: int = 3, hosts: list[str] | None = None, heartbeat_ms: int = 50,
-                 election_timeout_ms: int = 500, bugs: Iterable[str] | Mapping[int, Iterable[str]] | None = None,
+                 election_timeout_ms: int = 300, bugs: Iterable[str] | Mapping[int, Iterable[str]] | None = None,
                  start: bool = True, max_body_bytes: int | None = None,
                  max_frame_bytes: int | None = None, client_host: str | None = None,
                  config: ClusterConfig | str | Path | None = None) -> None:
