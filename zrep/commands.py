@@ -25,8 +25,7 @@ Must not import zmq, os, time, random, or any zrep module but errors.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import msgpack
 
@@ -43,8 +42,9 @@ OP_SEND = 1
 OP_DELETE = 2
 
 
-@dataclass(frozen=True, slots=True)
-class SendCommand:
+class SendCommand(NamedTuple):
+    # NamedTuple, not a dataclass: immutable too, and made several times faster
+    # (every replica decodes every entry it applies).
     client: str
     seq: int
     low: int
@@ -53,8 +53,7 @@ class SendCommand:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteCommand:
+class DeleteCommand(NamedTuple):
     client: str
     seq: int
     low: int
@@ -136,6 +135,13 @@ def _client_fields(f: list[Any]) -> tuple[str, int, int]:
 
 
 def _build_send(f: list[Any]) -> SendCommand:
+    _, client, seq, low, sender, to, body = f
+    # The common, well-formed case in one expression; anything else takes the
+    # checks below, which name the first field at fault.
+    if (type(client) is str and type(seq) is int and type(low) is int and type(sender) is str
+            and type(to) is str and type(body) is bytes and 1 <= low <= seq <= MAX_SEQ
+            and 0 < len(client) and len(client.encode()) <= MAX_CLIENT_ID_BYTES and not _CONTROL.search(client)):
+        return SendCommand(client, seq, low, sender, to, body)
     client, seq, low = _client_fields(f)
     return SendCommand(client, seq, low, _str(f[4], "sender"), _str(f[5], "to"), _bytes(f[6], "body"))
 

@@ -266,10 +266,11 @@ class Store:
         return answer
 
     def _apply_send(self, index: int, cmd: SendCommand) -> Answer:
-        problem = self._check_name(cmd.to) or self._check_sender(cmd.sender) or self._check_body(cmd.body)
-        if problem is not None:
+        box = self._boxes.get(cmd.to)  # an existing mailbox's name was checked when it was made
+        problem = ((box is None and self._check_name(cmd.to)) or
+                   (cmd.sender and self._check_sender(cmd.sender)) or self._check_body(cmd.body))
+        if problem:
             return problem
-        box = self._boxes.get(cmd.to)
         if box is None:
             box = self._boxes[cmd.to] = _Mailbox()
         # Interning shares one str among the many messages of one sender.
@@ -458,10 +459,7 @@ def _utf8_len(s: str, limit: int) -> int:
 
 
 def _chain(prev: bytes, index: int, data: bytes) -> bytes:
-    h = hashlib.blake2b(prev, digest_size=32)
-    h.update(index.to_bytes(8, "big"))
-    h.update(data)
-    return h.digest()
+    return hashlib.blake2b(b"".join((prev, index.to_bytes(8, "big"), data)), digest_size=32).digest()
 
 
 # --- snapshot restore ---------------------------------------------------------
@@ -499,6 +497,7 @@ def _restore(cls: type[Store], data: bytes) -> Store:
     for _ in range(n_boxes):
         name, box = _restore_box(item, applied)
         _need(name > prev_name, "mailbox order")  # names are non-empty, so > "" holds for the first
+        _need(store._check_name(name) is None, "mailbox name")  # sends trust an existing box's name
         store._boxes[name] = box
         prev_name = name
     last = 0
