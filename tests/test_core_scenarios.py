@@ -431,5 +431,12 @@ def test_log_view_keeps_entries_as_columns_and_hands_out_equal_entries():
     assert (view.last_index, view.last_epoch) == (5, 1)
     view.append(Entry(3, 6, b"d"))
     assert view.slice(6, 6) == [Entry(3, 6, b"d")]
+    view.extend([Entry(3, 7, b"e"), Entry(4, 8, b"f")])
+    assert view.slice(7, 8) == [Entry(3, 7, b"e"), Entry(4, 8, b"f")]
+    with pytest.raises(InvariantError):
+        view.extend([Entry(4, 10, b"gap")])
+    with pytest.raises(InvariantError):
+        view.extend([Entry(3, 9, b"older epoch")])
+    assert view.last_index == 8  # a refused run changes nothing
     import gc
     assert not any(gc.is_tracked(d) for d in view._data)  # nothing per entry for the collector to walk

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, fields
-from itertools import starmap
 from operator import attrgetter
 from typing import Any, Callable, NoReturn
 
@@ -188,7 +187,7 @@ def _check_run(values: list[Any]) -> None:
     expect, floor = prev_index + 1, prev_epoch
     for item in entries:
         k = expect - prev_index - 1
-        if type(item) is not tuple or len(item) != 3:
+        if not isinstance(item, tuple) or len(item) != 3:  # a decoded array, or an Entry being encoded
             raise DecodeError(f"Append.entries[{k}]: expected [epoch, index, data], got {_show(item)}")
         e, i, d = item
         if type(e) is not int or type(i) is not int or type(d) is not bytes:
@@ -228,18 +227,15 @@ class _Kind:
     checked_at_construction: bool = False  # its __post_init__ validates: encode need not check again
 
 
-_entry_fields = attrgetter("epoch", "index", "data")
 _append_fields_of = attrgetter(*(f.name for f in fields(Append)))
 
 
 def _append_fields(m: Append) -> tuple[Any, ...]:
-    values = list(_append_fields_of(m))
-    values[_ENTRIES] = tuple(map(_entry_fields, m.entries))
-    return tuple(values)
+    return _append_fields_of(m)  # an Entry is a NamedTuple (epoch, index, data): packed as is
 
 
 def _build_append(values: list[Any]) -> Append:
-    values[_ENTRIES] = tuple(starmap(Entry, values[_ENTRIES]))
+    values[_ENTRIES] = tuple(map(Entry._make, values[_ENTRIES]))
     return Append(*values)
 
 

@@ -152,8 +152,8 @@ class Service:
         if answer is None:
             return
         key = self.store.last_key  # decoded once, by the store
-        if key is None:
-            return
+        if key is None or not self.pending.waiting(key):
+            return  # nobody here waits for it (most entries on a follower)
         # A duplicate's kept answer names the index of the original entry.
         index = answer.get("index", entry.index)
         epoch = self.replica.log.epoch_at(index) or entry.epoch

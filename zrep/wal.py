@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+import msgpack
+
 from zrep.core.messages import Entry, HardState
 from zrep.errors import CorruptLogError, InvariantError, StorageError
 from zrep.wal_format import (
@@ -255,6 +257,7 @@ class Wal:
         self._last_index = replay.first_index - 1 + len(replay.entries)
         self._commit = replay.commit
         self._hard_state = replay.hard_state
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # reused: a Wal belongs to one thread
 
     # -- opening ---------------------------------------------------------------
 
@@ -302,10 +305,11 @@ class Wal:
         self._usable()
         last = self._last_index
         frames = []
+        pack = self._pack
         for e in entries:
             if e.index != last + 1:
                 raise InvariantError(f"{self.path}: append of index {e.index} after {last}")
-            frames.append(encode_entry(e))
+            frames.append(encode_entry(e, pack))
             last += 1
         self._pending.extend(frames)
         self._pending_durable = self._pending_durable or bool(frames)

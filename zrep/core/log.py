@@ -89,6 +89,21 @@ class LogView:
         self._epochs.append(entry.epoch)
         self._data.append(entry.data)
 
+    def extend(self, entries: Sequence[Entry]) -> None:
+        """Append a run of entries (the same checks as `append`, in one pass)."""
+        expect, floor = self.last_index + 1, self.last_epoch
+        epochs, data = [], []
+        for epoch, index, d in entries:
+            if index != expect:
+                raise InvariantError(f"log view: append of {index} after {expect - 1}")
+            if epoch < floor:
+                raise InvariantError(f"log view: epoch {epoch} after epoch {floor}")
+            epochs.append(epoch)
+            data.append(d)
+            expect, floor = expect + 1, epoch
+        self._epochs.extend(epochs)
+        self._data.extend(data)
+
     def truncate_from(self, index: int) -> None:
         """Drop entries >= index. The caller guarantees none of them is committed."""
         if index < self.first_index:

@@ -1,4 +1,4 @@
-"""Frozen dataclasses for every protocol message, log entry and hard state.
+"""Frozen dataclasses for every protocol message and hard state; log entries are NamedTuples.
 
 Invariants: every message carries its sender (`src`), its destination (`dst`,
 0 for a broadcast heartbeat) and the sender's epoch, so that a receiver can
@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One log entry. `data` is an encoded store command; b"" is a leader's no-op."""
+class Entry(NamedTuple):
+    """One log entry. `data` is an encoded store command; b"" is a leader's no-op.
+
+    A NamedTuple (immutable like the dataclasses here) because entries are made
+    by the hundred thousand on catch-up: it is made several times faster, and
+    it is already the wire's [epoch, index, data] array."""
 
     epoch: int
     index: int

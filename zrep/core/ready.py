@@ -63,7 +63,8 @@ class Timing:
     heartbeat_ticks: int = 5
     election_ticks: int = 50
     answer_ticks: int = 5
-    max_inflight: int = 64
+    max_inflight: int = 64  # appends in flight per follower
+    max_inflight_entries: int = 8192  # entries in flight past a follower's match
     max_batch_entries: int = 512
     max_batch_bytes: int = 1 << 20
 

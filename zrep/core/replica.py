@@ -549,6 +549,10 @@ class Replica:
         self._ack(m, True, match)
 
     def _append_entries(self, entries: Sequence[Entry]) -> None:
+        if entries and entries[0].index == self.log.last_index + 1:
+            self.log.extend(entries)  # the common case (and all of a catch-up): nothing to compare
+            self._entries.extend(entries)
+            return
         for entry in entries:
             have = self.log.epoch_at(entry.index)
             if have == entry.epoch:
@@ -631,7 +635,11 @@ class Replica:
 
     def _send_more(self, peer: int) -> None:
         pr = self._progress[peer]
-        while pr.can_send(self.timing.max_inflight) and pr.next <= self.log.last_index:
+        # Bounded by appends and by entries past `match`: a follower far behind
+        # gets a window it can persist and ack within the resend timeout, not a
+        # flood it is still chewing on when the leader gives up and resends it all.
+        last = min(self.log.last_index, pr.match + self.timing.max_inflight_entries)
+        while pr.can_send(self.timing.max_inflight) and pr.next <= last:
             self._send_append(peer)
 
     def _send_append(self, peer: int) -> None:
