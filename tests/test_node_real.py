@@ -230,6 +230,27 @@ def test_paused_leader_steps_down_and_nothing_diverges(make_cluster: MakeCluster
     assert_exactly_once(c, acked, node=old)
 
 
+def test_a_write_a_follower_holds_for_a_dead_leader_is_answered_once_a_new_leader_commits(
+        make_cluster: MakeCluster) -> None:
+    # The follower still trusts the leader it forwards to; the leader is gone.
+    # Without a retry from the client, the follower proposes the write again
+    # under the new leader and answers it (not TIMEOUT after 10 s).
+    c = make_cluster()
+    old = c.wait_for_leader(15)
+    follower = next(i for i in c.ids if i != old)
+    c.send("held", 1, "box", b"warm-up", sender="held")
+    c.pause(old)
+    started = time.monotonic()
+    reply = c.request(follower, "send", send_args("held", 2, "box", b"held"), timeout=8)
+    assert reply.ok, reply
+    assert time.monotonic() - started < 8  # generous: an election is a few hundred ms
+    new = c.wait_for_leader(10, nodes=[i for i in c.ids if i != old], not_=old)
+    c.resume(old)
+    c.wait_converged(20)
+    rows = c.read("box", node=new)
+    assert [body for _, _, body, _ in rows] == [b"warm-up", b"held"]  # once, in order
+
+
 # ------------------------------------------------------------------ disks
 
 

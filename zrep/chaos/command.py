@@ -99,7 +99,7 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.option("--recovery-bound", "recovery_s", type=click.FloatRange(min=1), default=20.0, show_default=True,
               metavar="SECONDS", help="(e): after the heal, a new write must be acknowledged within this.")
 @click.option("--heartbeat-ms", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--election-timeout-ms", type=click.IntRange(min=10), default=500, show_default=True)
+@click.option("--election-timeout-ms", type=click.IntRange(min=10), default=300, show_default=True)
 @click.option("--no-netns", is_flag=True, help="Do not move into a private network namespace for partitions "
                                                "(the rules then live in this one; removed at the end).")
 @click.option("--cleanup", is_flag=True, help="Remove what killed runs left behind (nodes, rules, "

@@ -97,7 +97,7 @@ class Options:
     recovery_s: float = 20.0
     config: str | None = None
     heartbeat_ms: int = 50
-    election_timeout_ms: int = 500
+    election_timeout_ms: int = 300  # the shipped cluster files' default
 
     def argv(self) -> list[str]:
         """The command line that reproduces these options (for the run inside a namespace)."""
