@@ -123,6 +123,9 @@ def format_text(r: dict[str, Any]) -> str:
         cu = r["catchup"]
         out.append(f"catch-up: {cu['entries']:,} entries in {cu['seconds']:.2f} s = {r['catchup_per_s']:,.0f} "
                    f"entries/s (node {cu['node']} restarted with {cu['had']:,} entries in its own log)")
+        if "rebuild_s" in cu:
+            out.append(f"  of which {cu['rebuild_s']:.2f} s to start and rebuild its store from its own log, "
+                       f"then {cu['after_rebuild_per_s']:,.0f} entries/s received and applied")
     if r["rss_mb_per_node"] is not None:
         mem = r["memory"]
         nodes = ", ".join(f"node {i}: {mb:,.1f}" for i, mb in mem["rss_mb"].items())
