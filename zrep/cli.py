@@ -1,9 +1,10 @@
 """`zrep`: the command line (click). Entry point `main` (setup.cfg console script).
 
 Commands: `node`, `client {send,read,delete,mailboxes,watch,status}`,
-`cluster up` (zrep.cluster_up), `log inspect` (zrep.inspect_log), `bench wal`
-(zrep.bench_wal), `sim` (zrep.sim), `chaos` (zrep.chaos.command), `verify`
-(zrep.verify).
+`cluster up` (zrep.cluster_up), `log inspect` (zrep.inspect_log), `bench`
+(the whole benchmark, zrep.bench) with its parts `bench wal` (zrep.bench_wal)
+and `bench failover` (zrep.bench_failover), `sim` (zrep.sim), `chaos`
+(zrep.chaos.command), `verify` (zrep.verify).
 
 Invariants
 - Output is human-readable by default; `--json` prints data (one JSON value,
