@@ -48,7 +48,7 @@ def test_bench_appends_one_history_line_per_run(tmp_path):
         result = CliRunner().invoke(main, ["bench", "--only", "reads", "--count", "40", "--warmup", "0",
                                            "--history", str(history)])
         assert result.exit_code == 0, result.output
-        assert "linearizable reads, 64 in flight" in result.stdout  # the readable report
+        assert "linearizable reads at the leader, 64 in flight" in result.stdout  # the readable report
     lines = [json.loads(line) for line in history.read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["sends"] is None and lines[0]["reads"]["stale"]["per_s"] > 0
     assert "commit" in lines[0] and lines[0]["options"]["phases"] == ["reads"]

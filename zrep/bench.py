@@ -5,7 +5,8 @@ timeouts, or a copy of `--config FILE`) in a temporary directory, fsync on,
 and measures with 100-byte bodies:
 - sends: acknowledged sends/s and p50/p99/max latency at 1, 64 and 256
   requests in flight, from separate worker processes (zrep.bench_workers);
-- reads: linearizable and stale reads/s at 64 in flight, at the leader;
+- reads: linearizable reads/s at 64 in flight at the leader, stale reads/s
+  at 64 in flight at the followers (any node serves them);
 - catchup: SIGKILL a follower, write N messages, restart it: entries it had
   to catch up / seconds from its restart until it applied the leader's
   commit index of that moment (replaying its own log is part of that time);
@@ -66,15 +67,18 @@ class _Bench:
         return leader, self.cluster.rpc(leader)
 
     def level(self, what: str, *, op: str = "send", in_flight: int, count: int, seconds: float, warmup: int,
-              latencies: bool = True) -> LevelResult:
-        _, rpc = self.leader_rpc()
+              latencies: bool = True, followers: bool = False) -> LevelResult:
+        leader, rpc = self.leader_rpc()
+        targets: str | list[str] = rpc
+        if followers:  # stale reads are served by any node: load the followers, not the leader
+            targets = [self.cluster.rpc(i) for i in self.cluster.ids if i != leader] or rpc
         self.progress.step(f"{what}: starting")
 
         def show(acked: int, errors: int, elapsed: float) -> None:
             rate = acked / elapsed if elapsed > 0 else 0.0
             self.progress.update(f"{what}: {acked:,} acked, {rate:,.0f}/s" + (f", {errors:,} errors" if errors else ""))
 
-        r = run_level(rpc, op=op, in_flight=in_flight, workers=self.opts.workers, count=count, seconds=seconds,
+        r = run_level(targets, op=op, in_flight=in_flight, workers=self.opts.workers, count=count, seconds=seconds,
                       warmup=warmup, latencies=latencies, mailbox=MAILBOX, body_bytes=BODY_BYTES, on_progress=show)
         _check_errors(what, r, self.opts.max_error_fraction)
         self.progress.step(f"{what}: {r.acked:,} acked in {r.seconds:.1f} s, {r.per_s:,.0f}/s"
@@ -93,9 +97,10 @@ class _Bench:
     def reads(self) -> dict[str, Any]:
         o = self.opts
         out: dict[str, Any] = {"in_flight": READ_IN_FLIGHT}
-        for kind, op in (("linearizable", "read"), ("stale", "stale_read")):
-            out[kind] = self.level(f"{kind} reads @{READ_IN_FLIGHT} in flight", op=op, in_flight=READ_IN_FLIGHT,
-                                   count=o.count, seconds=o.seconds, warmup=o.warmup).to_json()
+        for kind, op, where in (("linearizable", "read", "the leader"), ("stale", "stale_read", "the followers")):
+            out[kind] = self.level(f"{kind} reads @{READ_IN_FLIGHT} in flight at {where}", op=op,
+                                   in_flight=READ_IN_FLIGHT, count=o.count, seconds=o.seconds, warmup=o.warmup,
+                                   followers=(op == "stale_read")).to_json()
         return out
 
     def catchup(self) -> dict[str, Any]:

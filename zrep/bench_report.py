@@ -117,7 +117,8 @@ def format_text(r: dict[str, Any]) -> str:
     if r["reads"]:
         for kind in ("linearizable", "stale"):
             rd = r["reads"][kind]
-            out.append(f"{kind} reads, {r['reads']['in_flight']} in flight: {rd['per_s']:,.0f}/s "
+            where = "at the leader" if kind == "linearizable" else "at the followers"
+            out.append(f"{kind} reads {where}, {r['reads']['in_flight']} in flight: {rd['per_s']:,.0f}/s "
                        f"(p50 {_ms(rd.get('p50_ms'))} ms, p99 {_ms(rd.get('p99_ms'))} ms)")
     if r["catchup_per_s"] is not None:
         cu = r["catchup"]

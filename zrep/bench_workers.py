@@ -225,10 +225,11 @@ class Workers:
 # ---------------------------------------------------------------- one level
 
 
-def run_level(rpc: str, *, op: str = "send", in_flight: int, workers: int, count: int, seconds: float,
+def run_level(rpc: str | Sequence[str], *, op: str = "send", in_flight: int, workers: int, count: int, seconds: float,
               warmup: int = 0, latencies: bool = True, mailbox: str = "bench", body_bytes: int = 100,
               on_progress: Callable[[int, int, float], None] | None = None) -> LevelResult:
-    """Run one level against `rpc` and merge the workers' reports.
+    """Run one level against `rpc` (or, given several, worker i against the i-th,
+    round robin) and merge the workers' reports.
 
     One worker for one request in flight; else up to `workers` workers, each
     with its share of the requests in flight, of the count and of the warm-up.
@@ -236,8 +237,9 @@ def run_level(rpc: str, *, op: str = "send", in_flight: int, workers: int, count
     """
     n = 1 if in_flight == 1 else max(1, min(workers, in_flight, count))
     tag = uuid.uuid4().hex[:12]  # client ids unique across levels and runs: the store remembers them
+    rpcs = [rpc] if isinstance(rpc, str) else list(rpc)
     commands = [
-        [sys.executable, "-m", "zrep.bench_load", "--rpc", rpc, "--op", op, "--client", f"bench-{tag}-{i + 1}",
+        [sys.executable, "-m", "zrep.bench_load", "--rpc", rpcs[i % len(rpcs)], "--op", op, "--client", f"bench-{tag}-{i + 1}",
          "--mailbox", mailbox, "--body-bytes", str(body_bytes), "--in-flight", str(f), "--count", str(c),
          "--seconds", str(seconds), "--warmup", str(w), *([] if latencies else ["--no-latencies"])]
         for i, (f, c, w) in enumerate(zip(split(in_flight, n), split(count, n), split(warmup, n)))
