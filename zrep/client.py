@@ -50,7 +50,7 @@ from zrep.errors import DecodeError, ZrepError
 from zrep.store import Message  # the store's own record: one definition of a message
 
 DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_ATTEMPT_TIMEOUT_S = 1.0  # a paused node costs this much before we try another
+DEFAULT_ATTEMPT_TIMEOUT_S = 0.5  # a dead or paused node costs this much before we try another
 DEFAULT_POLL_S = 0.2
 WATCH_PAGE = 100  # messages per watch read: a page of big bodies must still fit one frame
 BACKOFF_BASE_S = 0.01

@@ -61,7 +61,7 @@ class WorkloadSettings:
     seed: int
     tag: str  # makes bodies and client ids unique to this run
     timeout_s: float = 5.0  # one client call, retries through failover included
-    attempt_timeout_s: float = 1.0
+    attempt_timeout_s: float = 0.5  # the client library's default
 
 
 @dataclass(frozen=True, slots=True)
