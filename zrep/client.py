@@ -501,7 +501,9 @@ class Client:
             self._silent_since[node] = time.monotonic()
             call.last_problem = f"node {node} did not answer within {self.attempt_timeout_s:g} s"
             call.maybe_accepted |= call.is_write
-        elif answer.code != Code.OK:
+            return None
+        self._silent_since.pop(answer.node, None)  # it answers again: first choice again
+        if answer.code != Code.OK:
             call.last_problem = f"node {answer.node}: {answer.code} {answer.message}".rstrip()
             call.maybe_accepted |= call.is_write and answer.code in _MAYBE_ACCEPTED
         return answer
