@@ -112,6 +112,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec(RecordType.SNAPSHOT_MARK, SnapshotMark, (("first_index", _P), ("epoch_of_prev", _U))),
 )
 _BY_CODE: dict[int, _Spec] = {s.code: s for s in _SPECS}
+_PREFIX: dict[int, bytes] = {s.code: s.prefix for s in _SPECS}
 _BY_CLASS: dict[type, _Spec] = {s.cls: s for s in _SPECS}
 
 # Offsets where a valid body could begin (see the module docstring).
@@ -169,7 +170,7 @@ def decode_body(body: bytes) -> Record:
     if len(body) < 2:
         raise DecodeError(f"record body of {len(body)} bytes is too short")
     spec = _BY_CODE.get(body[1])
-    if spec is None or body[:2] != spec.prefix:
+    if spec is None or body[:2] != _PREFIX[spec.code]:
         raise DecodeError(f"record body starts with {body[:2].hex()}, not a known record header")
     try:
         items = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
@@ -177,6 +178,11 @@ def decode_body(body: bytes) -> Record:
         # msgpack raises a family of ValueError subclasses (ExtraData, FormatError,
         # StackError, UnicodeDecodeError) and OutOfData; all mean "undecodable".
         raise DecodeError(f"undecodable {spec.code.name} body: {type(exc).__name__}") from None
+    if spec.cls is Entry:  # the hot path of a replay: encode_entry's checks, inline
+        _, epoch, index, data = items  # the prefix fixed the arity
+        if (type(epoch) is int and type(index) is int and type(data) is bytes
+                and 0 <= epoch <= MAX_INT and 1 <= index <= MAX_INT):
+            return Entry(epoch, index, data)
     values = items[1:]
     for (name, kind), value in zip(spec.fields, values):
         if not _field_ok(kind, value):
