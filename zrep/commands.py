@@ -208,12 +208,12 @@ def has_control(s: str) -> bool:
 
 
 def _encode(cmd: Command) -> bytes:
-    if isinstance(cmd, SendCommand):
-        fields: list[Any] = [OP_SEND, cmd.client, cmd.seq, cmd.low, cmd.sender, cmd.to, cmd.body]
-    else:
-        fields = [OP_DELETE, cmd.client, cmd.seq, cmd.low, cmd.mailbox, list(cmd.offsets)]
     try:
-        data = msgpack.packb(fields, use_bin_type=True)
+        if isinstance(cmd, SendCommand):
+            data = pack_send(*cmd)  # one definition of the send layout
+        else:
+            data = msgpack.packb([OP_DELETE, cmd.client, cmd.seq, cmd.low, cmd.mailbox, list(cmd.offsets)],
+                                 use_bin_type=True)
         # Round-trip through the strict decoder: one definition of "valid".
         decode_command(data)
     except (DecodeError, TypeError, ValueError, OverflowError) as e:

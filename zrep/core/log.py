@@ -82,12 +82,7 @@ class LogView:
         return list(map(Entry, epochs, range(lo, lo + len(data)), data))
 
     def append(self, entry: Entry) -> None:
-        if entry.index != self.last_index + 1:
-            raise InvariantError(f"log view: append of {entry.index} after {self.last_index}")
-        if entry.epoch < self.last_epoch:
-            raise InvariantError(f"log view: epoch {entry.epoch} after epoch {self.last_epoch}")
-        self._epochs.append(entry.epoch)
-        self._data.append(entry.data)
+        self.extend((entry,))
 
     def extend(self, entries: Sequence[Entry]) -> None:
         """Append a run of entries (the same checks as `append`, in one pass)."""
