@@ -134,7 +134,7 @@ class _Bench:
         done = time.monotonic()
         seconds = done - restarted
         # Split for the reader: starting and rebuilding its store from its own log
-        # (no snapshots yet), then receiving and applying what it missed.
+        # (from its snapshot, then the entries after it), then receiving and applying what it missed.
         rebuild_s = (rebuilt[0] if rebuilt else done) - restarted
         receive_s = max(done - restarted - rebuild_s, 1e-3)
         self.progress.step(f"catch-up: node {node} caught up in {seconds:.2f} s ({rebuild_s:.2f} s to start "

@@ -17,6 +17,9 @@ Schema (keys not listed are refused, so a typo never passes silently):
     max_frame_bytes = 16777216    # optional: largest wire frame body;
                                   # >= max_body_bytes + 64 KiB of headroom
     fsync = true                  # optional; only true is accepted (a write is acked after fsync)
+    snapshot_entries = 100000     # optional: a node snapshots its store once it applied this many
+                                  # entries (and at least 1/8 as many as it holds messages) since
+                                  # the last snapshot, to restart fast; 0: never
 
     [[nodes]]                     # one or more
     id = 1                        # positive int, unique
@@ -48,6 +51,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_FRAME_BYTES = 16 << 20
 FRAME_HEADROOM_BYTES = 64 << 10  # room for ids, names and msgpack framing around a body
 MIN_HEARTBEATS_PER_TIMEOUT = 3
+DEFAULT_SNAPSHOT_ENTRIES = 100_000
 
 _TOP_KEYS = ("cluster", "nodes")
 _CLUSTER_KEYS = (
@@ -58,6 +62,7 @@ _CLUSTER_KEYS = (
     "max_body_bytes",
     "max_frame_bytes",
     "fsync",
+    "snapshot_entries",
 )
 _NODE_KEYS = ("id", "rpc", "pub", "bind_rpc", "bind_pub")
 _WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::"})
@@ -96,6 +101,7 @@ class ClusterConfig:
     max_frame_bytes: int
     fsync: bool
     nodes: tuple[NodeConfig, ...]
+    snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
     warnings: tuple[str, ...] = ()
 
     @property
@@ -385,6 +391,11 @@ def config_from_dict(
     if not fsync:
         src.fail("cluster.fsync", "false is not supported: zrep acknowledges a write only once a majority "
                  "has fsynced it", "remove the key")
+    snapshot_entries = _get_int(src, cluster, "snapshot_entries", "cluster.snapshot_entries",
+                                DEFAULT_SNAPSHOT_ENTRIES)
+    if snapshot_entries < 0:
+        src.fail("cluster.snapshot_entries", f"must be >= 0, got {snapshot_entries}",
+                 "write a number of entries, or 0 to take no snapshots")
     nodes = _read_nodes(src, d.get("nodes"))
     return ClusterConfig(
         path=Path(path).resolve() if path is not None else None,
@@ -396,6 +407,7 @@ def config_from_dict(
         max_frame_bytes=max_frame,
         fsync=fsync,
         nodes=nodes,
+        snapshot_entries=snapshot_entries,
         warnings=_warnings(nodes, fsync),
     )
 
@@ -465,6 +477,7 @@ def config_to_toml(cfg: ClusterConfig, folder: str | os.PathLike[str]) -> str:
         ("max_body_bytes", cfg.max_body_bytes),
         ("max_frame_bytes", cfg.max_frame_bytes),
         ("fsync", cfg.fsync),
+        ("snapshot_entries", cfg.snapshot_entries),
     ]
     parts = ["# zrep cluster file (generated)\n", _toml_table("[cluster]", cluster)]
     for n in cfg.nodes:

@@ -138,7 +138,7 @@ class LocalCluster:
                  election_timeout_ms: int = 300, bugs: Iterable[str] | Mapping[int, Iterable[str]] | None = None,
                  start: bool = True, max_body_bytes: int | None = None,
                  max_frame_bytes: int | None = None, client_host: str | None = None,
-                 config: ClusterConfig | str | Path | None = None) -> None:
+                 config: ClusterConfig | str | Path | None = None, snapshot_entries: int | None = None) -> None:
         """A new cluster file in `directory` (or `config`, copied there with its data moved in)."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ class LocalCluster:
             self.cfg = self._copy_config(config)
         else:
             self.cfg = self._new_config(nodes, hosts or ["127.0.0.1"], heartbeat_ms, election_timeout_ms,
-                                        max_body_bytes, max_frame_bytes)
+                                        max_body_bytes, max_frame_bytes, snapshot_entries)
         self.ids = self.cfg.node_ids
         if isinstance(bugs, Mapping):
             self.bugs = {i: sorted(bugs.get(i, ())) for i in self.ids}
@@ -165,7 +165,8 @@ class LocalCluster:
             self.start()
 
     def _new_config(self, nodes: int, hosts: list[str], heartbeat_ms: int, election_timeout_ms: int,
-                    max_body_bytes: int | None, max_frame_bytes: int | None) -> ClusterConfig:
+                    max_body_bytes: int | None, max_frame_bytes: int | None,
+                    snapshot_entries: int | None = None) -> ClusterConfig:
         taken: set[int] = set()
         rows = []
         for i in range(1, nodes + 1):
@@ -178,6 +179,8 @@ class LocalCluster:
             cluster["max_body_bytes"] = max_body_bytes
         if max_frame_bytes is not None:
             cluster["max_frame_bytes"] = max_frame_bytes
+        if snapshot_entries is not None:
+            cluster["snapshot_entries"] = snapshot_entries
         return write_config({"cluster": cluster, "nodes": rows}, self.config_path)
 
     def _copy_config(self, config: ClusterConfig | str | Path) -> ClusterConfig:

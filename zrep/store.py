@@ -74,7 +74,7 @@ ERROR_CODES = frozenset(
 _GLOB = frozenset("*?[]")
 _CHAIN_START = bytes(32)
 _SNAPSHOT_MAGIC = b"zrep-store"
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
 _ANSWER_OVERHEAD = 64  # rough per-answer bookkeeping, so the byte budget tracks memory
 
 Answer = dict[str, Any]
@@ -165,6 +165,20 @@ class _Mailbox:
             del self.senders[:h], self.bodies[:h], self.indexes[:h]
             self.base += h
             self.head = 0
+
+    def columns(self, name: str) -> list[Any]:
+        """The snapshot record (Store.to_bytes): live messages first to last, holes between kept."""
+        first, last = self.head, len(self.bodies) - 1
+        while first <= last and self.bodies[first] is None:
+            first += 1
+        while last >= first and self.bodies[last] is None:
+            last -= 1
+        end = last + 1
+        indexes = self.indexes[first:end]
+        if sys.byteorder == "big":
+            indexes.byteswap()
+        return [name, self.next_offset, self.live, self.base + first, self.senders[first:end],
+                self.bodies[first:end], indexes.tobytes()]
 
     def messages(self, after: int = -1) -> Iterator[Message]:
         start = max(after + 1 - self.base, self.head)
@@ -384,6 +398,10 @@ class Store:
         box = self._boxes.get(mailbox)
         return 0 if box is None else box.live
 
+    def message_count(self) -> int:
+        """Live messages in all mailboxes (one sum over the mailboxes, not the messages)."""
+        return sum(b.live for b in self._boxes.values())
+
     def mailboxes(self, pattern: str = "*") -> list[tuple[str, int]]:
         """(name, live count) of every mailbox ever sent to whose name matches the glob, sorted by name.
 
@@ -409,8 +427,11 @@ class Store:
         so a million messages never become one nested list in memory):
           header  [b"zrep-store", 1, applied_index, chain (32 bytes),
                    [limits in StoreLimits order], n_mailboxes, n_clients, n_expired]
-          n_mailboxes times, name ascending:
-            [name, next_offset, n_live], then n_live times [offset, sender, body, index]
+          n_mailboxes times, name ascending, the messages as columns (restored
+          without a Python object per message) from the first live one to the last:
+            [name, next_offset, n_live, first_offset, [sender, ...], [body, ...],
+             indexes as 8-byte little-endian ints]; a deleted message in
+            between is sender "", body nil, index 0
           n_clients times, least recently used first:
             [client, low, last_index, [[seq, packed answer], ...] seq ascending]
           n_expired times, oldest first: client id
@@ -419,10 +440,7 @@ class Store:
         p.pack([_SNAPSHOT_MAGIC, _SNAPSHOT_VERSION, self._applied, self._chain, list(astuple(self._limits)),
                 len(self._boxes), len(self._clients), len(self._expired)])
         for name in sorted(self._boxes):
-            box = self._boxes[name]
-            p.pack([name, box.next_offset, box.live])
-            for m in box.messages():
-                p.pack([m.offset, m.sender, m.body, m.index])
+            p.pack(self._boxes[name].columns(name))
         for cid, c in self._clients.items():
             p.pack([cid, c.low, c.last_index, [[s, c.answers[s]] for s in sorted(c.answers)]])
         for cid in self._expired:
@@ -517,25 +535,29 @@ def _restore(cls: type[Store], data: bytes) -> Store:
 
 
 def _restore_box(item: Callable[[], Any], applied: int) -> tuple[str, _Mailbox]:
-    head = item()
-    _need(type(head) is list and len(head) == 3 and type(head[0]) is str, "mailbox header")
-    name, next_offset, n_live = head
+    rec = item()
+    _need(type(rec) is list and len(rec) == 7 and type(rec[0]) is str, "mailbox record")
+    name, next_offset, n_live, first, senders, bodies, packed = rec
     # Every offset came from one applied entry: next_offset <= applied bounds the holes to rebuild.
-    _need(_is_int(next_offset) and next_offset <= applied and _is_int(n_live) and n_live <= next_offset,
-          "mailbox counts")
-    box: _Mailbox | None = None
-    for _ in range(n_live):
-        rec = item()
-        _need(type(rec) is list and len(rec) == 4, "message")
-        offset, sender, body, index = rec
-        if box is None:
-            box = _Mailbox(base=offset if _is_int(offset) else 0)
-        _need(_is_int(offset) and offset >= box.next_offset and offset < next_offset, "message offset")
-        _need(type(sender) is str and type(body) is bytes and _is_int(index, 1) and index <= applied, "message")
-        box.pad_to(offset)
-        box.append(sys.intern(sender), body, index)
-    if box is None:
-        box = _Mailbox(base=next_offset)
+    _need(_is_int(next_offset) and next_offset <= applied and _is_int(n_live) and _is_int(first), "mailbox counts")
+    _need(type(senders) is list and type(bodies) is list and type(packed) is bytes
+          and len(senders) == len(bodies) and len(packed) == 8 * len(bodies), "mailbox columns")
+    n = len(bodies)
+    _need(first + n <= next_offset and n_live == n - bodies.count(None), "mailbox counts")
+    _need(n == 0 or (bodies[0] is not None and bodies[-1] is not None), "mailbox columns (holes at an end)")
+    indexes = array("q")
+    indexes.frombytes(packed)
+    if sys.byteorder == "big":
+        indexes.byteswap()
+    intern = sys.intern
+    for p, (sender, body, index) in enumerate(zip(senders, bodies, indexes)):
+        if body is None:
+            _need(sender == "" and index == 0, "deleted message")
+        else:
+            _need(type(sender) is str and type(body) is bytes and 1 <= index <= applied, "message")
+            senders[p] = intern(sender)  # one str per sender, as apply keeps it
+    box = _Mailbox(base=first if n else next_offset)
+    box.senders, box.bodies, box.indexes, box.live = senders, bodies, indexes, n_live
     box.pad_to(next_offset)
     return name, box
 
