@@ -119,12 +119,14 @@ def test_without_root_partitions_are_skipped_with_a_reason(monkeypatch: pytest.M
 def test_options_survive_the_trip_into_the_namespace(tmp_path: Path) -> None:
     opts = Options(nodes=5, duration_s=12.5, seed=9, clients=3, mailboxes=2, faults=("kill", "partition"),
                    nasty=True, history=str(tmp_path / "h.jsonl"), keep=True, dir=str(tmp_path / "d"), as_json=True,
-                   bugs=("never_truncate",), netns=False, recovery_s=7.0, heartbeat_ms=40, election_timeout_ms=400)
+                   bugs=("never_truncate",), netns=False, recovery_s=7.0, heartbeat_ms=40, election_timeout_ms=400,
+                   snapshot_entries=77)
     ctx = chaos.make_context("chaos", opts.argv())
     p = ctx.params
     assert (p["nodes"], p["duration_s"], p["seed"], p["clients"], p["mailboxes"]) == ("5", 12.5, 9, 3, 2)
     assert p["faults"] == ("kill", "partition") and p["nasty"] and p["keep"] and p["as_json"] and p["no_netns"]
     assert p["bugs"] == ("never_truncate",) and p["recovery_s"] == 7.0 and p["election_timeout_ms"] == 400
+    assert p["snapshot_entries"] == 77
     assert p["history"] == str(tmp_path / "h.jsonl") and p["run_dir"] == str(tmp_path / "d")
 
 

@@ -75,6 +75,9 @@ _GLOB = frozenset("*?[]")
 _CHAIN_START = bytes(32)
 _SNAPSHOT_MAGIC = b"zrep-store"
 _SNAPSHOT_VERSION = 2
+# One Packer for every kept answer: msgpack.packb builds a new one per call (4x the
+# cost). A Packer is not thread-safe; a store, like the node loop, is single-threaded.
+_pack = msgpack.Packer(use_bin_type=True).pack
 _ANSWER_OVERHEAD = 64  # rough per-answer bookkeeping, so the byte budget tracks memory
 
 Answer = dict[str, Any]
@@ -330,7 +333,7 @@ class Store:
     # --- the exactly-once table ---------------------------------------------
 
     def _keep(self, client: _Client, seq: int, answer: Answer) -> None:
-        packed = msgpack.packb(answer)
+        packed = _pack(answer)
         client.answers[seq] = packed
         heapq.heappush(client.seqs, seq)
         cost = len(packed) + _ANSWER_OVERHEAD

@@ -100,6 +100,9 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
               metavar="SECONDS", help="(e): after the heal, a new write must be acknowledged within this.")
 @click.option("--heartbeat-ms", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--election-timeout-ms", type=click.IntRange(min=10), default=300, show_default=True)
+@click.option("--snapshot-entries", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Of a generated cluster: entries between store snapshots (0: none). Small, so that "
+                   "kills and restarts meet snapshots being written and loaded.")
 @click.option("--no-netns", is_flag=True, help="Do not move into a private network namespace for partitions "
                                                "(the rules then live in this one; removed at the end).")
 @click.option("--cleanup", is_flag=True, help="Remove what killed runs left behind (nodes, rules, "
@@ -108,8 +111,8 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
               help="Start every node with this planted bug (tests of the checker).")
 def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, clients: int, mailboxes: int,
           faults: tuple[str, ...] | None, nasty: bool, history: str | None, keep: bool, run_dir: str | None,
-          as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int, no_netns: bool,
-          cleanup: bool, bugs: tuple[str, ...]) -> None:
+          as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int, snapshot_entries: int,
+          no_netns: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
     """Run a local cluster under load with a seeded nemesis (kills, pauses, partitions, torn WAL tails,
     restarts of every node), then heal, converge and check the recorded history.
 
@@ -123,7 +126,8 @@ def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, c
     opts = Options(nodes=int(nodes), duration_s=duration_s, seed=seed, clients=clients, mailboxes=mailboxes,
                    faults=faults, nasty=nasty, history=history, keep=keep, dir=run_dir, as_json=as_json,
                    bugs=bugs, netns=not no_netns, recovery_s=recovery_s, config=config,
-                   heartbeat_ms=heartbeat_ms, election_timeout_ms=election_timeout_ms)
+                   heartbeat_ms=heartbeat_ms, election_timeout_ms=election_timeout_ms,
+                   snapshot_entries=snapshot_entries)
     wants_partitions = faults is None or "partition" in faults
     if (wants_partitions and not no_netns and not netfaults.in_private_netns()
             and not netfaults.sandbox_unavailable() and not _partition_blocker(opts)):

@@ -98,13 +98,15 @@ class Options:
     config: str | None = None
     heartbeat_ms: int = 50
     election_timeout_ms: int = 300  # the shipped cluster files' default
+    snapshot_entries: int = 200  # far below the default: kills and restarts meet snapshots in a short run
 
     def argv(self) -> list[str]:
         """The command line that reproduces these options (for the run inside a namespace)."""
         out = ["--nodes", str(self.nodes), "--duration", repr(self.duration_s), "--seed", str(self.seed),
                "--clients", str(self.clients), "--mailboxes", str(self.mailboxes),
                "--recovery-bound", repr(self.recovery_s), "--heartbeat-ms", str(self.heartbeat_ms),
-               "--election-timeout-ms", str(self.election_timeout_ms)]
+               "--election-timeout-ms", str(self.election_timeout_ms),
+               "--snapshot-entries", str(self.snapshot_entries)]
         if self.faults is not None:
             out += ["--faults", ",".join(self.faults)]
         for flag, on in (("--nasty", self.nasty), ("--keep", self.keep), ("--json", self.as_json),
@@ -215,7 +217,8 @@ class Run:
         hosts = loopback_hosts(o.nodes) if o.config is None else None  # one address per node, always
         self.cluster = LocalCluster(self.dir / "cluster", nodes=o.nodes, hosts=hosts, heartbeat_ms=o.heartbeat_ms,
                                     election_timeout_ms=o.election_timeout_ms, bugs=o.bugs, start=False,
-                                    client_host=CLIENT_HOST if self.partitions else None, config=o.config)
+                                    client_host=CLIENT_HOST if self.partitions else None, config=o.config,
+                                    snapshot_entries=o.snapshot_entries)
         self.state = StateFile({"pid": os.getpid(), "dir": str(self.dir) if self.dir_is_ours else None,
                                 "config": str(self.cluster.config_path), "keep": o.keep,
                                 "netns": netfaults.in_private_netns(), "nft": self.partitions})
