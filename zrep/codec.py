@@ -85,6 +85,7 @@ from zrep.core.messages import (
     ReadIndexReply,
     ReadIndexRequest,
     Role,
+    entry_of,
 )
 from zrep.errors import DecodeError
 
@@ -235,7 +236,7 @@ def _append_fields(m: Append) -> tuple[Any, ...]:
 
 
 def _build_append(values: list[Any]) -> Append:
-    values[_ENTRIES] = tuple(map(Entry._make, values[_ENTRIES]))
+    values[_ENTRIES] = tuple(map(entry_of, values[_ENTRIES]))  # _check_run: tuples of three
     return Append(*values)
 
 

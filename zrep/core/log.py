@@ -19,7 +19,7 @@ from array import array
 from collections.abc import Sequence
 
 from ..errors import InvariantError
-from .messages import Entry
+from .messages import Entry, entry_of
 
 
 class LogView:
@@ -79,7 +79,7 @@ class LogView:
                     data = data[:n]
                     break
         epochs = self._epochs[lo - first : lo - first + len(data)]
-        return list(map(Entry, epochs, range(lo, lo + len(data)), data))
+        return list(map(entry_of, zip(epochs, range(lo, lo + len(data)), data)))
 
     def append(self, entry: Entry) -> None:
         self.extend((entry,))

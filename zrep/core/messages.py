@@ -9,6 +9,7 @@ judge any message, however late, by its epoch. Indexes are 1-based; 0 means
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -23,6 +24,11 @@ class Entry(NamedTuple):
     epoch: int
     index: int
     data: bytes
+
+
+# Entry from an (epoch, index, data) tuple known to hold three items: one C call,
+# where Entry(...) and Entry._make run Python code per entry.
+entry_of = partial(tuple.__new__, Entry)
 
 
 @dataclass(frozen=True, slots=True)
