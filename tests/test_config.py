@@ -116,6 +116,7 @@ def test_defaults() -> None:
     assert cfg.max_body_bytes == 1 << 20
     assert cfg.max_frame_bytes >= cfg.max_body_bytes
     assert cfg.fsync is True
+    assert cfg.snapshot_entries == 20_000
     assert cfg.nodes[0].bind_rpc == cfg.nodes[0].rpc
     assert cfg.nodes[0].bind_pub == cfg.nodes[0].pub
 
@@ -192,11 +193,13 @@ def test_write_config_round_trips_a_dict(tmp_path: Path) -> None:
     d = base()
     d["cluster"]["data_dir"] = 'we"ird\\dir\tname é'  # exercises the string escaper
     d["nodes"][0]["bind_rpc"] = "tcp://*:7101"
+    d["cluster"]["snapshot_entries"] = 0
     path = tmp_path / "gen.toml"
     cfg = write_config(d, path)
     assert cfg == config_from_dict(d, tmp_path, path=path)
     assert cfg.data_dir == tmp_path / 'we"ird\\dir\tname é'
     assert cfg.node(1).bind_rpc == "tcp://*:7101"
+    assert cfg.snapshot_entries == 0
     assert not list(tmp_path.glob(".*.tmp")), "temp file left behind"
 
 
@@ -290,6 +293,8 @@ BAD: list[tuple[str, Mutation, str]] = [
     ("tick not dividing timeout", _set("cluster", tick_ms=25, election_timeout_ms=510), "cluster.tick_ms: 25 does not divide"),
     ("zero tick", _set("cluster", tick_ms=0), "cluster.tick_ms: must be > 0"),
     ("zero body limit", _set("cluster", max_body_bytes=0), "cluster.max_body_bytes: must be > 0"),
+    ("negative snapshot entries", _set("cluster", snapshot_entries=-1), "cluster.snapshot_entries: must be >= 0"),
+    ("bool snapshot entries", _set("cluster", snapshot_entries=True), "cluster.snapshot_entries: must be an integer"),
     ("frame limit below body", _set("cluster", max_body_bytes=1000, max_frame_bytes=1000), "cluster.max_frame_bytes: 1000 leaves no room"),
 ]
 

@@ -17,8 +17,8 @@ Schema (keys not listed are refused, so a typo never passes silently):
     max_frame_bytes = 16777216    # optional: largest wire frame body;
                                   # >= max_body_bytes + 64 KiB of headroom
     fsync = true                  # optional; only true is accepted (a write is acked after fsync)
-    snapshot_entries = 100000     # optional: a node snapshots its store once it applied this many
-                                  # entries (and at least 1/8 as many as it holds messages) since
+    snapshot_entries = 20000      # optional: a node snapshots its store once it applied this many
+                                  # entries (and at least 1/4 as many as it holds messages) since
                                   # the last snapshot, to restart fast; 0: never
 
     [[nodes]]                     # one or more
@@ -51,7 +51,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_FRAME_BYTES = 16 << 20
 FRAME_HEADROOM_BYTES = 64 << 10  # room for ids, names and msgpack framing around a body
 MIN_HEARTBEATS_PER_TIMEOUT = 3
-DEFAULT_SNAPSHOT_ENTRIES = 100_000
+DEFAULT_SNAPSHOT_ENTRIES = 20_000
 
 _TOP_KEYS = ("cluster", "nodes")
 _CLUSTER_KEYS = (
