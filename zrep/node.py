@@ -9,7 +9,12 @@ Each turn of the loop:
      long pause, which only ever makes timeouts longer);
   4. `service.process(wal, send, note)`: the shared driver sends, persists
      with one fsync (group commit), sends acks, applies; then every answer
-     becomes a ClientReply.
+     becomes a ClientReply;
+  5. `transport.flush()`: the replies to requests that came in a ClientBatch
+     leave, coalesced per client into ClientReplies frames. The requests of
+     a batch take the same path as single ones (its writes are proposed
+     together, its reads share a read index round); nothing waits past the
+     end of the turn that produced it.
 
 Invariants:
   * Nothing touches the network or the disk except through `apply_ready`
@@ -83,7 +88,7 @@ COMMAND_HEADROOM_BYTES = 4096  # room around one command in an Append frame
 WAL_NAME = "wal"
 
 Log = Callable[[str], None]
-Route = tuple[bytes, int]  # (client routing id, req_id)
+Route = tuple[bytes, int, bool]  # (client routing id, req_id, the request came in a ClientBatch)
 
 # Wire codes the node passes through as they are; any other refusal (the
 # store's BAD_MAILBOX, NO_SUCH_MESSAGE, CLIENT_EXPIRED, ...) is BAD_REQUEST with
@@ -168,8 +173,8 @@ class Node:
                 peer, clients = drain(ready, DRAIN_BUDGET)
                 for msg in peer:
                     step(msg)
-                for ident, req in clients:
-                    self._on_request(ident, req)
+                for ident, req, batched in clients:
+                    self._on_request(ident, req, batched)
                 busy = bool(peer or clients)
             now = time.monotonic()
             if now >= next_tick:
@@ -180,6 +185,7 @@ class Node:
                 busy = True
             if busy:
                 self._process()
+            self.transport.flush()
 
     def _process(self) -> None:
         for done in self.service.process(self.wal, self._send, self.note):
@@ -200,12 +206,12 @@ class Node:
         self.transport.send(msg, data)
 
     def _answer(self, done: Done) -> None:
-        ident, req_id = done.route
+        ident, req_id, batched = done.route
         try:
             reply = reply_for(req_id, done.result, self._rpc_of)
         except ValueError as e:  # an answer the wire schema refuses: tell the client, keep serving
             reply = error_reply(req_id, Code.BAD_REQUEST, f"the answer cannot be sent: {e}"[:MAX_MESSAGE_CHARS])
-        self.transport.reply(ident, reply)
+        self.transport.reply(ident, reply, batched)
 
     def _rpc_of(self, node_id: int) -> str:
         return self._rpc.get(node_id, "")
@@ -239,11 +245,11 @@ class Node:
 
     # ---------------------------------------------------------------- clients
 
-    def _on_request(self, ident: bytes, req: ClientRequest) -> None:
-        _OPS[req.op](self, (ident, req.req_id), req.args)
+    def _on_request(self, ident: bytes, req: ClientRequest, batched: bool = False) -> None:
+        _OPS[req.op](self, (ident, req.req_id, batched), req.args)
 
     def _refuse(self, route: Route, code: str, why: str) -> None:
-        self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]))
+        self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]), route[2])
 
     def _write(self, route: Route, encode_command: Callable[[], bytes], ack: str, key: tuple[str, int]) -> None:
         try:
@@ -283,7 +289,7 @@ class Node:
         self.service.submit_read(route, {"op": "mailboxes", "pattern": a["pattern"]})
 
     def _op_status(self, route: Route, a: dict[str, Any]) -> None:
-        self.transport.reply(route[0], ok_reply(route[1], self.status()))
+        self.transport.reply(route[0], ok_reply(route[1], self.status()), route[2])
 
     def status(self) -> dict[str, Any]:
         s: dict[str, Any] = self.service.status()
