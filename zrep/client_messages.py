@@ -225,6 +225,13 @@ def check_request(req_id: object, op: object, args: object) -> None:
     check_args(op, args)
 
 
+def _plain(v: object) -> bool:
+    """A scalar that check_result would accept (checked inline: a node checks every answer)."""
+    t = type(v)
+    return (t is int and MIN_INT <= v <= MAX_UINT) or t is bytes or t is bool or v is None or (  # type: ignore[operator]
+        t is str and len(v) <= MAX_TEXT_CHARS)  # type: ignore[arg-type]
+
+
 def check_result(value: object, depth: int = 0) -> None:
     """Raise ValueError unless `value` is a free-form result value (see the module docstring)."""
     t = type(value)
@@ -242,7 +249,8 @@ def check_result(value: object, depth: int = 0) -> None:
         raise ValueError(f"nested deeper than {MAX_RESULT_DEPTH}")
     if t is list or t is tuple:
         for item in value:
-            check_result(item, depth + 1)
+            if not _plain(item):
+                check_result(item, depth + 1)
         return
     if t is dict:
         if len(value) > MAX_MAP_KEYS:
@@ -250,7 +258,8 @@ def check_result(value: object, depth: int = 0) -> None:
         for k, item in value.items():
             if type(k) is not str:
                 raise ValueError(f"map key {_show(k)} is not a string")
-            check_result(item, depth + 1)
+            if not _plain(item):
+                check_result(item, depth + 1)
         return
     raise ValueError(f"{t.__name__} is not allowed in a result")
 
@@ -320,7 +329,22 @@ class ClientReply:
 
 
 def ok_reply(req_id: int, result: dict[str, Any] | None = None) -> ClientReply:
-    return ClientReply(req_id, True, Code.OK, "", result if result is not None else {})
+    """Checked as the constructor would check it, less the fields that are constant
+    here: a node makes one per answer, so this is its hot path."""
+    result = result if result is not None else {}
+    if type(req_id) is not int or not 0 <= req_id <= MAX_UINT:
+        raise ValueError(f"req_id: expected an integer in 0..{MAX_UINT}, got {_show(req_id)}")
+    if type(result) is not dict:
+        raise ValueError(f"result: expected a map, got {type(result).__name__}")
+    check_result(result)
+    reply = _new(ClientReply)
+    for name, value in zip(_REPLY_FIELDS, (req_id, True, Code.OK, "", result)):
+        _set(reply, name, value)
+    return reply
+
+
+_new, _set = object.__new__, object.__setattr__
+_REPLY_FIELDS = ("req_id", "ok", "code", "message", "result")
 
 
 def error_reply(req_id: int, code: str, message: str, result: dict[str, Any] | None = None) -> ClientReply:

@@ -103,9 +103,13 @@ def _stderr(line: str) -> None:
 
 def reply_for(req_id: int, result: dict[str, Any], rpc_of: Callable[[int], str]) -> ClientReply:
     """The wire reply for a Service answer (a store answer or an error dict)."""
-    extra = {k: v for k, v in result.items() if k not in _HEADER_KEYS}
-    if result.get("ok"):
+    if result.get("ok"):  # the hot path: a store answer has no error or message
+        extra = result.copy()
+        del extra["ok"]
+        if "error" in extra or "message" in extra:
+            extra = {k: v for k, v in extra.items() if k not in _HEADER_KEYS}
         return ok_reply(req_id, extra)
+    extra = {k: v for k, v in result.items() if k not in _HEADER_KEYS}
     code = result.get("error")
     message = str(result.get("message", ""))[:MAX_MESSAGE_CHARS]
     if code == Code.NOT_LEADER and result.get("leader"):
