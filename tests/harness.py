@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zrep.client_messages import ClientReply, ClientRequest, Code
-from zrep.codec import decode, encode
+import msgpack
+
+from zrep.client_messages import ClientBatch, ClientReplies, ClientReply, ClientRequest, Code
+from zrep.codec import KIND_OF, decode, encode
 from zrep.localcluster import START_MARK, ClusterError, Life, free_ports, loopback_hosts, wait_until
 from zrep.localcluster import LocalCluster as _BaseCluster
 
@@ -67,6 +69,31 @@ class LocalCluster(_BaseCluster):
             if isinstance(reply, ClientReply):
                 got[reply.req_id] = reply
         return [got.get(i) for i in ids]
+
+    def batch(self, node_id: int, requests: list[tuple[str, dict[str, Any]]],
+              timeout: float = 10.0) -> tuple[list[ClientReply | None], int]:
+        """Send the requests as one ClientBatch frame, unchecked (a test may slip in a
+        bad one); (replies in request order, None for one that did not come back in
+        time; how many ClientReplies frames brought them)."""
+        s = self._socket(node_id)
+        ids = [next(self._req_ids) for _ in requests]
+        items = [[i, op, args] for i, (op, args) in zip(ids, requests)]
+        s.send(bytes((1, KIND_OF[ClientBatch])) + msgpack.packb([items], use_bin_type=True))
+        got: dict[int, ClientReply] = {}
+        frames = 0
+        deadline = time.monotonic() + timeout
+        while len(got) < len(ids):
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not s.poll(left_ms):
+                self._drop_socket(node_id)
+                break
+            out = decode(s.recv())
+            assert isinstance(out, ClientReplies), f"a batch must be answered in ClientReplies, got {out}"
+            frames += 1
+            for reply in out.replies:
+                assert reply.req_id not in got, f"req_id {reply.req_id} answered twice"
+                got[reply.req_id] = reply
+        return [got.get(i) for i in ids], frames
 
     # ---------------------------------------------------------------- a tiny client
 

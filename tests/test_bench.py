@@ -39,6 +39,7 @@ def test_bench_quick_runs_every_phase_and_prints_one_json_object(tmp_path):
     assert report["memory"]["messages"] >= 5_000
     assert 1 < report["rss_mb_per_node"] == max(report["memory"]["rss_mb"].values()) < 4096
     assert report["cluster"]["fsync"] is True and report["cluster"]["nodes"] == 3
+    assert report["wire"] == "batched"  # the load workers batch unless --no-batch
     assert "cores" in report["machine"] and report["date"].endswith("Z")
 
 

@@ -227,6 +227,17 @@ def test_send_prints_the_receipt(live):
     assert second == "on disk on nodes 1, 2, 3 (all)"
 
 
+def test_send_lines_sends_each_line_once_in_order(live):
+    result = client_cmd(live, "send", "--to", "many", "--lines", "-", input=b"one\ntwo\nthree\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("sent 3 messages to many at offsets 0..2 (log index ")
+    got = json.loads(client_cmd(live, "read", "many", "--json").stdout)
+    assert [m["body"] for m in got["messages"]] == ["one", "two", "three"]
+    as_json = client_cmd(live, "send", "--to", "many", "--lines", "--json", "-", input=b"four\nfive")
+    assert [r["offset"] for r in json.loads(as_json.stdout)] == [3, 4]
+    assert client_cmd(live, "send", "--to", "many", "--lines", "text").exit_code == 2  # usage: stdin only
+
+
 def test_send_read_delete_mailboxes_as_json(live):
     sent = client_cmd(live, "send", "--to", "box", "--json", "-", input=b"from stdin")
     assert sent.exit_code == 0, sent.output

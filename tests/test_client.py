@@ -29,7 +29,16 @@ from zrep.client import (
     Unavailable,
     Client,
 )
-from zrep.client_messages import ClientReply, ClientRequest, Code, error_reply, not_leader_reply, ok_reply
+from zrep.client_messages import (
+    ClientBatch,
+    ClientReplies,
+    ClientReply,
+    ClientRequest,
+    Code,
+    error_reply,
+    not_leader_reply,
+    ok_reply,
+)
 from zrep.config import ClusterConfig, config_from_dict
 from zrep.errors import ZrepError
 from zrep.node import reply_for
@@ -58,6 +67,7 @@ class FakeNode:
         self.id = node_id
         self.script = script
         self.requests: list[ClientRequest] = []
+        self.frames: list[Any] = []  # as received: ClientRequest or ClientBatch
         self.address = ""
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -78,11 +88,15 @@ class FakeNode:
             while not self._stop.is_set():
                 if sock.poll(10):
                     rid, payload = sock.recv_multipart()
-                    request = codec.decode(payload)
-                    self.requests.append(request)
-                    answer = self.script(self, request)
-                    if answer is not None:
-                        later.append((time.monotonic() + answer.delay_s, rid, codec.encode(answer.reply)))
+                    frame = codec.decode(payload)
+                    self.frames.append(frame)
+                    batched = isinstance(frame, ClientBatch)  # answered in ClientReplies, as a node does
+                    for request in frame.requests if batched else (frame,):
+                        self.requests.append(request)
+                        answer = self.script(self, request)
+                        if answer is not None:
+                            out = ClientReplies((answer.reply,)) if batched else answer.reply
+                            later.append((time.monotonic() + answer.delay_s, rid, codec.encode(out)))
                 now = time.monotonic()
                 for item in [x for x in later if x[0] <= now]:
                     later.remove(item)
@@ -593,6 +607,79 @@ def test_close_is_idempotent_and_a_closed_client_refuses_work(fake_cluster):
         c.send("inbox", b"b")
 
 
+# ================================================================ send_many
+
+
+def test_send_many_sends_one_batch_with_consecutive_seqs_and_returns_receipts_in_order(fake_cluster, clients):
+    store = FakeMailboxes()
+    (n1,), cfg = fake_cluster(serve(store))
+    c = clients(cfg, client_id="bulk")
+    first = c.send_many("box", [f"m{i}" for i in range(50)], sender="me")
+    assert [r.offset for r in first] == list(range(50)) and all(r.mailbox == "box" for r in first)
+    assert [type(f).__name__ for f in n1.frames] == ["ClientBatch"]
+    assert n1.writes() == [(seq, 1) for seq in range(1, 51)]  # a new client id: low stays 1
+    second = c.send_many("box", [b"x", b"y"])
+    assert [r.offset for r in second] == [50, 51] and c.seq == 52
+    assert n1.writes()[50:] == [(51, 51), (52, 51)]  # low: the first seq of the call
+    assert c.send_many("box", []) == []
+    assert store.applied_writes == 52
+
+
+def test_send_many_retries_only_the_unanswered_with_the_same_seqs_exactly_once(fake_cluster, clients):
+    store = FakeMailboxes()
+    answered: set[int] = set()
+
+    def odd_ones_only_at_first(node: FakeNode, request: ClientRequest) -> Reply | None:
+        seq = request.args["seq"]
+        if seq % 2 == 0 and seq not in answered:
+            answered.add(seq)
+            store.write(request.args)  # applied, but the answer is lost
+            return None
+        return Reply(node_reply(request.req_id, store.write(request.args)))
+
+    (n1,), cfg = fake_cluster(odd_ones_only_at_first)
+    c = clients(cfg, client_id="retry", timeout_s=0.5, attempt_timeout_s=0.2)
+    bodies = [f"b{i}" for i in range(1, 11)]
+    # Within one call, the next attempt re-sends only the five unanswered writes.
+    got = c.send_many("box", bodies)
+    assert [r.offset for r in got] == list(range(10))
+    seqs = [r.args["seq"] for r in n1.requests]
+    assert seqs[:10] == list(range(1, 11)) and sorted(seqs[10:15]) == [2, 4, 6, 8, 10]
+    assert store.applied_writes == 10
+
+    # A node that never answers: OutcomeUnknown with the receipts so far; the same call retries.
+    answered.clear()
+    c2 = clients(cfg, client_id="retry2", timeout_s=0.5, attempt_timeout_s=0.2)
+    n1.script = lambda node, req: (None if req.args["seq"] % 2 == 0 else
+                                   Reply(node_reply(req.req_id, store.write(req.args))))
+    with pytest.raises(OutcomeUnknown) as e:
+        c2.send_many("box2", bodies)
+    assert [r is not None for r in e.value.receipts] == [True, False] * 5
+    n1.requests.clear()
+    n1.script = serve(store)
+    got = c2.send_many("box2", bodies)  # the retry: same seqs, only the unanswered
+    assert sorted(r.args["seq"] for r in n1.requests) == [2, 4, 6, 8, 10]
+    assert [r.offset for r in got] == [0, 5, 1, 6, 2, 7, 3, 8, 4, 9]  # odd seqs stored first, then the retried
+    assert [m[2] for m in store.boxes["box2"]] == [b.encode() for b in bodies[0::2] + bodies[1::2]]
+    assert c2.seq == 10
+
+
+def test_send_many_refusals_and_a_dead_cluster(fake_cluster, clients, tmp_path):
+    store = FakeMailboxes()
+    (n1,), cfg = fake_cluster(refuse_with("BAD_MAILBOX"))
+    c = clients(cfg)
+    with pytest.raises(Rejected) as e:
+        c.send_many("a*b", ["x", "y"])
+    assert e.value.code == "BAD_MAILBOX" and e.value.receipts == [None, None]
+    with pytest.raises(Rejected, match="limit") as e:
+        c.send_many("box", [b"x" * (cfg.max_body_bytes + 1)])
+    assert e.value.code == "TOO_LARGE"
+    assert c.seq == 2  # the local refusal spent no seq
+    dead = config_for([], tmp_path, {1: closed_port_address()})
+    with pytest.raises(Unavailable):
+        clients(dead, timeout_s=0.5).send_many("box", ["x"])
+
+
 # ================================================================ a real cluster (tests/harness.py)
 
 
@@ -663,3 +750,47 @@ def test_watch_follows_through_node_and_leader_kills_with_no_gap_and_no_repeat(c
     assert [m.offset for m in seen] == list(range(total))
     assert [m.body for m in seen] == [f"m{i}".encode() for i in range(total)]
     assert [r.offset for r in receipts] == list(range(total))  # every write applied exactly once
+
+
+def test_send_many_through_a_leader_kill_stores_every_acknowledged_message_exactly_once(cluster):
+    leader = cluster.wait_for_leader()
+    calls, per_call = 30, 100
+    receipts: dict[bytes, Receipt] = {}
+    failures: list[BaseException] = []
+    done = threading.Event()
+    progress = [0]
+
+    def write() -> None:
+        try:
+            with Client(cluster.config_path, timeout_s=20.0, attempt_timeout_s=0.5) as w:
+                for k in range(calls):
+                    bodies = [f"c{k}-m{i}".encode() for i in range(per_call)]
+                    for _ in range(5):  # OutcomeUnknown: the same call again retries the unanswered ones
+                        try:
+                            got = w.send_many("bulk", bodies)
+                            break
+                        except OutcomeUnknown:
+                            continue
+                    else:
+                        raise AssertionError(f"call {k} never succeeded")
+                    receipts.update(zip(bodies, got))
+                    progress[0] = k + 1
+        except BaseException as e:  # surfaced by the main thread
+            failures.append(e)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    deadline = time.monotonic() + 30
+    while progress[0] < 5 and not done.is_set() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    cluster.kill(leader)  # with a batch in flight, most likely
+    assert done.wait(60), "send_many did not finish"
+    assert not failures, failures
+    assert len(receipts) == calls * per_call
+    rows = cluster.read("bulk")
+    bodies = [body for _, _, body, _ in rows]
+    assert len(bodies) == len(set(bodies)) == calls * per_call, "a message stored twice or lost"
+    at = {offset: body for offset, _, body, _ in rows}
+    assert all(at[r.offset] == body for body, r in receipts.items())

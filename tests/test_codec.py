@@ -16,6 +16,11 @@ from hypothesis import strategies as st
 from zrep import client_messages, codec
 from zrep.client_messages import (
     ACK_LEVELS,
+    MAX_BATCH_REPLIES,
+    MAX_BATCH_REQUESTS,
+    BadRequest,
+    ClientBatch,
+    ClientReplies,
     MAX_DELETE_OFFSETS,
     MAX_READ_LIMIT,
     OP_ARGS,
@@ -27,7 +32,7 @@ from zrep.client_messages import (
     not_leader_reply,
     ok_reply,
 )
-from zrep.codec import FrameTooLarge, decode, encode, request_id_of
+from zrep.codec import FrameTooLarge, decode, encode, pack_reply, replies_frames, request_id_of
 from zrep.core.messages import (
     PEER_MESSAGE_TYPES,
     Answer,
@@ -119,7 +124,9 @@ replies = st.one_of(
     st.builds(not_leader_reply, uints, st.integers(1, MAX), st.text(max_size=40)),
 )
 
-any_message = st.one_of(*[peer_messages(c) for c in PEER_MESSAGE_TYPES], requests, replies)
+batches = st.lists(requests, min_size=1, max_size=5).map(lambda rs: ClientBatch(tuple(rs)))
+reply_batches = st.lists(replies, min_size=1, max_size=5).map(lambda rs: ClientReplies(tuple(rs)))
+any_message = st.one_of(*[peer_messages(c) for c in PEER_MESSAGE_TYPES], requests, replies, batches, reply_batches)
 
 
 # ------------------------------------------------------------------ the kinds table
@@ -356,6 +363,10 @@ def _decode_or_error(payload: bytes) -> None:
         return
     # Whatever decodes is a real message that encodes back to the same bytes' meaning.
     assert type(out) in codec.KIND_OF
+    if type(out) is ClientBatch and any(type(r) is BadRequest for r in out.requests):
+        with pytest.raises(ValueError):  # a refused item is answered, never sent on
+            encode(out)
+        return
     assert decode(encode(out)) == out
 
 
@@ -522,3 +533,96 @@ def test_append_decode_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
             f"\n[codec] Append of 1000 x 100 B entries ({len(payload)} B): "
             f"decode {(t1 - t0) / rounds * 1e3:.2f} ms, encode {(t2 - t1) / rounds * 1e3:.2f} ms"
         )
+
+
+# ------------------------------------------------------------------ batches
+
+BATCH = 66
+REPLIES = 67
+STATUS = [1, "status", {}]
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches)
+def test_client_batches_round_trip(batch: ClientBatch) -> None:
+    assert decode(encode(batch)) == batch
+
+
+@settings(max_examples=100, deadline=None)
+@given(reply_batches)
+def test_client_replies_round_trip_and_piecewise_frames_are_the_same_bytes(rs: ClientReplies) -> None:
+    frame = encode(rs)
+    assert decode(frame) == rs
+    assert replies_frames([pack_reply(r) for r in rs.replies]) == [(frame, len(rs.replies))]
+
+
+def test_one_bad_request_in_a_batch_is_refused_alone_with_its_id() -> None:
+    out = decode(raw(BATCH, [[STATUS, [2, "drop", {}], "junk", [0, "status", {}], [3, "read", {"mailbox": "m"}],
+                              [4, "read", {"mailbox": "m", "after": -1, "limit": 1}]]]))
+    assert isinstance(out, ClientBatch)
+    kinds = [(type(r).__name__, r.req_id) for r in out.requests]
+    assert kinds == [("ClientRequest", 1), ("BadRequest", 2), ("BadRequest", 0), ("BadRequest", 0),
+                     ("BadRequest", 3), ("ClientRequest", 4)]
+    assert "ClientBatch.requests[1]: op: expected one of" in out.requests[1].message
+    assert "ClientBatch.requests[2]: expected [req_id, op, args]" in out.requests[2].message
+    assert "read args: missing ['after', 'limit']" in out.requests[4].message
+
+
+@pytest.mark.parametrize(
+    "payload,pattern",
+    [
+        (raw(BATCH, [[]]), r"ClientBatch\.requests: expected an array of 1\.\.1024 items"),
+        (raw(BATCH, [[STATUS] * (MAX_BATCH_REQUESTS + 1)]), r"expected an array of 1\.\.1024 items"),
+        (raw(BATCH, ["status"]), r"ClientBatch\.requests: expected an array"),
+        (raw(BATCH, [[STATUS], 1]), r"ClientBatch: expected an array of 1 fields"),
+        (raw(BATCH, {"requests": [STATUS]}), r"ClientBatch: expected an array of 1 fields"),
+        (raw(REPLIES, [[]]), r"ClientReplies\.replies: expected an array of 1\.\.1024"),
+        (raw(REPLIES, [[[1, True, "OK", "", {}], [2, True, "TIMEOUT", "", {}]]]), r"replies\[1\]: ok=True contradicts"),
+        (raw(REPLIES, [[[1, True, "OK", ""]]]), r"replies\[0\]: expected \[req_id, ok, code, message, result\]"),
+    ],
+)
+def test_malformed_batches_fail_as_a_whole(payload: bytes, pattern: str) -> None:
+    with pytest.raises(DecodeError, match=pattern):
+        decode(payload)
+
+
+def test_a_full_batch_decodes_and_an_oversized_one_is_too_large() -> None:
+    full = ClientBatch(tuple(ClientRequest(i, "status", {}) for i in range(1, MAX_BATCH_REQUESTS + 1)))
+    payload = encode(full)
+    assert decode(payload) == full
+    with pytest.raises(FrameTooLarge):
+        decode(payload, max_bytes=len(payload) - 3)
+    with pytest.raises(ValueError, match="over the limit"):
+        encode(full, max_bytes=100)
+
+
+def test_batches_validate_on_construction_and_encode() -> None:
+    with pytest.raises(ValueError, match="1..1024"):
+        ClientBatch(())
+    with pytest.raises(ValueError, match="1..1024"):
+        ClientBatch(tuple(ClientRequest(1, "status", {}) for _ in range(MAX_BATCH_REQUESTS + 1)))
+    with pytest.raises(ValueError, match="ClientRequest items"):
+        ClientBatch((ok_reply(1),))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ClientReply items"):
+        ClientReplies((ClientRequest(1, "status", {}),))  # type: ignore[arg-type]
+    req = ClientRequest(1, "status", {})
+    batch = ClientBatch((req,))
+    req.args["sneaky"] = 1
+    with pytest.raises(ValueError, match="cannot encode ClientBatch.*unexpected"):
+        encode(batch)
+
+
+def test_replies_frames_split_by_count_and_size_in_order() -> None:
+    packed = [pack_reply(ok_reply(i, {"b": b"x" * 100})) for i in range(1, 2501)]
+    by_count = replies_frames(packed)
+    assert [n for _, n in by_count] == [MAX_BATCH_REPLIES, MAX_BATCH_REPLIES, 2500 - 2 * MAX_BATCH_REPLIES]
+    limit = 10_000
+    by_size = replies_frames(packed, limit)
+    assert all(len(frame) - 2 <= limit for frame, _ in by_size)
+    ids = [r.req_id for frame, _ in by_size for r in decode(frame, limit).replies]
+    assert ids == list(range(1, 2501))
+    assert replies_frames([]) == []
+    with pytest.raises(ValueError, match="over the limit"):
+        pack_reply(ok_reply(1, {"b": b"x" * 200}), max_bytes=100)
+    with pytest.raises(ValueError, match="cannot encode ClientReply"):
+        pack_reply(error_reply(1, Code.TIMEOUT, "\ud800"))

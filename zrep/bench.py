@@ -2,7 +2,9 @@
 
 Starts a local cluster (LocalCluster: 3 nodes on free ports with its default
 timeouts, or a copy of `--config FILE`) in a temporary directory, fsync on,
-and measures with 100-byte bodies:
+and measures with 100-byte bodies (the load workers batch their requests on
+the wire, ClientBatch frames, unless `--no-batch`; the result's `wire` says
+which):
 - sends: acknowledged sends/s and p50/p99/max latency at 1, 64 and 256
   requests in flight, from separate worker processes (zrep.bench_workers);
 - reads: linearizable reads/s at 64 in flight at the leader, stale reads/s
@@ -79,7 +81,8 @@ class _Bench:
             self.progress.update(f"{what}: {acked:,} acked, {rate:,.0f}/s" + (f", {errors:,} errors" if errors else ""))
 
         r = run_level(targets, op=op, in_flight=in_flight, workers=self.opts.workers, count=count, seconds=seconds,
-                      warmup=warmup, latencies=latencies, mailbox=MAILBOX, body_bytes=BODY_BYTES, on_progress=show)
+                      warmup=warmup, latencies=latencies, mailbox=MAILBOX, body_bytes=BODY_BYTES,
+                      batch=self.opts.batch, on_progress=show)
         _check_errors(what, r, self.opts.max_error_fraction)
         self.progress.step(f"{what}: {r.acked:,} acked in {r.seconds:.1f} s, {r.per_s:,.0f}/s"
                            + (f", p50 {r.p50_ms} ms, p99 {r.p99_ms} ms" if r.p50_ms is not None else ""))
@@ -200,7 +203,8 @@ def run_bench(opts: Options, progress: Progress | None = None) -> dict[str, Any]
 
 def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
     r: dict[str, Any] = {"sends": None, "reads": None, "failover": None, "catchup_per_s": None,
-                         "rss_mb_per_node": None, "catchup": None, "memory": None, "body_bytes": BODY_BYTES}
+                         "rss_mb_per_node": None, "catchup": None, "memory": None, "body_bytes": BODY_BYTES,
+                         "wire": "batched" if opts.batch else "single"}
     try:
         with _cluster_dir(opts.directory) as d, LocalCluster(d, config=opts.config) as cluster:
             cfg = cluster.cfg

@@ -1,9 +1,17 @@
 """Load worker of `zrep bench`: `python -m zrep.bench_load --rpc ENDPOINT ...`.
 
 One process, one DEALER to one node's rpc endpoint, `--in-flight` requests
-pipelined: a new request leaves as soon as one is answered. It speaks the
-wire protocol itself (zrep.codec, ClientRequest) rather than through
-zrep.client, whose calls are synchronous: one in flight at a time.
+pipelined: new requests leave as soon as some are answered. It speaks the
+wire protocol itself (zrep.codec) rather than through zrep.client, whose
+calls wait for their answers.
+
+Wire mode: by default the requests issued in one loop iteration (as many as
+were answered since the last) leave as one ClientBatch frame, and the node
+answers in ClientReplies frames; one request alone still goes as a plain
+ClientRequest. `--no-batch` sends every request as its own ClientRequest
+frame (the node then answers each in its own ClientReply): the figure of a
+client that does not batch. Either way `--in-flight` counts requests, not
+frames, and each latency runs from when its request left to its own reply.
 
 Protocol with the parent (zrep.bench_workers), one line each on stdout:
   ready                  warm-up done, nothing in flight; waits for "go" on stdin
@@ -31,7 +39,7 @@ from typing import Any
 
 import zmq
 
-from zrep.client_messages import ClientReply, ClientRequest, Op
+from zrep.client_messages import MAX_BATCH_REQUESTS, ClientBatch, ClientReplies, ClientReply, ClientRequest, Op
 from zrep.codec import decode, encode
 
 PROGRESS_S = 0.5
@@ -66,11 +74,19 @@ class _Load:
             args = {"mailbox": a.mailbox, "after": -1, "limit": READ_LIMIT}
         return ClientRequest(req_id, a.op, args)
 
-    def _send_one(self) -> None:
-        req_id = self.next_id
-        self.waiting[req_id] = time.monotonic()  # before _request: low counts this one too
-        self.sock.send(encode(self._request()))
-        self.next_id += 1
+    def _send(self, n: int) -> None:
+        """Issue `n` requests: one frame each, or (batching) ClientBatch frames of up to MAX_BATCH_REQUESTS."""
+        now, reqs = time.monotonic(), []
+        for _ in range(n):
+            self.waiting[self.next_id] = now  # before _request: low counts this one too
+            reqs.append(self._request())
+            self.next_id += 1
+        if not self.a.batch or n == 1:
+            for req in reqs:
+                self.sock.send(encode(req))
+            return
+        for at in range(0, n, MAX_BATCH_REQUESTS):
+            self.sock.send(encode(ClientBatch(tuple(reqs[at:at + MAX_BATCH_REQUESTS]))))
 
     def _receive(self, timeout_ms: int, record: bool) -> None:
         if not self.sock.poll(timeout_ms):
@@ -81,19 +97,27 @@ class _Load:
             except zmq.Again:
                 return
             now = time.monotonic()
-            reply = decode(payload)
-            if not isinstance(reply, ClientReply) or reply.req_id not in self.waiting:
+            frame = decode(payload)
+            if type(frame) is ClientReplies:
+                for reply in frame.replies:
+                    self._count(reply, now, record)
+            elif type(frame) is ClientReply:
+                self._count(frame, now, record)
+            else:
                 self.errors["UNMATCHED_REPLY"] += 1
-                continue
-            sent = self.waiting.pop(reply.req_id)
-            if reply.ok:
-                if record:
-                    self.acked += 1
-                    if self.a.latencies:
-                        self.latencies.append((now - sent) * 1000)
-            else:  # counted in the warm-up too: no failure goes unreported
-                reason = reply.result.get("reason")
-                self.errors[reason if isinstance(reason, str) and reason else str(reply.code)] += 1
+
+    def _count(self, reply: ClientReply, now: float, record: bool) -> None:
+        sent = self.waiting.pop(reply.req_id, None)
+        if sent is None:
+            self.errors["UNMATCHED_REPLY"] += 1
+        elif reply.ok:
+            if record:
+                self.acked += 1
+                if self.a.latencies:
+                    self.latencies.append((now - sent) * 1000)
+        else:  # counted in the warm-up too: no failure goes unreported
+            reason = reply.result.get("reason")
+            self.errors[reason if isinstance(reason, str) and reason else str(reply.code)] += 1
 
     def run(self, count: int, seconds: float, record: bool, progress: bool = False) -> tuple[float, float]:
         """Issue `count` requests (or until `seconds`), `in_flight` at a time; wait for the answers."""
@@ -103,9 +127,10 @@ class _Load:
             now = time.monotonic()
             if now >= stop_issuing:
                 count = issued  # time is up: issue no more, drain what is in flight
-            while issued < count and len(self.waiting) < self.a.in_flight:
-                self._send_one()
-                issued += 1
+            n = min(count - issued, self.a.in_flight - len(self.waiting))
+            if n > 0:
+                self._send(n)
+                issued += n
             if self.waiting and now - self.waiting[next(iter(self.waiting))] > NO_ANSWER_S:
                 self.errors["NO_ANSWER"] += len(self.waiting)  # the node is gone or stuck: stop here
                 self.waiting.clear()
@@ -140,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-latencies", dest="latencies", action="store_false",
                    help="report counts only (big runs: the samples would be megabytes)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start measuring at once, no 'go'")
+    p.add_argument("--no-batch", dest="batch", action="store_false",
+                   help="one ClientRequest frame per request (default: a ClientBatch of what one iteration issues)")
     a = p.parse_args(argv)
     load = _Load(a)
     try:

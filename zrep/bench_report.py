@@ -102,12 +102,17 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:,.1f}"
 
 
+_WIRE = {"batched": "requests batched on the wire (ClientBatch frames; --no-batch: one frame each)",
+         "single": "one frame per request (--no-batch)"}
+
+
 def format_text(r: dict[str, Any]) -> str:
     """The readable report: one table for sends, then one line per other figure."""
     c = r["cluster"]
     out = [f"zrep bench, {r['date']}, commit {r.get('commit') or 'unknown'}", f"machine: {r['machine']}",
            f"cluster: {c['nodes']} nodes, heartbeat {c['heartbeat_ms']} ms, election timeout "
-           f"{c['election_timeout_ms']} ms, fsync {'on' if c['fsync'] else 'off'}, {r['body_bytes']}-byte bodies", ""]
+           f"{c['election_timeout_ms']} ms, fsync {'on' if c['fsync'] else 'off'}, {r['body_bytes']}-byte bodies",
+           f"load: {_WIRE.get(r.get('wire', 'single'), r.get('wire'))}", ""]
     if r["sends"]:
         out.append(f"{'acknowledged sends':<22}{'per s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'errors':>8}")
         for n, s in r["sends"].items():

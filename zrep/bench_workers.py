@@ -227,12 +227,13 @@ class Workers:
 
 def run_level(rpc: str | Sequence[str], *, op: str = "send", in_flight: int, workers: int, count: int, seconds: float,
               warmup: int = 0, latencies: bool = True, mailbox: str = "bench", body_bytes: int = 100,
-              on_progress: Callable[[int, int, float], None] | None = None) -> LevelResult:
+              batch: bool = True, on_progress: Callable[[int, int, float], None] | None = None) -> LevelResult:
     """Run one level against `rpc` (or, given several, worker i against the i-th,
     round robin) and merge the workers' reports.
 
     One worker for one request in flight; else up to `workers` workers, each
     with its share of the requests in flight, of the count and of the warm-up.
+    `batch`: the workers send ClientBatch frames (else one frame per request).
     `on_progress(acked, errors, seconds since go)` is called as reports come.
     """
     n = 1 if in_flight == 1 else max(1, min(workers, in_flight, count))
@@ -241,7 +242,8 @@ def run_level(rpc: str | Sequence[str], *, op: str = "send", in_flight: int, wor
     commands = [
         [sys.executable, "-m", "zrep.bench_load", "--rpc", rpcs[i % len(rpcs)], "--op", op, "--client", f"bench-{tag}-{i + 1}",
          "--mailbox", mailbox, "--body-bytes", str(body_bytes), "--in-flight", str(f), "--count", str(c),
-         "--seconds", str(seconds), "--warmup", str(w), *([] if latencies else ["--no-latencies"])]
+         "--seconds", str(seconds), "--warmup", str(w), *([] if latencies else ["--no-latencies"]),
+         *([] if batch else ["--no-batch"])]
         for i, (f, c, w) in enumerate(zip(split(in_flight, n), split(count, n), split(warmup, n)))
     ]
     with Workers(commands) as w:

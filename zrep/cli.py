@@ -230,11 +230,16 @@ def _read_text(text: str) -> bytes:
 @click.option("--from", "sender", default="", help="Sender name stored with the message.")
 @click.option("--ack", type=click.Choice(["majority", "all"]), default="majority", show_default=True,
               help="Wait until a majority, or every member, has it on disk.")
+@click.option("--lines", is_flag=True, help="With TEXT '-': each line of stdin is a message of its own, "
+              "all sent pipelined in batches.")
 @click.argument("text")
 @json_option
 @click.pass_context
-def send(ctx: click.Context, mailbox: str, sender: str, ack: str, text: str, as_json: bool) -> None:
+def send(ctx: click.Context, mailbox: str, sender: str, ack: str, lines: bool, text: str, as_json: bool) -> None:
     """Send TEXT (or stdin, with -) to a mailbox; print where it landed."""
+    if lines:
+        _send_lines(ctx, mailbox, sender, ack, text, as_json)
+        return
     body = _read_text(text)
     with _one_shot_write(mailbox):
         receipt = _client_of(ctx).send(mailbox, body, sender=sender, ack=ack)
@@ -243,6 +248,22 @@ def send(ctx: click.Context, mailbox: str, sender: str, ack: str, text: str, as_
         return
     for line in receipt_lines(receipt, len(_client_of(ctx).config.nodes)):
         click.echo(line)
+
+
+def _send_lines(ctx: click.Context, mailbox: str, sender: str, ack: str, text: str, as_json: bool) -> None:
+    if text != "-":
+        raise click.UsageError("--lines sends the lines of stdin: give TEXT as -")
+    bodies = sys.stdin.buffer.read().splitlines()
+    with _one_shot_write(mailbox):
+        receipts = _client_of(ctx).send_many(mailbox, bodies, sender=sender, ack=ack)
+    if as_json:
+        _echo_json([asdict(r) for r in receipts])
+    elif receipts:
+        offsets = [r.offset for r in receipts]
+        click.echo(f"sent {len(receipts)} messages to {mailbox} at offsets {min(offsets)}..{max(offsets)} "
+                   f"(log index {min(r.index for r in receipts)}..{max(r.index for r in receipts)})")
+    else:
+        click.echo("nothing to send: stdin was empty")
 
 
 def _first_clause(error: Exception) -> str:
@@ -479,6 +500,8 @@ def _bench_setting(name: str, kind: click.ParamType, text: str, flag: str | None
 @click.option("--history", "history", type=click.Path(dir_okay=False), default=None,
               help="Append the result as one JSON line here  [default: bench/history.jsonl of the repo]")
 @click.option("--no-history", is_flag=True, help="Do not append to the history (quick looks, tests).")
+@click.option("--no-batch", "batch", flag_value=False, default=None,
+              help="Load workers send one frame per request instead of ClientBatch frames (the unbatched figure).")
 @json_option
 @click.pass_context
 def bench(ctx: click.Context, quick: bool, only: tuple[str, ...], skip: tuple[str, ...], history: str | None,

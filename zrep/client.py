@@ -6,7 +6,8 @@ request attempts as it takes, until an answer or the overall deadline.
 
 Wire: one DEALER per node, made on first use (LINGER 0, a random routing id,
 IMMEDIATE so a request never queues for a node we are not connected to);
-each frame is a `ClientRequest` / `ClientReply` from zrep.codec. Every
+each frame is a `ClientRequest` / `ClientReply` from zrep.codec, or for
+`send_many` a `ClientBatch` answered in `ClientReplies` frames. Every
 attempt gets a fresh `req_id`; a reply is matched by it and stale replies
 (from earlier calls) are dropped.
 
@@ -24,6 +25,11 @@ Invariants
   and from a node we moved away from: it is the same (client, seq).
 - After `OutcomeUnknown`, the next write call with the same op and arguments
   is a retry: it reuses the seq, so it is applied at most once in all.
+- `send_many` pipelines its messages in ClientBatch frames with consecutive
+  seqs and `low` = the first of them (1 while the store does not know this
+  client id); each retry attempt re-sends only the messages not yet answered,
+  with the same seqs, and after `OutcomeUnknown` the same call again is the
+  retry of the unanswered ones, as for one write.
 
 Not thread-safe (ZeroMQ sockets): one Client per thread.
 Imports only the codec, client messages, config and errors from zrep.
@@ -43,7 +49,7 @@ from typing import Any
 import zmq
 
 from zrep import codec
-from zrep.client_messages import ClientReply, ClientRequest, Code, Op
+from zrep.client_messages import MAX_BATCH_REQUESTS, ClientBatch, ClientReplies, ClientReply, ClientRequest, Code, Op
 from zrep.client_messages import client_id as check_client_id
 from zrep.config import ClusterConfig, load_config
 from zrep.errors import DecodeError, ZrepError
@@ -74,7 +80,10 @@ _MAYBE_ACCEPTED = frozenset({Code.UNAVAILABLE, Code.TIMEOUT})
 
 
 class ClientError(ZrepError):
-    """Base of the errors a client call raises."""
+    """Base of the errors a client call raises. Raised by `send_many`, `receipts` holds
+    by position the Receipt of each message stored, None for the others."""
+
+    receipts: list[Receipt | None] | None = None
 
 
 class Unavailable(ClientError):
@@ -161,6 +170,15 @@ class _Answer:
 
 
 @dataclass(slots=True)
+class _Many:
+    """One send_many call: its writes and their receipts, kept for its retry."""
+
+    key: tuple[Any, ...]  # the call's arguments: the same call again is the retry
+    args: list[dict[str, Any]]  # full send args, consecutive seqs
+    receipts: list[Receipt | None]
+
+
+@dataclass(slots=True)
 class _Call:
     """The attempts of one logical request (one write or one read)."""
 
@@ -185,6 +203,19 @@ def _answer_of(node: int, reply: ClientReply) -> _Answer:
     if not reply.ok and isinstance(reason, str) and reason:
         return _Answer(node, reason, reply.message, reply.result)
     return _Answer(node, str(reply.code), reply.message, reply.result)
+
+
+def _receipt(answer: _Answer, to: str) -> Receipt:
+    r = answer.result
+    return Receipt(
+        mailbox=r.get("mailbox", to),
+        offset=r["offset"],
+        index=r["index"],
+        epoch=r.get("epoch", 0),
+        durable_on=list(r.get("durable_on", ())),
+        all_durable=r.get("all_durable"),
+        node=answer.node,
+    )
 
 
 def _heard_by_peers(results: Iterable[dict[str, Any]]) -> dict[int, int]:
@@ -244,6 +275,7 @@ class Client:
         self._known = False  # the store has a record of this client id
         self._preferred: int | None = None  # the node that last answered OK, or the leader hinted
         self._unknown: tuple[str, dict[str, Any]] | None = None  # last write, if its outcome is unknown
+        self._unknown_many: _Many | None = None  # last send_many, if some of its outcomes are unknown
         self._silent_since: dict[int, float] = {}  # node -> when an attempt there last went unanswered
         self._connected_once: set[int] = set()  # nodes a request has reached over the current socket
         self._rng = random.Random()
@@ -286,17 +318,58 @@ class Client:
                 "TOO_LARGE",
                 f"body is {len(data)} bytes, the cluster's limit is {self.config.max_body_bytes}; send less",
             )
-        answer = self._write(Op.SEND, {"ack": ack, "sender": sender, "to": to, "body": data})
-        r = answer.result
-        return Receipt(
-            mailbox=r.get("mailbox", to),
-            offset=r["offset"],
-            index=r["index"],
-            epoch=r.get("epoch", 0),
-            durable_on=list(r.get("durable_on", ())),
-            all_durable=r.get("all_durable"),
-            node=answer.node,
-        )
+        return _receipt(self._write(Op.SEND, {"ack": ack, "sender": sender, "to": to, "body": data}), to)
+
+    def send_many(self, to: str, bodies: Iterable[bytes | str], *, sender: str = "",
+                  ack: str = "majority") -> list[Receipt]:
+        """Append every body to mailbox `to`, pipelined in batch frames; their receipts
+        in order, once `ack` replicas have each on disk. Each body is a write of its
+        own (consecutive seqs), exactly once across retries like `send`. On an error
+        the messages already stored are in the exception's `receipts`."""
+        datas = [b.encode("utf-8") if isinstance(b, str) else b for b in bodies]
+        if not datas:
+            return []
+        for data in datas:
+            if len(data) > self.config.max_body_bytes:
+                raise Rejected("TOO_LARGE", f"a body is {len(data)} bytes, the cluster's limit is "
+                               f"{self.config.max_body_bytes}; send less")
+        key = (to, sender, ack, tuple(datas))
+        many = self._unknown_many if self._unknown_many is not None and self._unknown_many.key == key else None
+        retrying = many is not None
+        if many is None:
+            first = self._seq + 1
+            low = first if self._known else 1
+            args = [{"client": self.client_id, "seq": first + i, "low": low, "ack": ack, "sender": sender,
+                     "to": to, "body": data} for i, data in enumerate(datas)]
+            for a in args:
+                self._check(Op.SEND, a)  # before the seqs are spent: a local refusal changes nothing
+            self._seq = first + len(args) - 1
+            many = _Many(key, args, [None] * len(args))
+        self._unknown = self._unknown_many = None
+        try:
+            self._run_many(many)
+        except ClientExpired as e:
+            e.receipts = list(many.receipts)
+            raise
+        except OutcomeUnknown as e:
+            self._unknown_many = many  # the same call again retries the unanswered ones
+            e.receipts = list(many.receipts)
+            raise
+        except Unavailable as e:
+            e.receipts = list(many.receipts)
+            if not retrying:
+                raise
+            self._unknown_many = many
+            unknown = OutcomeUnknown(f"{e}; earlier attempts of these writes may have been applied: retry with "
+                                     "the same client (safe), or check with a read")
+            unknown.receipts = e.receipts
+            raise unknown from None
+        except Rejected as e:
+            self._known = self._known or e.code in _KNOWN_CLIENT_CODES or any(many.receipts)
+            e.receipts = list(many.receipts)
+            raise
+        self._known = True
+        return [r for r in many.receipts if r is not None]
 
     def delete(self, mailbox: str, offsets: list[int] | tuple[int, ...]) -> list[int]:
         """Delete messages by offset, all or nothing; returns the offsets deleted."""
@@ -311,7 +384,7 @@ class Client:
             full = {"client": self.client_id, "seq": seq, "low": seq if self._known else 1, **args}
             self._check(op, full)  # before the seq is spent: a local refusal changes nothing
             self._seq = seq
-        self._unknown = None
+        self._unknown = self._unknown_many = None
         try:
             answer = self._run(op, full, is_write=True)
         except ClientExpired:
@@ -474,6 +547,121 @@ class Client:
             if answer is not None:
                 return self._done(answer, anywhere)
 
+    def _run_many(self, many: _Many) -> None:
+        """Attempt the unanswered writes of `many` (one batch per attempt) until each has
+        an OK or final answer, or the deadline. A final refusal is raised at the end."""
+        deadline = time.monotonic() + self.timeout_s
+        todo = {i for i, r in enumerate(many.receipts) if r is None}
+        sent: dict[int, int] = {}  # req_id of every attempt -> message position
+        refused: dict[int, _Answer] = {}
+        maybe_accepted = False  # some write reached a node without a final answer
+        problem, failures, hops = "no node answered", 0, 0
+        target = self._first_target(False)
+        while todo:
+            if time.monotonic() >= deadline:
+                raise self._gave_up_many(many, todo, maybe_accepted, problem)
+            current: set[int] = set()  # this attempt's req_ids not answered yet
+            why = self._send_many_to(target, many, sorted(todo), sent, current,
+                                     min(time.monotonic() + CONNECT_WAIT_S, deadline))
+            hint = None
+            if why:
+                self._silent_since[target] = time.monotonic()
+                problem = f"node {target}: {why}"
+                maybe_accepted |= bool(current)
+            else:
+                until = min(time.monotonic() + self.attempt_timeout_s, deadline)
+                for answer in self._answers_of(many, sent, current, todo, refused, until, whole=False):
+                    problem = f"node {answer.node}: {answer.code} {answer.message}".rstrip()
+                    maybe_accepted |= answer.code in _MAYBE_ACCEPTED
+                    hint = self._hint(answer) or hint
+                if any(sent[r] in todo for r in current):  # some of this attempt went unanswered
+                    self._silent_since[target] = time.monotonic()
+                    problem = f"node {target} did not answer within {self.attempt_timeout_s:g} s"
+                    maybe_accepted = True
+                else:
+                    self._silent_since.pop(target, None)
+            if not todo:
+                break
+            if hint is not None and hops < len(self._addresses):
+                target, hops = hint, hops + 1  # the leader is named: go at once
+                self._preferred = hint
+                continue
+            hops = 0
+            target = self._next_node(target)
+            cap = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**failures)
+            failures += 1
+            until = min(time.monotonic() + self._rng.uniform(cap / 2, cap), deadline)
+            for answer in self._answers_of(many, sent, set(), todo, refused, until, whole=True):
+                maybe_accepted |= answer.code in _MAYBE_ACCEPTED  # late answers still count
+        if refused:
+            raise self._refusal(refused[min(refused)])
+
+    def _answers_of(self, many: _Many, sent: dict[int, int], current: set[int], todo: set[int],
+                    refused: dict[int, _Answer], until: float, *, whole: bool) -> Iterator[_Answer]:
+        """Take the replies to any attempt of `many` until `until` (or, unless `whole`,
+        until every req_id of `current` is answered): an OK stores its receipt, a final
+        answer is kept in `refused`; both end that message. Yields the other answers."""
+        while todo and (whole or current):
+            for node, reply in self._poll_replies(until):
+                current.discard(reply.req_id)
+                i = sent.get(reply.req_id)
+                if i is None or i not in todo:
+                    continue  # stale, or its message is already done
+                answer = _answer_of(node, reply)
+                if answer.code == Code.OK:
+                    many.receipts[i] = _receipt(self._done(answer, False), many.args[i]["to"])
+                    todo.discard(i)
+                elif _final(answer):
+                    refused[i] = answer
+                    todo.discard(i)
+                else:
+                    yield answer
+            if time.monotonic() >= until:
+                return
+
+    def _gave_up_many(self, many: _Many, todo: set[int], maybe_accepted: bool, problem: str) -> ClientError:
+        seqs = sorted(many.args[i]["seq"] for i in todo)
+        where = f"{len(seqs)} of {len(many.args)} writes (seqs {seqs[0]}..{seqs[-1]})"
+        if maybe_accepted:
+            return OutcomeUnknown(f"{where} got no answer within {self.timeout_s:g} s ({problem}); they may have "
+                                  "been applied: retry the same call with the same client (safe), or check with a read")
+        return Unavailable(f"no leader answered {where} within {self.timeout_s:g} s ({problem}); the cluster has no "
+                           "quorum or is unreachable: check 'zrep client status' and retry")
+
+    def _send_many_to(self, node: int, many: _Many, todo: list[int], sent: dict[int, int], current: set[int],
+                      connect_by: float) -> str:
+        """Send one attempt of the writes at positions `todo` (ClientBatch frames, or one
+        ClientRequest for one write); '' on success, else why not all could leave.
+        Every req_id that left is in `sent` and `current`."""
+        reqs = [(self._new_req_id(), i) for i in todo]
+        for at in range(0, len(reqs), MAX_BATCH_REQUESTS):
+            for payload, part in self._frames_of(many, reqs[at:at + MAX_BATCH_REQUESTS]):
+                why = self._send_payload(node, payload, connect_by)
+                if why:
+                    return why
+                for r, i in part:
+                    sent[r] = i
+                    current.add(r)
+        return ""
+
+    def _frames_of(self, many: _Many, reqs: list[tuple[int, int]]) -> list[tuple[bytes, list[tuple[int, int]]]]:
+        """(frame, its (req_id, position) pairs): `reqs` in runs that each fit in one frame
+        (halved until they do)."""
+        try:
+            return [(self._encode([ClientRequest(r, Op.SEND, many.args[i]) for r, i in reqs]), reqs)]
+        except Rejected:
+            if len(reqs) == 1:
+                raise
+            half = len(reqs) // 2
+            return self._frames_of(many, reqs[:half]) + self._frames_of(many, reqs[half:])
+
+    def _encode(self, requests: list[ClientRequest]) -> bytes:
+        frame = requests[0] if len(requests) == 1 else ClientBatch(tuple(requests))
+        try:
+            return codec.encode(frame, self.config.max_frame_bytes)
+        except ValueError as e:
+            raise Rejected("TOO_LARGE", f"cannot send the request: {e}; send less") from None
+
     def _done(self, answer: _Answer, anywhere: bool) -> _Answer:
         if not anywhere:  # a node that served a write or a linearizable read: start there next time,
             # or at the leader it names (a follower forwards; the leader answers with the replicas)
@@ -606,12 +794,12 @@ class Client:
         return sock
 
     def _send_to(self, node: int, request: ClientRequest, connect_by: float) -> str:
+        """Send one request; '' on success, else why it could not leave."""
+        return self._send_payload(node, self._encode([request]), connect_by)
+
+    def _send_payload(self, node: int, payload: bytes, connect_by: float) -> str:
         """Send one frame; '' on success, else why it could not leave."""
         sock = self._socket(node)
-        try:
-            payload = codec.encode(request, self.config.max_frame_bytes)
-        except ValueError as e:
-            raise Rejected("TOO_LARGE", f"cannot send the request: {e}; send less") from None
         while True:
             try:
                 sock.send(payload, zmq.NOBLOCK)
@@ -639,9 +827,12 @@ class Client:
                 except zmq.Again:
                     break
                 try:
-                    reply = codec.decode(payload, self.config.max_frame_bytes)
+                    frame = codec.decode(payload, self.config.max_frame_bytes)
                 except DecodeError:
                     continue  # a garbled reply: the attempt times out and is retried
-                if isinstance(reply, ClientReply):
-                    yield node, reply
+                if type(frame) is ClientReply:
+                    yield node, frame
+                elif type(frame) is ClientReplies:  # the answers to a ClientBatch
+                    for reply in frame.replies:
+                        yield node, reply
 

@@ -35,6 +35,13 @@ str keys; values None, bool, int (int64), str, bytes, arrays (decoded as
 tuples) and maps, nested at most MAX_RESULT_DEPTH deep. A map holds at most
 MAX_MAP_KEYS keys (a decoder bound): return long collections as arrays.
 
+Batches: a `ClientBatch` carries 1..MAX_BATCH_REQUESTS requests in one frame
+and a `ClientReplies` 1..MAX_BATCH_REPLIES replies, to amortise the per-frame
+costs (a zmq send and receive, a decode, a wake-up) of a pipelining client.
+Each request in a batch is checked exactly as a single one; a decoded batch
+holds a `BadRequest` in place of each request that failed, so the node answers
+that one BAD_REQUEST with its own req_id and runs the others.
+
 Imports only the standard library.
 """
 
@@ -55,6 +62,8 @@ MAX_TEXT_CHARS = 65536
 MAX_READ_LIMIT = 10_000
 MAX_RESULT_DEPTH = 8
 MAX_MAP_KEYS = 1024  # the codec refuses bigger maps before building them
+MAX_BATCH_REQUESTS = 1024  # requests per ClientBatch frame (and frame size: max_frame_bytes)
+MAX_BATCH_REPLIES = 1024  # replies per ClientReplies frame
 
 
 class Op(StrEnum):
@@ -216,6 +225,13 @@ def check_request(req_id: object, op: object, args: object) -> None:
     check_args(op, args)
 
 
+def _plain(v: object) -> bool:
+    """A scalar that check_result would accept (checked inline: a node checks every answer)."""
+    t = type(v)
+    return (t is int and MIN_INT <= v <= MAX_UINT) or t is bytes or t is bool or v is None or (  # type: ignore[operator]
+        t is str and len(v) <= MAX_TEXT_CHARS)  # type: ignore[arg-type]
+
+
 def check_result(value: object, depth: int = 0) -> None:
     """Raise ValueError unless `value` is a free-form result value (see the module docstring)."""
     t = type(value)
@@ -233,7 +249,8 @@ def check_result(value: object, depth: int = 0) -> None:
         raise ValueError(f"nested deeper than {MAX_RESULT_DEPTH}")
     if t is list or t is tuple:
         for item in value:
-            check_result(item, depth + 1)
+            if not _plain(item):
+                check_result(item, depth + 1)
         return
     if t is dict:
         if len(value) > MAX_MAP_KEYS:
@@ -241,7 +258,8 @@ def check_result(value: object, depth: int = 0) -> None:
         for k, item in value.items():
             if type(k) is not str:
                 raise ValueError(f"map key {_show(k)} is not a string")
-            check_result(item, depth + 1)
+            if not _plain(item):
+                check_result(item, depth + 1)
         return
     raise ValueError(f"{t.__name__} is not allowed in a result")
 
@@ -311,7 +329,22 @@ class ClientReply:
 
 
 def ok_reply(req_id: int, result: dict[str, Any] | None = None) -> ClientReply:
-    return ClientReply(req_id, True, Code.OK, "", result if result is not None else {})
+    """Checked as the constructor would check it, less the fields that are constant
+    here: a node makes one per answer, so this is its hot path."""
+    result = result if result is not None else {}
+    if type(req_id) is not int or not 0 <= req_id <= MAX_UINT:
+        raise ValueError(f"req_id: expected an integer in 0..{MAX_UINT}, got {_show(req_id)}")
+    if type(result) is not dict:
+        raise ValueError(f"result: expected a map, got {type(result).__name__}")
+    check_result(result)
+    reply = _new(ClientReply)
+    for name, value in zip(_REPLY_FIELDS, (req_id, True, Code.OK, "", result)):
+        _set(reply, name, value)
+    return reply
+
+
+_new, _set = object.__new__, object.__setattr__
+_REPLY_FIELDS = ("req_id", "ok", "code", "message", "result")
 
 
 def error_reply(req_id: int, code: str, message: str, result: dict[str, Any] | None = None) -> ClientReply:
@@ -320,3 +353,44 @@ def error_reply(req_id: int, code: str, message: str, result: dict[str, Any] | N
 
 def not_leader_reply(req_id: int, leader: int, rpc: str) -> ClientReply:
     return error_reply(req_id, Code.NOT_LEADER, f"node {leader} is the leader", {"leader": leader, "rpc": rpc})
+
+
+# ---------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A request of a decoded ClientBatch that failed its checks (never encoded):
+    the node answers it BAD_REQUEST with `message`; req_id 0 if unreadable."""
+
+    req_id: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientBatch:
+    """Several requests in one frame; each is answered on its own, by req_id.
+    A decoded batch may hold BadRequest items (see the module docstring)."""
+
+    requests: tuple[ClientRequest | BadRequest, ...]
+
+    def __post_init__(self) -> None:
+        check_batch(self.requests, ClientRequest, MAX_BATCH_REQUESTS)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReplies:
+    """Several replies in one frame: a node answers a batching client this way."""
+
+    replies: tuple[ClientReply, ...]
+
+    def __post_init__(self) -> None:
+        check_batch(self.replies, ClientReply, MAX_BATCH_REPLIES)
+
+
+def check_batch(items: object, cls: type, most: int) -> None:
+    if type(items) is not tuple or not 1 <= len(items) <= most:
+        raise ValueError(f"expected a tuple of 1..{most} {cls.__name__}, got {_show(items)}")
+    for item in items:
+        if type(item) is not cls:
+            raise ValueError(f"expected {cls.__name__} items, got {type(item).__name__}")

@@ -25,8 +25,10 @@ msgpack reads a single byte of the body.
 | 10   | ReadIndexReply   | [src, dst, epoch, ctx, ok, index]                                         |
 | 64   | ClientRequest    | [req_id, op, args]                                                        |
 | 65   | ClientReply      | [req_id, ok, code, message, result]                                       |
+| 66   | ClientBatch      | [requests]: 1..1024 arrays [req_id, op, args], each as a ClientRequest    |
+| 67   | ClientReplies    | [replies]: 1..1024 arrays [req_id, ok, code, message, result]             |
 
-Kinds 11-63 are free for new peer messages, 66-127 for client messages.
+Kinds 11-63 are free for new peer messages, 68-127 for client messages.
 A test checks this table against the dataclasses, so it cannot drift.
 
 Field types. Peer ints (ids, epochs, indexes, ctx, round) are msgpack ints in
@@ -37,7 +39,13 @@ and `Answer.reason` an `AnswerReason` value; they decode as those enums.
 contiguous run: entry k has index prev_index + 1 + k, and epochs never
 decrease from prev_epoch and never exceed the Append's epoch (a leader's log
 is sorted by epoch and holds nothing from a later epoch). Client frames are
-checked by zrep.client_messages (see its table of op args). Arrays decode as
+checked by zrep.client_messages (see its table of op args). A ClientBatch
+item that fails its checks decodes as a `BadRequest` (its req_id when
+readable, else 0) and the others as ClientRequests: one bad request does not
+cost its neighbours; a batch that is not an array of 1..1024 items fails as a
+whole. A ClientReplies frame fails as a whole on any bad reply (only nodes
+send them). `pack_reply` and `replies_frames` build ClientReplies frames from
+replies packed one by one, so a node can split them under the frame limit. Arrays decode as
 tuples, maps as dicts with str keys; strings are UTF-8 (msgpack str), byte
 strings msgpack bin: the two are never confused.
 
@@ -63,8 +71,13 @@ from typing import Any, Callable, NoReturn
 import msgpack
 
 from zrep.client_messages import (
+    MAX_BATCH_REPLIES,
+    MAX_BATCH_REQUESTS,
     MAX_MAP_KEYS,
     MAX_TEXT_CHARS,
+    BadRequest,
+    ClientBatch,
+    ClientReplies,
     ClientReply,
     ClientRequest,
     check_reply,
@@ -95,7 +108,7 @@ MAX_FRAME_BYTES = 16 << 20  # default body limit; a node passes its config's max
 MAX_UINT = 2**63 - 1
 MAX_STR_BYTES = 4 * MAX_TEXT_CHARS  # UTF-8 needs at most 4 bytes per character
 
-Frame = Message | ClientRequest | ClientReply
+Frame = Message | ClientRequest | ClientReply | ClientBatch | ClientReplies
 Check = Callable[[Any], Any]  # returns the value to store (maybe converted); raises DecodeError
 
 
@@ -212,6 +225,60 @@ def _client_rule(name: str, validate: Callable[..., None]) -> Callable[[list[Any
     return rule
 
 
+def _items(name: str, values: list[Any], most: int) -> tuple[Any, ...]:
+    items = values[0]
+    if type(items) is not tuple or not 1 <= len(items) <= most:
+        raise DecodeError(f"{name}: expected an array of 1..{most} items, got {_show(items)}")
+    return items
+
+
+def _salvaged_id(item: Any) -> int:
+    if type(item) is tuple and item and type(item[0]) is int and 1 <= item[0] <= MAX_UINT:
+        return item[0]
+    return 0
+
+
+def _batch_rule(values: list[Any]) -> None:
+    """ClientBatch: each item becomes a ClientRequest, or a BadRequest saying why not."""
+    out: list[ClientRequest | BadRequest] = []
+    for k, item in enumerate(_items("ClientBatch.requests", values, MAX_BATCH_REQUESTS)):
+        try:
+            if type(item) is not tuple or len(item) != 3:
+                raise ValueError(f"expected [req_id, op, args], got {_show(item)}")
+            check_request(*item)
+        except ValueError as e:
+            out.append(BadRequest(_salvaged_id(item), f"ClientBatch.requests[{k}]: {e}"))
+            continue
+        out.append(_new_request(item))
+    values[0] = tuple(out)
+
+
+def _replies_rule(values: list[Any]) -> None:
+    out: list[ClientReply] = []
+    for k, item in enumerate(_items("ClientReplies.replies", values, MAX_BATCH_REPLIES)):
+        try:
+            if type(item) is not tuple or len(item) != 5:
+                raise ValueError(f"expected [req_id, ok, code, message, result], got {_show(item)}")
+            check_reply(*item)
+        except ValueError as e:
+            raise DecodeError(f"ClientReplies.replies[{k}]: {e}") from None
+        out.append(_new_reply(item))
+    values[0] = tuple(out)
+
+
+def _batch_fields(b: ClientBatch) -> tuple[Any, ...]:
+    # Each request is checked again on encode, as a single one is (args mutated after construction).
+    items = []
+    for r in b.requests:
+        check_request(r.req_id, r.op, r.args)  # type: ignore[union-attr]  # a BadRequest: AttributeError
+        items.append((r.req_id, r.op, r.args))  # type: ignore[union-attr]
+    return (tuple(items),)
+
+
+def _replies_fields(b: ClientReplies) -> tuple[Any, ...]:
+    return (tuple((r.req_id, r.ok, r.code, r.message, r.result) for r in b.replies),)
+
+
 # ---------------------------------------------------------------- the kinds table
 
 
@@ -255,6 +322,10 @@ def _trusted(cls: type) -> Callable[[list[Any]], Any]:
     return build
 
 
+_new_request = _trusted(ClientRequest)
+_new_reply = _trusted(ClientReply)
+
+
 def _kind(code: int, cls: type, checks: tuple[Check, ...] | None = None, **custom: Any) -> _Kind:
     names = tuple(f.name for f in fields(cls))
     if checks is None:
@@ -293,11 +364,18 @@ KINDS: tuple[_Kind, ...] = (
           build=_trusted(ClientRequest)),
     _kind(65, ClientReply, (), rule=_client_rule("ClientReply", check_reply),
           build=_trusted(ClientReply), checked_at_construction=True),
+    # Batches: their rules check (and build) every item; encode checks through fields_of.
+    _kind(66, ClientBatch, (), rule=_batch_rule, fields_of=_batch_fields, build=_trusted(ClientBatch),
+          checked_at_construction=True),
+    _kind(67, ClientReplies, (), rule=_replies_rule, fields_of=_replies_fields, build=_trusted(ClientReplies),
+          checked_at_construction=True),
 )
 _BY_CODE: dict[int, _Kind] = {k.code: k for k in KINDS}
 _BY_TYPE: dict[type, _Kind] = {k.cls: k for k in KINDS}
 KIND_OF: dict[type, int] = {k.cls: k.code for k in KINDS}
 CLIENT_REQUEST_KIND = KIND_OF[ClientRequest]
+_REPLIES_HEADER = bytes((VERSION, KIND_OF[ClientReplies])) + b"\x91"  # the body: an array of one field
+REPLIES_OVERHEAD = 1 + 3  # body bytes of a ClientReplies frame besides its packed replies
 
 
 def _check_body(kind: _Kind, body: Any) -> list[Any]:
@@ -402,3 +480,38 @@ def encode(msg: Frame, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
     if len(packed) > max_bytes:
         raise ValueError(f"{type(msg).__name__} body of {len(packed)} bytes is over the limit of {max_bytes}")
     return kind.header + packed
+
+
+# ---------------------------------------------------------------- ClientReplies, built piecewise
+
+
+def pack_reply(reply: ClientReply, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """One reply packed as an item of a ClientReplies frame (checked when it was made).
+    ValueError if it cannot be packed or would not fit in a frame on its own."""
+    try:
+        packed = _pack((reply.req_id, reply.ok, reply.code, reply.message, reply.result))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"cannot encode ClientReply: {e}") from None
+    if len(packed) + REPLIES_OVERHEAD > max_bytes:
+        raise ValueError(f"ClientReply body of {len(packed)} bytes is over the limit of {max_bytes}")
+    return packed
+
+
+def _array_header(n: int) -> bytes:
+    return bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")  # n <= MAX_BATCH_REPLIES
+
+
+def replies_frames(packed: list[bytes], max_bytes: int = MAX_FRAME_BYTES) -> list[tuple[bytes, int]]:
+    """(frame, replies in it): ClientReplies frames holding the `pack_reply` items
+    in order, at most MAX_BATCH_REPLIES each and a body within max_bytes."""
+    frames: list[tuple[bytes, int]] = []
+    start, size = 0, REPLIES_OVERHEAD
+    for i, item in enumerate(packed):
+        if i > start and (i - start >= MAX_BATCH_REPLIES or size + len(item) > max_bytes):
+            frames.append((_REPLIES_HEADER + _array_header(i - start) + b"".join(packed[start:i]), i - start))
+            start, size = i, REPLIES_OVERHEAD
+        size += len(item)
+    if packed:
+        n = len(packed) - start
+        frames.append((_REPLIES_HEADER + _array_header(n) + b"".join(packed[start:]), n))
+    return frames

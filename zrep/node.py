@@ -9,7 +9,12 @@ Each turn of the loop:
      long pause, which only ever makes timeouts longer);
   4. `service.process(wal, send, note)`: the shared driver sends, persists
      with one fsync (group commit), sends acks, applies; then every answer
-     becomes a ClientReply.
+     becomes a ClientReply;
+  5. `transport.flush()`: the replies to requests that came in a ClientBatch
+     leave, coalesced per client into ClientReplies frames. The requests of
+     a batch take the same path as single ones (its writes are proposed
+     together, its reads share a read index round); nothing waits past the
+     end of the turn that produced it.
 
 Invariants:
   * Nothing touches the network or the disk except through `apply_ready`
@@ -86,7 +91,7 @@ WAL_NAME = "wal"
 SNAPSHOT_STORE_FRACTION = 4  # between snapshots, at least (messages held) / this applied entries
 
 Log = Callable[[str], None]
-Route = tuple[bytes, int]  # (client routing id, req_id)
+Route = tuple[bytes, int, bool]  # (client routing id, req_id, the request came in a ClientBatch)
 
 # Wire codes the node passes through as they are; any other refusal (the
 # store's BAD_MAILBOX, NO_SUCH_MESSAGE, CLIENT_EXPIRED, ...) is BAD_REQUEST with
@@ -101,9 +106,13 @@ def _stderr(line: str) -> None:
 
 def reply_for(req_id: int, result: dict[str, Any], rpc_of: Callable[[int], str]) -> ClientReply:
     """The wire reply for a Service answer (a store answer or an error dict)."""
-    extra = {k: v for k, v in result.items() if k not in _HEADER_KEYS}
-    if result.get("ok"):
+    if result.get("ok"):  # the hot path: a store answer has no error or message
+        extra = result.copy()
+        del extra["ok"]
+        if "error" in extra or "message" in extra:
+            extra = {k: v for k, v in extra.items() if k not in _HEADER_KEYS}
         return ok_reply(req_id, extra)
+    extra = {k: v for k, v in result.items() if k not in _HEADER_KEYS}
     code = result.get("error")
     message = str(result.get("message", ""))[:MAX_MESSAGE_CHARS]
     if code == Code.NOT_LEADER and result.get("leader"):
@@ -176,8 +185,8 @@ class Node:
                 peer, clients = drain(ready, DRAIN_BUDGET)
                 for msg in peer:
                     step(msg)
-                for ident, req in clients:
-                    self._on_request(ident, req)
+                for ident, req, batched in clients:
+                    self._on_request(ident, req, batched)
                 busy = bool(peer or clients)
             now = time.monotonic()
             if now >= next_tick:
@@ -190,6 +199,7 @@ class Node:
                     self._snapshot_turn(self._snapshots)
             if busy:
                 self._process()
+            self.transport.flush()
 
     def close(self) -> None:
         if self._snapshots is not None:
@@ -246,12 +256,12 @@ class Node:
         self.transport.send(msg, data)
 
     def _answer(self, done: Done) -> None:
-        ident, req_id = done.route
+        ident, req_id, batched = done.route
         try:
             reply = reply_for(req_id, done.result, self._rpc_of)
         except ValueError as e:  # an answer the wire schema refuses: tell the client, keep serving
             reply = error_reply(req_id, Code.BAD_REQUEST, f"the answer cannot be sent: {e}"[:MAX_MESSAGE_CHARS])
-        self.transport.reply(ident, reply)
+        self.transport.reply(ident, reply, batched)
 
     def _rpc_of(self, node_id: int) -> str:
         return self._rpc.get(node_id, "")
@@ -285,11 +295,11 @@ class Node:
 
     # ---------------------------------------------------------------- clients
 
-    def _on_request(self, ident: bytes, req: ClientRequest) -> None:
-        _OPS[req.op](self, (ident, req.req_id), req.args)
+    def _on_request(self, ident: bytes, req: ClientRequest, batched: bool = False) -> None:
+        _OPS[req.op](self, (ident, req.req_id, batched), req.args)
 
     def _refuse(self, route: Route, code: str, why: str) -> None:
-        self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]))
+        self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]), route[2])
 
     def _write(self, route: Route, encode_command: Callable[[], bytes], ack: str, key: tuple[str, int]) -> None:
         try:
@@ -329,7 +339,7 @@ class Node:
         self.service.submit_read(route, {"op": "mailboxes", "pattern": a["pattern"]})
 
     def _op_status(self, route: Route, a: dict[str, Any]) -> None:
-        self.transport.reply(route[0], ok_reply(route[1], self.status()))
+        self.transport.reply(route[0], ok_reply(route[1], self.status()), route[2])
 
     def status(self) -> dict[str, Any]:
         s: dict[str, Any] = self.service.status()

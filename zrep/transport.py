@@ -26,6 +26,12 @@ Invariants:
     delivers), so a firewall rule can cut one pair of loopback addresses.
   * A malformed client frame gets an error reply at once, with the request id
     when it can be read (`codec.request_id_of`); it never reaches the node.
+    A ClientBatch's good requests reach the node, each marked as batched;
+    each bad one (a BadRequest) is answered BAD_REQUEST with its own req_id.
+  * Replies to batched requests are collected per client and sent by
+    `flush()` as ClientReplies frames (split under the frame limit); the node
+    flushes at the end of every loop turn, so none waits longer than that.
+    Replies to single requests leave at once as ClientReply frames.
 
 Socket options, and why:
   * LINGER 0: closing never waits for unsent messages (a stopping or failing
@@ -42,7 +48,9 @@ Socket options, and why:
   * HWM (messages, not bytes): DEALER SNDHWM 1000 per peer, ROUTER RCVHWM and
     SNDHWM 1000 per connection. A leader keeps at most Timing.max_inflight (64)
     appends in flight per follower, so protocol traffic never meets the HWM
-    in normal operation; clients may pipeline hundreds of requests. Past the
+    in normal operation; clients may pipeline hundreds of requests (a batch
+    of up to 1024 is one message each way, so batching clients rarely meet
+    the HWM; a dropped ClientReplies frame counts each reply in it). Past the
     HWM messages are dropped, never blocked on. PUB SNDHWM and SUB RCVHWM are
     100: a stale heartbeat is worthless, so only a few queue for a slow or
     paused subscriber.
@@ -73,8 +81,8 @@ from typing import Any
 
 import zmq
 
-from zrep.client_messages import ClientReply, ClientRequest, Code, error_reply
-from zrep.codec import FrameTooLarge, decode, encode, request_id_of
+from zrep.client_messages import ClientBatch, ClientReply, ClientRequest, Code, error_reply
+from zrep.codec import FrameTooLarge, decode, encode, pack_reply, replies_frames, request_id_of
 from zrep.config import ClusterConfig, NodeConfig, parse_endpoint
 from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
 from zrep.errors import DecodeError
@@ -93,7 +101,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 
-ClientIn = tuple[bytes, ClientRequest]  # (routing id, request)
+ClientIn = tuple[bytes, ClientRequest, bool]  # (routing id, request, it came in a ClientBatch)
 
 
 def peer_identity(node_id: int) -> bytes:
@@ -128,7 +136,7 @@ class Counters:
     client_bad: int = 0  # answered BAD_REQUEST
     client_too_large: int = 0  # answered TOO_LARGE
     send_dropped: int = 0  # peer message not sent: queue full or peer not connected
-    reply_dropped: int = 0  # client reply not sent: its queue is full
+    reply_dropped: int = 0  # client reply not sent: its queue is full (each reply of a ClientReplies frame)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -146,6 +154,7 @@ class Transport:
         self._peer_by_ident = {peer_identity(p.id): p.id for p in cfg.peers_of(node_id)}
         self.peer_ids = tuple(sorted(self._peer_by_ident.values()))
         self.last_heard: dict[int, float] = {}  # peer -> time.monotonic() of its last valid frame
+        self._batched: dict[bytes, list[bytes]] = {}  # routing id -> packed replies that flush() sends
         self._ctx = zmq.Context(io_threads=1)
         self._sockets: list[zmq.Socket] = []
         try:
@@ -213,7 +222,8 @@ class Transport:
         return [sock for sock, _ in self._poller.poll(timeout_ms)]
 
     def drain(self, ready: list[zmq.Socket], budget: int) -> tuple[list[Message], list[ClientIn]]:
-        """Read up to `budget` frames from each ready socket, without blocking.
+        """Read up to `budget` messages from each ready socket, without blocking
+        (a ClientBatch counts as its requests, and is read whole).
 
         Returns the peer messages and client requests that passed every check;
         bad client frames are answered here. The budget keeps a flood from
@@ -233,7 +243,9 @@ class Transport:
         router, limit = self._router, self.max_frame_bytes
         recv, more = router.recv, router.get
         by_ident, heard = self._peer_by_ident, self.last_heard
-        for _ in range(budget):
+        taken = 0
+        while taken < budget:
+            taken += 1
             try:
                 parts = [recv(_NOBLOCK)]
             except zmq.Again:
@@ -252,8 +264,18 @@ class Transport:
                 self._refuse(ident, 0, Code.BAD_REQUEST, f"expected one frame after the routing id, got {len(parts) - 1}")
                 continue
             req = self._client_frame(ident, parts[1], limit)
-            if req is not None:
-                clients.append((ident, req))
+            if type(req) is ClientRequest:
+                clients.append((ident, req, False))
+            elif req is not None:
+                taken += len(req.requests) - 1
+                self._batch(ident, req, clients)
+
+    def _batch(self, ident: bytes, batch: ClientBatch, clients: list[ClientIn]) -> None:
+        for req in batch.requests:
+            if type(req) is ClientRequest:
+                clients.append((ident, req, True))
+            else:  # a BadRequest: answered alone, its neighbours run
+                self._refuse(ident, req.req_id, Code.BAD_REQUEST, req.message, batched=True)
 
     def _peer_frame(self, src: int, parts: list[bytes], limit: int) -> Message | None:
         if len(parts) != 2:
@@ -269,7 +291,7 @@ class Transport:
             return None
         return msg
 
-    def _client_frame(self, ident: bytes, payload: bytes, limit: int) -> ClientRequest | None:
+    def _client_frame(self, ident: bytes, payload: bytes, limit: int) -> ClientRequest | ClientBatch | None:
         try:
             req = decode(payload, limit)
         except FrameTooLarge as e:
@@ -278,17 +300,18 @@ class Transport:
         except DecodeError as e:
             self._refuse(ident, request_id_of(payload, limit), Code.BAD_REQUEST, str(e))
             return None
-        if type(req) is not ClientRequest:
-            self._refuse(ident, 0, Code.BAD_REQUEST, f"a client may only send ClientRequest, not {type(req).__name__}")
+        if type(req) is not ClientRequest and type(req) is not ClientBatch:
+            self._refuse(ident, 0, Code.BAD_REQUEST,
+                         f"a client may only send ClientRequest or ClientBatch, not {type(req).__name__}")
             return None
-        return req
+        return req  # type: ignore[return-value]
 
-    def _refuse(self, ident: bytes, req_id: int, code: str, why: str) -> None:
+    def _refuse(self, ident: bytes, req_id: int, code: str, why: str, batched: bool = False) -> None:
         if code == Code.TOO_LARGE:
             self.counters.client_too_large += 1
         else:
             self.counters.client_bad += 1
-        self.reply(ident, error_reply(req_id, code, why[:1000]))
+        self.reply(ident, error_reply(req_id, code, why[:1000]), batched)
 
     def _drain_sub(self, budget: int, peer: list[Message], now: float) -> None:
         recv, known, heard = self._sub.recv, self._peer_by_ident.values(), self.last_heard
@@ -326,21 +349,41 @@ class Transport:
             return False
         return True
 
-    def reply(self, ident: bytes, reply: ClientReply) -> bool:
-        """Answer a client through the ROUTER; a vanished client is silently dropped."""
+    def reply(self, ident: bytes, reply: ClientReply, batched: bool = False) -> bool:
+        """Answer a client through the ROUTER; a vanished client is silently dropped.
+        A reply to a batched request waits for `flush()` (True: it was queued)."""
+        if batched:
+            try:
+                packed = pack_reply(reply, self.max_frame_bytes)
+            except ValueError as e:
+                packed = pack_reply(_too_large(reply, e), self.max_frame_bytes)
+            self._batched.setdefault(ident, []).append(packed)
+            return True
         try:
             data = encode(reply, self.max_frame_bytes)
         except ValueError as e:
-            reply = error_reply(reply.req_id, Code.TOO_LARGE, f"the answer does not fit in one frame ({e}); "
-                                "ask for less, for example a smaller read limit"[:1000])
-            data = encode(reply, self.max_frame_bytes)
+            data = encode(_too_large(reply, e), self.max_frame_bytes)
+        return self._send_reply(ident, data, 1)
+
+    def flush(self) -> None:
+        """Send the replies to batched requests collected since the last flush,
+        as ClientReplies frames: few per client, each under the frame limit."""
+        if not self._batched:
+            return
+        batched, self._batched = self._batched, {}
+        limit = self.max_frame_bytes
+        for ident, packed in batched.items():
+            for data, n in replies_frames(packed, limit):
+                self._send_reply(ident, data, n)
+
+    def _send_reply(self, ident: bytes, data: bytes, replies: int) -> bool:
         try:
             # The routing id, then the frame: a ROUTER delivers or drops (unknown
             # client, full queue) the message as a whole.
             self._router.send(ident, _NOBLOCK_MORE)
             self._router.send(data, _NOBLOCK)
         except zmq.Again:
-            self.counters.reply_dropped += 1
+            self.counters.reply_dropped += replies
             return False
         return True
 
@@ -350,3 +393,8 @@ class Transport:
         """Per peer: milliseconds since its last valid frame, None if never heard."""
         now = time.monotonic()
         return {p: (int((now - self.last_heard[p]) * 1000) if p in self.last_heard else None) for p in self.peer_ids}
+
+
+def _too_large(reply: ClientReply, e: ValueError) -> ClientReply:
+    return error_reply(reply.req_id, Code.TOO_LARGE, f"the answer does not fit in one frame ({e}); "
+                       "ask for less, for example a smaller read limit"[:1000])
