@@ -794,3 +794,14 @@ def test_send_many_through_a_leader_kill_stores_every_acknowledged_message_exact
     assert len(bodies) == len(set(bodies)) == calls * per_call, "a message stored twice or lost"
     at = {offset: body for offset, _, body, _ in rows}
     assert all(at[r.offset] == body for body, r in receipts.items())
+
+
+def test_send_many_of_more_writes_than_the_store_keeps_answers_for(cluster):
+    """The store keeps at most 4,096 answers per client: a bigger call goes in windows,
+    each raising `low` past the one before, so no write is refused TOO_MANY_IN_FLIGHT."""
+    cluster.wait_for_leader()
+    bodies = [f"w{i}".encode() for i in range(5000)]
+    with Client(cluster.config_path, timeout_s=30.0) as c:
+        got = c.send_many("windows", bodies)
+    assert [r.offset for r in got] == list(range(5000))
+    assert [body for _, _, body, _ in cluster.read("windows")] == bodies

@@ -26,8 +26,9 @@ Invariants
 - After `OutcomeUnknown`, the next write call with the same op and arguments
   is a retry: it reuses the seq, so it is applied at most once in all.
 - `send_many` pipelines its messages in ClientBatch frames with consecutive
-  seqs and `low` = the first of them (1 while the store does not know this
-  client id); each retry attempt re-sends only the messages not yet answered,
+  seqs, SEND_MANY_WINDOW at a time, `low` = the first seq of the window (1
+  while the store does not know this client id), and the deadline per window;
+  each retry attempt re-sends only the messages not yet answered,
   with the same seqs, and after `OutcomeUnknown` the same call again is the
   retry of the unanswered ones, as for one write.
 
@@ -62,6 +63,9 @@ WATCH_PAGE = 100  # messages per watch read: a page of big bodies must still fit
 BACKOFF_BASE_S = 0.01
 BACKOFF_MAX_S = 0.1  # while a new leader is elected (a few hundred ms), retry at least this often
 CONNECT_WAIT_S = 0.2  # time for a fresh DEALER to complete its TCP connect
+# send_many writes this many at a time, each window's `low` its first seq: the store keeps
+# at most 4,096 answers per client (StoreLimits.max_inflight) and refuses writes past that.
+SEND_MANY_WINDOW = MAX_BATCH_REQUESTS
 RECONNECT_IVL_MS = 50
 
 # Store answers that mean "refused, nothing applied or the request is wrong": never retried.
@@ -338,16 +342,18 @@ class Client:
         retrying = many is not None
         if many is None:
             first = self._seq + 1
-            low = first if self._known else 1
-            args = [{"client": self.client_id, "seq": first + i, "low": low, "ack": ack, "sender": sender,
-                     "to": to, "body": data} for i, data in enumerate(datas)]
+            # low: the first seq of each window (1 while the store does not know this client id)
+            args = [{"client": self.client_id, "seq": first + i,
+                     "low": first + i - i % SEND_MANY_WINDOW if self._known or i >= SEND_MANY_WINDOW else 1,
+                     "ack": ack, "sender": sender, "to": to, "body": data} for i, data in enumerate(datas)]
             for a in args:
                 self._check(Op.SEND, a)  # before the seqs are spent: a local refusal changes nothing
             self._seq = first + len(args) - 1
             many = _Many(key, args, [None] * len(args))
         self._unknown = self._unknown_many = None
         try:
-            self._run_many(many)
+            for start in range(0, len(many.args), SEND_MANY_WINDOW):
+                self._run_many(many, range(start, min(start + SEND_MANY_WINDOW, len(many.args))))
         except ClientExpired as e:
             e.receipts = list(many.receipts)
             raise
@@ -547,11 +553,11 @@ class Client:
             if answer is not None:
                 return self._done(answer, anywhere)
 
-    def _run_many(self, many: _Many) -> None:
+    def _run_many(self, many: _Many, window: range) -> None:
         """Attempt the unanswered writes of `many` (one batch per attempt) until each has
         an OK or final answer, or the deadline. A final refusal is raised at the end."""
         deadline = time.monotonic() + self.timeout_s
-        todo = {i for i, r in enumerate(many.receipts) if r is None}
+        todo = {i for i in window if many.receipts[i] is None}
         sent: dict[int, int] = {}  # req_id of every attempt -> message position
         refused: dict[int, _Answer] = {}
         maybe_accepted = False  # some write reached a node without a final answer
