@@ -9,6 +9,7 @@ skipped while that harness does not exist.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -122,14 +123,17 @@ def config_for(nodes: list[FakeNode], tmp_path: Path, extra_addresses: dict[int,
     return config_from_dict(raw, tmp_path)
 
 
+_held_ports: list[socket.socket] = []
+
+
 def closed_port_address() -> str:
-    """A loopback address nothing listens on."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.bind("tcp://127.0.0.1:*")
-    address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-    sock.close(linger=0)
-    return address
+    """A loopback address nothing listens on. Its port stays bound (not listening) for the
+    session: a connect is refused, and neither another process nor a TCP self-connect (a
+    client given the same port as its source) can answer there, as with a closed port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _held_ports.append(sock)
+    return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
 # ---------------------------------------------------------------- scripts
