@@ -248,3 +248,20 @@ def test_a_corrupt_snapshot_is_ignored_and_the_store_rebuilt_from_the_log(make_c
     log = c.node_log(node, last_life=True)
     assert "snapshot ignored, checksum mismatch" in log and "store from the snapshot" not in log
     assert_exactly_once(c, acked, node=node)
+
+
+@pytest.mark.slow
+def test_a_clean_stop_writes_a_snapshot_and_the_restart_applies_nothing(make_cluster: MakeCluster) -> None:
+    c = make_cluster(snapshot_entries=1_000_000)  # no periodic snapshot in this test
+    lead = c.wait_for_leader(15)
+    acked: Acked = {}
+    send_seq(c, "stop", range(1, 41), lambda s: "box", acked)
+    digest = c.wait_converged(20)
+    node = next(i for i in c.ids if i != lead)
+    applied = c.status(node)["store_applied"]
+    assert c.kill(node, signal.SIGTERM) == 0
+    assert f"snapshot of index {applied} written at stop" in c.node_log(node, last_life=True)
+    c.start(node)
+    wait_until(f"node {node} to serve", lambda: c.status(node)["digest"] == digest, 20)
+    assert f"store from the snapshot of index {applied}" in c.node_log(node, last_life=True)
+    assert_exactly_once(c, acked, node=node)
