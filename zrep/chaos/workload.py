@@ -5,6 +5,9 @@ Job: each worker is one history process (0, 1, ...) with its own zrep
 Client, doing one operation at a time: `send` (a body unique in the run),
 `read` (linearizable) and `stale_read` from an offset K near the end of what
 it knows, and now and then a `delete` of one or two acknowledged offsets.
+A `send_many` call (a few bodies in ClientBatch frames) is one send op per
+body in the history, each by its own process "W.k" (worker W, body k): they
+are concurrent, and the history allows one op at a time per process.
 
 Outcomes, and why (zrep.history):
   ok    the cluster answered it.
@@ -47,7 +50,8 @@ from zrep.config import ClusterConfig
 from zrep.history import Handle, HistoryWriter
 from zrep.transport import source_endpoint
 
-WEIGHTS = {"send": 60, "read": 20, "stale_read": 14, "delete": 6}
+WEIGHTS = {"send": 50, "send_many": 10, "read": 20, "stale_read": 14, "delete": 6}
+MANY = (2, 8)  # bodies per send_many op
 WRITE_RETRIES = 3  # attempts of one write whose outcome stays unknown
 READ_LIMIT = 1000
 READ_BACK = 20  # reads start at most this far before the highest offset a worker knows
@@ -163,7 +167,8 @@ class Worker(threading.Thread):
         self.generation = 0
         self.client = self._new_client()
         self._ops: dict[str, Callable[[str], None]] = {
-            "send": self._op_send, "read": self._op_read, "stale_read": self._op_read_stale, "delete": self._op_delete}
+            "send": self._op_send, "send_many": self._op_send_many, "read": self._op_read,
+            "stale_read": self._op_read_stale, "delete": self._op_delete}
 
     def _new_client(self) -> Client:
         self.generation += 1
@@ -223,6 +228,50 @@ class Worker(threading.Thread):
             self.stats.acked(box, r.offset, Ack(handle.invoke_time, now, r.epoch, self.process))
 
         self._run_write(handle, lambda: self.client.send(box, body), ok)
+
+    def _op_send_many(self, box: str) -> None:
+        bodies = []
+        for _ in range(self.rng.randint(*MANY)):
+            self.sent += 1
+            bodies.append(f"{self.s.tag}-{self.process}-{self.sent}")
+        handles = [self.history.invoke(f"{self.process}.{k}", "send", box, b) for k, b in enumerate(bodies)]
+        receipts: list[Any] = [None] * len(bodies)
+        maybe, error = False, "not attempted"
+        try:
+            for _ in range(WRITE_RETRIES):
+                try:
+                    receipts = self.client.send_many(box, bodies)
+                    error = ""
+                    break
+                except ClientExpired as e:  # the id is gone: retrying with it cannot tell
+                    maybe, error = True, _error(e)
+                    receipts = e.receipts or receipts
+                    self.client.close()
+                    self.client = self._new_client()
+                    break
+                except OutcomeUnknown as e:  # the same call again retries the unanswered ones
+                    maybe, error = True, _error(e)
+                    receipts = e.receipts or receipts
+                    if self.stop.is_set():
+                        break
+                except (Unavailable, Rejected) as e:
+                    error = _error(e)
+                    receipts = e.receipts or receipts
+                    break
+        except Exception as e:  # a bug of ours or of the library: any of them may have happened
+            self.stats.error(_error(e))
+            maybe, error = True, _error(e)
+        now = time.monotonic_ns()
+        for handle, body, r in zip(handles, bodies, receipts):
+            if r is not None:
+                self.history.complete(handle, "ok", body, offset=r.offset, index=r.index, epoch=r.epoch, node=r.node)
+                self.stats.acked(box, r.offset, Ack(handle.invoke_time, now, r.epoch, self.process))
+                outcome = "ok"
+            else:
+                # Unanswered: it may have been applied unless no attempt ever may have reached a node.
+                outcome = "info" if maybe or not error.startswith("Unavailable") else "fail"
+                self.history.complete(handle, outcome, None, error=error or "no receipt")
+            self.stats.count("send", outcome)
 
     def _op_delete(self, box: str) -> None:
         offsets = self.stats.pick_offsets(box, self.rng)
