@@ -90,7 +90,7 @@ class _ReplayState:
         _APPLY[type(record)](self, record)
 
     def _entry(self, e: Entry) -> None:
-        if e.index != self.last_index + 1:
+        if e.index != self.first_index + len(self.entries):  # last_index + 1, inline: once per record
             raise _Invalid(f"entry index {e.index} does not follow {self.last_index}")
         self.entries.append(e)
 

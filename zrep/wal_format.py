@@ -47,7 +47,7 @@ from enum import Enum, IntEnum
 
 import msgpack
 
-from zrep.core.messages import Entry, HardState
+from zrep.core.messages import Entry, HardState, entry_of
 from zrep.errors import DecodeError, InvariantError
 
 HEADER = struct.Struct(">II")
@@ -182,7 +182,7 @@ def decode_body(body: bytes) -> Record:
         _, epoch, index, data = items  # the prefix fixed the arity
         if (type(epoch) is int and type(index) is int and type(data) is bytes
                 and 0 <= epoch <= MAX_INT and 1 <= index <= MAX_INT):
-            return Entry(epoch, index, data)
+            return entry_of((epoch, index, data))
     values = items[1:]
     for (name, kind), value in zip(spec.fields, values):
         if not _field_ok(kind, value):
