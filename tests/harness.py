@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -59,15 +59,12 @@ class LocalCluster(_BaseCluster):
         for req_id, (op, args) in zip(ids, requests):
             s.send(encode(ClientRequest(req_id, op, args)))
         got: dict[int, ClientReply] = {}
-        deadline = time.monotonic() + timeout
-        while len(got) < len(ids):
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0 or not s.poll(left_ms):
-                self._drop_socket(node_id)
-                break
-            reply = decode(s.recv())
-            if isinstance(reply, ClientReply):
-                got[reply.req_id] = reply
+
+        def take(frame: Any) -> None:
+            if isinstance(frame, ClientReply):
+                got[frame.req_id] = frame
+
+        self._collect(node_id, got, len(ids), timeout, take)
         return [got.get(i) for i in ids]
 
     def batch(self, node_id: int, requests: list[tuple[str, dict[str, Any]]],
@@ -80,20 +77,29 @@ class LocalCluster(_BaseCluster):
         items = [[i, op, args] for i, (op, args) in zip(ids, requests)]
         s.send(bytes((1, KIND_OF[ClientBatch])) + msgpack.packb([items], use_bin_type=True))
         got: dict[int, ClientReply] = {}
-        frames = 0
-        deadline = time.monotonic() + timeout
-        while len(got) < len(ids):
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0 or not s.poll(left_ms):
-                self._drop_socket(node_id)
-                break
-            out = decode(s.recv())
-            assert isinstance(out, ClientReplies), f"a batch must be answered in ClientReplies, got {out}"
-            frames += 1
-            for reply in out.replies:
+        frames = [0]
+
+        def take(frame: Any) -> None:
+            assert isinstance(frame, ClientReplies), f"a batch must be answered in ClientReplies, got {frame}"
+            frames[0] += 1
+            for reply in frame.replies:
                 assert reply.req_id not in got, f"req_id {reply.req_id} answered twice"
                 got[reply.req_id] = reply
-        return [got.get(i) for i in ids], frames
+
+        self._collect(node_id, got, len(ids), timeout, take)
+        return [got.get(i) for i in ids], frames[0]
+
+    def _collect(self, node_id: int, got: dict[int, ClientReply], want: int, timeout: float,
+                 take: Callable[[Any], None]) -> None:
+        """Feed decoded frames from the node to `take` until `got` holds `want` replies or time is up."""
+        s = self._socket(node_id)
+        deadline = time.monotonic() + timeout
+        while len(got) < want:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not s.poll(left_ms):
+                self._drop_socket(node_id)  # nothing stale may answer a later request
+                return
+            take(decode(s.recv()))
 
     # ---------------------------------------------------------------- a tiny client
 
