@@ -313,8 +313,8 @@ def test_snapshot_mark_keeps_a_matching_suffix_and_drops_a_conflicting_log(tmp_p
 
 def test_new_file_and_directories_are_flushed(tmp_path, monkeypatch) -> None:
     flushed_dirs: list[str] = []
-    real = wal_module._sync_dir
-    monkeypatch.setattr(wal_module, "_sync_dir", lambda p: (flushed_dirs.append(p), real(p)))
+    real = wal_module.sync_dir
+    monkeypatch.setattr(wal_module, "sync_dir", lambda p: (flushed_dirs.append(p), real(p)))
     path = tmp_path / "a" / "b" / "wal"
     wal, replay = Wal.open(path)
     wal.close()

@@ -542,13 +542,9 @@ class Client:
                 return self._done(answer, anywhere)
             if answer is not None and _final(answer):
                 raise self._refusal(answer)
-            hint = self._hint(answer) if answer is not None else None
-            if hint is not None and hops < len(self._addresses):
-                target, hops = hint, hops + 1  # the leader is named: go at once
-                self._preferred = hint
+            target, hops = self._next_target(target, self._hint(answer) if answer is not None else None, hops)
+            if hops:
                 continue
-            hops = 0
-            target = self._next_node(target)
             answer = self._backoff(call)
             if answer is not None:
                 return self._done(answer, anywhere)
@@ -588,12 +584,9 @@ class Client:
                     self._silent_since.pop(target, None)
             if not todo:
                 break
-            if hint is not None and hops < len(self._addresses):
-                target, hops = hint, hops + 1  # the leader is named: go at once
-                self._preferred = hint
+            target, hops = self._next_target(target, hint, hops)
+            if hops:
                 continue
-            hops = 0
-            target = self._next_node(target)
             cap = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**failures)
             failures += 1
             until = min(time.monotonic() + self._rng.uniform(cap / 2, cap), deadline)
@@ -759,6 +752,14 @@ class Client:
                 return None
             self._addresses[leader] = rpc  # a member our config does not list
         return leader
+
+    def _next_target(self, target: int, hint: int | None, hops: int) -> tuple[int, int]:
+        """Where the next attempt goes, and the hops taken on leader hints in a row (0: none,
+        then back off first). A named leader is tried at once, at most once per node in a row."""
+        if hint is not None and hops < len(self._addresses):
+            self._preferred = hint
+            return hint, hops + 1
+        return self._next_node(target), 0
 
     def _first_target(self, anywhere: bool) -> int:
         if anywhere:  # any node may answer: spread the load

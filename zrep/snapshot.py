@@ -33,7 +33,7 @@ import msgpack
 
 from zrep.errors import DecodeError
 from zrep.store import Store, StoreLimits
-from zrep.wal import Replay, _sync_dir, sync_data
+from zrep.wal import Replay, sync_data, sync_dir
 
 SNAPSHOT_NAME = "store.snap"
 TMP_PREFIX = SNAPSHOT_NAME + ".tmp-"  # + the writer's pid: two writers never share a file
@@ -106,7 +106,7 @@ def write_snapshot(directory: str | os.PathLike[str], index: int, epoch: int, bo
         raise
     os.close(fd)
     os.replace(tmp, final)
-    _sync_dir(str(final.parent))
+    sync_dir(str(final.parent))
     return final
 
 

@@ -208,7 +208,8 @@ def sync_data(fd: int) -> None:
         os.fsync(fd)
 
 
-def _sync_dir(path: str) -> None:
+def sync_dir(path: str) -> None:
+    """Flush a directory, so a file created or renamed in it survives a crash."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -227,7 +228,7 @@ def _ensure_dir(path: str) -> None:
             os.mkdir(d)
         except FileExistsError:
             pass
-        _sync_dir(os.path.dirname(d))
+        sync_dir(os.path.dirname(d))
 
 
 def _read_all(fd: int) -> bytes:
@@ -293,7 +294,7 @@ class Wal:
             # Flush what we replayed (and the cut) before anyone acts on it; a
             # new file is flushed together with its directory entry.
             sync_data(fd)
-            _sync_dir(os.path.dirname(path))
+            sync_dir(os.path.dirname(path))
         except OSError as exc:
             raise StorageError(f"{path}: cannot repair or flush the WAL on open: {exc}") from exc
         return cls(path, fd, replay, keep), replay
