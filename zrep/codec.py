@@ -238,32 +238,40 @@ def _salvaged_id(item: Any) -> int:
     return 0
 
 
+def _each_item(name: str, values: list[Any], most: int, fields: str, check: Callable[..., None],
+               build: Callable[[Any], Any], bad: Callable[[int, Any, str], Any]) -> None:
+    """Check every item of a batch as its single kind would be checked; a good one
+    becomes `build(item)`, a bad one `bad(k, item, why)` (which may raise instead)."""
+    arity = fields.count(",") + 1
+    out = []
+    for k, item in enumerate(_items(name, values, most)):
+        try:
+            if type(item) is not tuple or len(item) != arity:
+                raise ValueError(f"expected [{fields}], got {_show(item)}")
+            check(*item)
+        except ValueError as e:
+            out.append(bad(k, item, str(e)))
+            continue
+        out.append(build(item))
+    values[0] = tuple(out)
+
+
 def _batch_rule(values: list[Any]) -> None:
     """ClientBatch: each item becomes a ClientRequest, or a BadRequest saying why not."""
-    out: list[ClientRequest | BadRequest] = []
-    for k, item in enumerate(_items("ClientBatch.requests", values, MAX_BATCH_REQUESTS)):
-        try:
-            if type(item) is not tuple or len(item) != 3:
-                raise ValueError(f"expected [req_id, op, args], got {_show(item)}")
-            check_request(*item)
-        except ValueError as e:
-            out.append(BadRequest(_salvaged_id(item), f"ClientBatch.requests[{k}]: {e}"))
-            continue
-        out.append(_new_request(item))
-    values[0] = tuple(out)
+    def bad(k: int, item: Any, why: str) -> BadRequest:
+        return BadRequest(_salvaged_id(item), f"ClientBatch.requests[{k}]: {why}")
+
+    _each_item("ClientBatch.requests", values, MAX_BATCH_REQUESTS, "req_id, op, args", check_request,
+               _new_request, bad)
 
 
 def _replies_rule(values: list[Any]) -> None:
-    out: list[ClientReply] = []
-    for k, item in enumerate(_items("ClientReplies.replies", values, MAX_BATCH_REPLIES)):
-        try:
-            if type(item) is not tuple or len(item) != 5:
-                raise ValueError(f"expected [req_id, ok, code, message, result], got {_show(item)}")
-            check_reply(*item)
-        except ValueError as e:
-            raise DecodeError(f"ClientReplies.replies[{k}]: {e}") from None
-        out.append(_new_reply(item))
-    values[0] = tuple(out)
+    """ClientReplies: one bad reply fails the frame (only nodes send them)."""
+    def bad(k: int, item: Any, why: str) -> NoReturn:
+        raise DecodeError(f"ClientReplies.replies[{k}]: {why}")
+
+    _each_item("ClientReplies.replies", values, MAX_BATCH_REPLIES, "req_id, ok, code, message, result",
+               check_reply, _new_reply, bad)
 
 
 def _batch_fields(b: ClientBatch) -> tuple[Any, ...]:
