@@ -41,6 +41,9 @@ def test_bench_quick_runs_every_phase_and_prints_one_json_object(tmp_path):
     assert report["cluster"]["fsync"] is True and report["cluster"]["nodes"] == 3
     assert report["wire"] == "batched"  # the load workers batch unless --no-batch
     assert "cores" in report["machine"] and report["date"].endswith("Z")
+    floor = report["floor"]
+    assert 0 < floor["rtt"]["p50_ms"] <= floor["rtt"]["p99_ms"] < 1_000 and floor["fsync_per_s"] > 0
+    assert floor["send_floor_ms"] == pytest.approx(2 * floor["rtt"]["p50_ms"] + 1000 / floor["fsync_per_s"], abs=0.01)
 
 
 def test_bench_appends_one_history_line_per_run(tmp_path):
@@ -53,6 +56,17 @@ def test_bench_appends_one_history_line_per_run(tmp_path):
     lines = [json.loads(line) for line in history.read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["sends"] is None and lines[0]["reads"]["stale"]["per_s"] > 0
     assert "commit" in lines[0] and lines[0]["options"]["phases"] == ["reads"]
+
+
+def test_bench_floor_alone_starts_no_cluster_and_says_what_it_measured(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "floor", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "zmq round trip between two processes: p50" in result.stdout and "send floor" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # its scratch file is gone
+    result = CliRunner().invoke(main, ["bench", "--only", "floor", "--json", "--no-history"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["floor"]["send_floor_ms"] > 0 and report["cluster"] is None and report["sends"] is None
 
 
 def test_only_and_skip_together_is_a_usage_error():

@@ -13,6 +13,9 @@ which):
   to catch up / seconds from its restart until it applied the leader's
   commit index of that moment (replaying its own log is part of that time);
 - memory: top the store up to N messages, then each node's VmRSS;
+- floor: first, before the cluster starts: zrep.bench_floor's round trip
+  between two processes and raw fsync rate on the cluster's disk, and the
+  1-in-flight send latency no node could beat on this machine;
 - failover: zrep.bench_failover (its own fresh default cluster), run last.
 
 Every phase checks its error count: more than `max_error_fraction` of
@@ -31,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from zrep.bench_failover import run_failover_bench
+from zrep.bench_floor import run_floor_bench
 from zrep.bench_options import Options
-from zrep.bench_report import Progress, git_commit, machine, rss_mb
+from zrep.bench_report import Progress, format_floor, git_commit, machine, rss_mb
 from zrep.bench_workers import BenchError, LevelResult, run_level
 from zrep.localcluster import ClusterError, LocalCluster, wait_until
 
 SEND_LEVELS = (1, 64, 256)
+CLUSTER_PHASES = ("sends", "reads", "catchup", "memory")  # share one cluster
 READ_IN_FLIGHT = 64
 BULK_IN_FLIGHT = 256  # catch-up and memory fill the store as fast as the cluster takes it
 BODY_BYTES = 100
@@ -202,31 +207,20 @@ def run_bench(opts: Options, progress: Progress | None = None) -> dict[str, Any]
 
 
 def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
-    r: dict[str, Any] = {"sends": None, "reads": None, "failover": None, "catchup_per_s": None,
+    r: dict[str, Any] = {"cluster": None, "floor": None, "sends": None, "reads": None, "failover": None, "catchup_per_s": None,
                          "rss_mb_per_node": None, "catchup": None, "memory": None, "body_bytes": BODY_BYTES,
                          "wire": "batched" if opts.batch else "single"}
     try:
-        with _cluster_dir(opts.directory) as d, LocalCluster(d, config=opts.config) as cluster:
-            cfg = cluster.cfg
-            r["cluster"] = {"nodes": len(cfg.nodes), "heartbeat_ms": cfg.heartbeat_ms,
-                            "election_timeout_ms": cfg.election_timeout_ms, "fsync": cfg.fsync}
-            bench = _Bench(cluster, opts, progress)
-            progress.step(f"cluster of {len(cfg.nodes)} nodes starting in {d}")
-            bench.leader_rpc()
-            if "sends" in opts.phases:
-                r["sends"] = bench.sends()
-            if "reads" in opts.phases:
-                r["reads"] = bench.reads()
-            if "catchup" in opts.phases:
-                r["catchup"] = bench.catchup()
-                r["catchup_per_s"] = r["catchup"]["per_s"]
-            if "memory" in opts.phases:
-                r["memory"] = bench.memory()
-                r["rss_mb_per_node"] = max(r["memory"]["rss_mb"].values())
-            died = [life.describe() for life in cluster.unexpected_exits()]
-            if died:
-                raise BenchError(f"a node died during the benchmark ({'; '.join(died)}); "
-                                 "rerun with --dir DIR and read its log there")
+        with _cluster_dir(opts.directory) as d:
+            if "floor" in opts.phases:  # before the cluster starts: nothing else on the CPU or the disk
+                progress.step("floor: round trips between two processes, raw fsyncs")
+                try:
+                    r["floor"] = run_floor_bench(str(d))
+                except RuntimeError as e:
+                    raise BenchError(f"floor: {e}; run 'zrep bench floor' alone to see it again") from None
+                progress.step("floor: " + format_floor(r["floor"]))
+            if any(p in opts.phases for p in CLUSTER_PHASES):
+                _cluster_phases(opts, progress, d, r)
     except ClusterError as e:
         raise BenchError(f"{e}; rerun with --dir DIR and read the node logs there") from None
     if "failover" in opts.phases:
@@ -239,3 +233,28 @@ def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
     r.update(machine=machine(), date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), commit=git_commit(),
              options={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()})
     return r
+
+
+def _cluster_phases(opts: Options, progress: Progress, d: Path, r: dict[str, Any]) -> None:
+    """The phases that share one cluster, in directory `d`; their results go into `r`."""
+    with LocalCluster(d, config=opts.config) as cluster:
+        cfg = cluster.cfg
+        r["cluster"] = {"nodes": len(cfg.nodes), "heartbeat_ms": cfg.heartbeat_ms,
+                        "election_timeout_ms": cfg.election_timeout_ms, "fsync": cfg.fsync}
+        bench = _Bench(cluster, opts, progress)
+        progress.step(f"cluster of {len(cfg.nodes)} nodes starting in {d}")
+        bench.leader_rpc()
+        if "sends" in opts.phases:
+            r["sends"] = bench.sends()
+        if "reads" in opts.phases:
+            r["reads"] = bench.reads()
+        if "catchup" in opts.phases:
+            r["catchup"] = bench.catchup()
+            r["catchup_per_s"] = r["catchup"]["per_s"]
+        if "memory" in opts.phases:
+            r["memory"] = bench.memory()
+            r["rss_mb_per_node"] = max(r["memory"]["rss_mb"].values())
+        died = [life.describe() for life in cluster.unexpected_exits()]
+        if died:
+            raise BenchError(f"a node died during the benchmark ({'; '.join(died)}); "
+                             "rerun with --dir DIR and read its log there")

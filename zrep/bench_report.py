@@ -106,13 +106,24 @@ _WIRE = {"batched": "requests batched on the wire (ClientBatch frames; --no-batc
          "single": "one frame per request (--no-batch)"}
 
 
+def format_floor(r: dict[str, Any]) -> str:
+    rtt = r["rtt"]
+    return (f"zmq round trip between two processes: p50 {rtt['p50_ms']} ms, p99 {rtt['p99_ms']} ms; "
+            f"raw fsync {r['fsync_per_s']:,}/s; 1-in-flight send floor (2 round trips + 1 fsync): "
+            f"{r['send_floor_ms']} ms")
+
+
 def format_text(r: dict[str, Any]) -> str:
     """The readable report: one table for sends, then one line per other figure."""
-    c = r["cluster"]
-    out = [f"zrep bench, {r['date']}, commit {r.get('commit') or 'unknown'}", f"machine: {r['machine']}",
-           f"cluster: {c['nodes']} nodes, heartbeat {c['heartbeat_ms']} ms, election timeout "
-           f"{c['election_timeout_ms']} ms, fsync {'on' if c['fsync'] else 'off'}, {r['body_bytes']}-byte bodies",
-           f"load: {_WIRE.get(r.get('wire', 'single'), r.get('wire'))}", ""]
+    c = r.get("cluster")
+    out = [f"zrep bench, {r['date']}, commit {r.get('commit') or 'unknown'}", f"machine: {r['machine']}"]
+    if c:
+        out += [f"cluster: {c['nodes']} nodes, heartbeat {c['heartbeat_ms']} ms, election timeout "
+                f"{c['election_timeout_ms']} ms, fsync {'on' if c['fsync'] else 'off'}, {r['body_bytes']}-byte bodies",
+                f"load: {_WIRE.get(r.get('wire', 'single'), r.get('wire'))}"]
+    out.append("")
+    if r.get("floor"):
+        out += ["floor: " + format_floor(r["floor"]), ""]
     if r["sends"]:
         out.append(f"{'acknowledged sends':<22}{'per s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'errors':>8}")
         for n, s in r["sends"].items():

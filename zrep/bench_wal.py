@@ -33,7 +33,7 @@ TARGET_BATCH256_PER_S = 50_000
 SLICE_SECONDS = 0.25  # cases take turns in slices this long
 
 
-class _RawCase:
+class RawCase:
     """os.write of one entry's bytes + the WAL's flush call, one at a time."""
 
     def __init__(self, directory: str) -> None:
@@ -87,7 +87,7 @@ def run_wal_bench(data_dir: str, seconds_per_case: float = 2.0) -> dict[str, Any
     work = tempfile.mkdtemp(prefix="zrep-bench-wal-", dir=data_dir)
     cases: dict[str, Any] = {}
     try:
-        cases["raw"] = _RawCase(work)
+        cases["raw"] = RawCase(work)
         for batch in BATCHES:
             cases[batch] = _WalCase(work, batch)
         counts = dict.fromkeys(cases, 0)

@@ -2,8 +2,8 @@
 
 Commands: `node`, `client {send,read,delete,mailboxes,watch,status}`,
 `cluster up` (zrep.cluster_up), `log inspect` (zrep.inspect_log), `bench`
-(the whole benchmark, zrep.bench) with its parts `bench wal` (zrep.bench_wal)
-and `bench failover` (zrep.bench_failover), `sim` (zrep.sim), `chaos`
+(the whole benchmark, zrep.bench) with its parts `bench wal` (zrep.bench_wal),
+`bench floor` (zrep.bench_floor) and `bench failover` (zrep.bench_failover), `sim` (zrep.sim), `chaos`
 (zrep.chaos.command), `verify` (zrep.verify).
 
 Invariants
@@ -545,6 +545,17 @@ def wal(args: tuple[str, ...]) -> None:
     from zrep.bench_wal import main as bench_wal_main
 
     sys.exit(bench_wal_main(list(args)))
+
+
+@bench.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="A directory on the disk whose fsyncs to measure.")
+@json_option
+def floor(directory: str, as_json: bool) -> None:
+    """The latency no node could beat here: 2 ZeroMQ round trips between processes + 1 raw fsync."""
+    from zrep.bench_floor import main as bench_floor_main
+
+    sys.exit(bench_floor_main(["--dir", directory] + (["--json"] if as_json else [])))
 
 
 @bench.command()
