@@ -389,10 +389,13 @@ def test_a_follower_that_lost_acknowledged_entries_is_caught_up_again():
     settle(r)
     r.step(AppendAck(2, 1, 1, True, 4, 0, 0))
     settle(r)
-    # Node 2 restarts with its log cut back to index 2 and refuses the probe at 4.
-    for _ in range(2 * T.heartbeat_ticks + 1):
+    # Node 2 restarts with its log cut back to index 2; its acks stop, so the leader
+    # probes it again from its match, and it refuses the probe at 4.
+    probes = []
+    for _ in range(4 * T.heartbeat_ticks):
         r.tick()
-    settle(r)
+        probes += [m for m in of(settle(r).messages, Append) if m.dst == 2 and m.prev_index == 4]
+    assert probes, "the leader never probed node 2 again"
     r.step(AppendAck(2, 1, 1, False, 2, 0, 4))
     (append,) = [m for m in of(r.ready().messages, Append) if m.dst == 2]
     assert append.prev_index == 2 and [e.index for e in append.entries][:1] == [3]

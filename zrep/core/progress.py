@@ -20,6 +20,8 @@ class Progress:
     last_ack_tick: int = 0
     round: int = 0  # highest read-index round this follower acknowledged in our epoch
     last_contact_tick: int = 0
+    told_commit: int = 0  # the commit index the last append we sent it carried
+    forwarded: int = 0  # last index of the writes it forwarded to us: it waits to apply them
 
     def can_send(self, max_inflight: int) -> bool:
         if self.probing:

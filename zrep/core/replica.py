@@ -451,6 +451,14 @@ class Replica:
         if heard < majority(len(self.members)):
             self._note(f"heard from {heard} of {len(self.members)} nodes in {window} ticks; stepping down")
             self._become_follower(0)
+            return
+        self._tell_commit()
+
+    def _tell_commit(self) -> None:
+        """Idle followers that have not heard our commit index get it now (once a tick)."""
+        for peer, pr in self._progress.items():
+            if pr.told_commit < self.commit and pr.inflight == 0 and not pr.probing:
+                self._send_append(peer)
 
     # ------------------------------------------------------------ handlers
 
@@ -613,6 +621,7 @@ class Replica:
     def _on_forward(self, m: Forward) -> None:
         if self.role == Role.LEADER and m.commands:
             self.propose(m.commands)
+            self._progress[m.src].forwarded = self.log.last_index
 
     def _on_read_index_request(self, m: ReadIndexRequest) -> None:
         if self.role == Role.LEADER:
@@ -652,6 +661,7 @@ class Replica:
             pr.next, pr.next + self.timing.max_batch_entries - 1, self.timing.max_batch_bytes
         )
         self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, tuple(entries), self.commit, self._round))
+        pr.told_commit = self.commit
         if entries and not pr.probing:
             pr.next = entries[-1].index + 1  # a probe keeps `next` until its answer comes
         if pr.inflight == 0:
@@ -667,8 +677,12 @@ class Replica:
             return  # Raft 5.4.2: older epochs commit only under an entry of ours
         self._set_commit(index)
         for peer, pr in self._progress.items():
-            if pr.inflight == 0 and not pr.probing:
-                self._send_append(peer)  # tell idle followers now, not at the next heartbeat
+            # A follower that forwarded writes answers its clients once it applies them:
+            # tell it now. The others hear at the next tick (_tell_commit) or with the next
+            # append, whichever is first: a message per commit to every idle follower costs
+            # each of them a wake-up, an fsync-less turn and an ack, on the path of the answer.
+            if pr.forwarded > pr.told_commit and pr.inflight == 0 and not pr.probing:
+                self._send_append(peer)
         if self._reads_waiting or self._reads_unsent:
             self._confirm_reads()
 
@@ -689,6 +703,7 @@ class Replica:
             prev_epoch = self.log.epoch_at(prev)
             if prev_epoch is not None:
                 self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, (), self.commit, self._round))
+                pr.told_commit = self.commit
         self._confirm_reads()
 
     def _confirm_reads(self) -> None:
