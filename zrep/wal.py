@@ -9,9 +9,16 @@ flush.
 Invariants:
 - Nothing is acknowledged before `sync()` returns: `synced_offset` is the
   number of bytes known durable, and only grows.
-- The file is never rewritten: conflicts append TRUNCATE, repairs only cut a
+- Records are only appended: conflicts append TRUNCATE, repairs only cut a
   torn tail (bytes after which nothing valid follows, see wal_format.Scan).
   Corruption anywhere else raises CorruptLogError and the file is left as is.
+- The one exception is `rewrite` (log compaction, snapshot install): a new
+  file holding the hard state, a SNAPSHOT_MARK, the kept entries and the
+  commit hint is written under REWRITE_TMP, fsynced, locked, renamed over the
+  WAL, and the directory fsynced. A crash leaves the old file or the new one,
+  each valid on its own (a leftover REWRITE_TMP is deleted on open). The
+  entries before the mark must be in a durable snapshot first: the caller's
+  duty, since the WAL knows nothing of snapshots.
 - A failed write or flush is never retried (after a failed fsync the page
   cache may already have dropped the dirty pages): the Wal raises StorageError
   and then refuses every call except close().
@@ -25,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -47,6 +55,9 @@ from zrep.wal_format import (
     encode_entry,
     encode_record,
 )
+
+
+REWRITE_SUFFIX = ".rewrite-tmp"  # a rewrite's new file, before its rename over the WAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +279,8 @@ class Wal:
         path = os.path.abspath(os.fspath(path))
         try:
             _ensure_dir(os.path.dirname(path))
+            if os.path.exists(path + REWRITE_SUFFIX):  # a rewrite that died before its rename
+                os.unlink(path + REWRITE_SUFFIX)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise StorageError(f"{path}: cannot open the WAL: {exc}") from exc
@@ -352,6 +365,51 @@ class Wal:
         self._pending.append(frame)
         self._pending_durable = True
 
+    def rewrite(self, first_index: int, prev_epoch: int, entries: Sequence[Entry]) -> int:
+        """Replace the file by: hard state, SNAPSHOT_MARK(first_index, prev_epoch), `entries`
+        (contiguous from first_index), commit hint. Durable and atomic (module docstring);
+        the caller guarantees a durable snapshot holds entries < first_index. Returns the
+        new file's size. The commit hint is kept (at least first_index - 1, which the mark
+        implies) and clipped to the last entry."""
+        self._usable()
+        self.sync()  # nothing buffered may be lost with the old file
+        if first_index < 1 or any(e.index != first_index + k for k, e in enumerate(entries)):
+            raise InvariantError(f"{self.path}: rewrite entries are not contiguous from {first_index}")
+        last = first_index - 1 + len(entries)
+        commit = min(max(self._commit, first_index - 1), last)
+        pack = self._pack
+        frames = [encode_record(self._hard_state), encode_record(SnapshotMark(first_index, prev_epoch))]
+        frames += [encode_entry(e, pack) for e in entries]
+        if commit > first_index - 1:
+            frames.append(encode_record(Commit(commit)))
+        data = b"".join(frames)
+        tmp = self.path + REWRITE_SUFFIX
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise self._fail(f"cannot create {tmp} to rewrite the WAL: {exc}") from exc
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            sync_data(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked before it becomes the WAL
+            os.replace(tmp, self.path)
+        except OSError as exc:  # the old file is intact, but a failed fsync is never retried: stop
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise self._fail(f"rewrite failed before its rename: {exc}") from exc
+        old, self._fd = self._fd, fd
+        os.close(old)  # type: ignore[arg-type]
+        try:
+            sync_dir(os.path.dirname(self.path))
+        except OSError as exc:
+            raise self._fail(f"fsync of the directory after a rewrite failed: {exc}") from exc
+        self._written = self._synced = len(data)
+        self._first_index, self._last_index, self._commit = first_index, last, commit
+        return len(data)
+
     # -- durability ----------------------------------------------------------------
 
     def sync(self) -> None:
@@ -405,6 +463,10 @@ class Wal:
     @property
     def last_index(self) -> int:
         return self._last_index
+
+    @property
+    def first_index(self) -> int:
+        return self._first_index
 
     # -- closing -------------------------------------------------------------------
 
