@@ -302,9 +302,7 @@ class Node:
 
     def _installed(self, snap: Snapshot) -> None:
         self._snapshot_index = snap.index
-        self._snapshot_due = snap.index + self.cfg.snapshot_entries
-        self.say(f"installed the snapshot of index {snap.index} from the leader; the log holds "
-                 f"{self.replica.log.first_index}..{self.replica.log.last_index}")
+        self._snapshot_due = snap.index + self.cfg.snapshot_entries  # (the core's note says it happened)
 
     def _process(self) -> None:
         for done in self.service.process(self.wal, self._send, self.note):

@@ -727,7 +727,8 @@ class Replica:
             self._note(f"node {m.src} holds the snapshot of index {m.index}; appending from {pr.next}")
             self._send_more(m.src)
             return
-        resend = m.index != pr.snap_index or m.offset < pr.snap_offset  # it lost what it had: go back
+        # Another index than the one under way, or less than it had: it lost what it had, go back.
+        resend = pr.snap_index != 0 and (m.index != pr.snap_index or m.offset < pr.snap_offset)
         pr.snap_index, pr.snap_offset = m.index, m.offset
         self._ship.append(ShipOrder(m.src, m.index, m.offset, resend))
 
