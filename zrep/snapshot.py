@@ -39,6 +39,7 @@ from zrep.snapshot_format import (  # noqa: F401  (MAGIC, VERSION, encode_snapsh
     decode_header,
     decode_snapshot,
     encode_snapshot,
+    snapshot_fits,
 )
 from zrep.store import StoreLimits
 from zrep.wal import Replay, sync_data, sync_dir
@@ -120,12 +121,7 @@ def load_snapshot(directory: str | os.PathLike[str], replay: Replay, limits: Sto
 def fits_log(snap: Snapshot, replay: Replay) -> bool:
     """Does the log hold the snapshot's last entry (or end just before its own start there)?
     If not, a start from this snapshot drops the log (see the module docstring)."""
-    last = replay.first_index - 1 + len(replay.entries)
-    if not replay.first_index - 1 <= snap.index <= last:
-        return False
-    if snap.index == replay.first_index - 1:
-        return snap.epoch == replay.prev_epoch
-    return replay.entries[snap.index - replay.first_index].epoch == snap.epoch
+    return snapshot_fits(snap, replay.first_index, replay.prev_epoch, [e.epoch for e in replay.entries])
 
 
 def _load_required(directory: str | os.PathLike[str], replay: Replay, limits: StoreLimits) -> tuple[Snapshot | None, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgpack
@@ -78,6 +79,17 @@ def decode_snapshot(data: bytes) -> Snapshot:
         raise DecodeError(f"the store applied {store.applied_index}, the header says {index}")
     return Snapshot(index, epoch, store)
 
+
+
+
+def snapshot_fits(snap: Snapshot, first_index: int, prev_epoch: int, epochs: Sequence[int]) -> bool:
+    """Does a log (starting at first_index after prev_epoch, with these entry epochs) hold
+    the snapshot's last entry? If not, a start from the snapshot drops the log."""
+    if not first_index - 1 <= snap.index <= first_index - 1 + len(epochs):
+        return False
+    if snap.index == first_index - 1:
+        return snap.epoch == prev_epoch
+    return epochs[snap.index - first_index] == snap.epoch
 
 
 HEADER_READ_BYTES = len(MAGIC) + _LENGTH.size + _MAX_HEADER
