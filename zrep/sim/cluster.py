@@ -14,8 +14,9 @@ leader's log start receives the snapshot through the real Shipper and
 Receiver (zrep.sim.snapshots). A dead node's disk may be wiped, but only
 while the other live nodes, a majority without it, hold every committed
 entry (else wiping loses committed entries, whatever the protocol does), and
-it stays down for two election timeouts, so no candidate it promised before
-the wipe is still collecting promises when it comes back with no memory of them.
+every other disk holds its epoch or a later one (else a later candidate may
+reuse an epoch it promised in, and get a second promise for it); it stays
+down for two election timeouts, so no candidacy of that epoch is still open.
 Must not import os, time or zmq.
 """
 
@@ -252,6 +253,11 @@ class SimCluster:
         holders = sum(1 for n in self._alive() if n.service.replica.commit >= committed)
         if holders < majority(len(self.ids)):
             return  # wiping now could lose committed entries: an operator must not either
+        # Its promises die with the disk. Safe only if every other node has durably joined its
+        # epoch or a later one: any candidate from now on claims a later epoch than any it promised.
+        lost_epoch = target.disk.replay().hard_state.epoch
+        if any(n.disk.replay().hard_state.epoch < lost_epoch for n in self.nodes.values() if n is not target):
+            return
         target.disk.wipe()
         target.restart_at = max(target.restart_at, self.now + 2 * p.timing.election_ticks + p.link.max_delay)
         self._count("wipe")
