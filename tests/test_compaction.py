@@ -53,7 +53,7 @@ def test_a_rewritten_wal_replays_to_the_kept_tail_and_takes_appends(tmp_path: Pa
     wal.set_commit(90)
     wal.sync()
     before = (tmp_path / "wal").stat().st_size
-    size = wal.rewrite(81, 1, entries(81, 100))
+    size = wal.rewrite(81, 1)
     assert size == (tmp_path / "wal").stat().st_size < before / 3
     wal.append_entries([Entry(2, 101, b"new")])
     wal.sync()
@@ -63,6 +63,27 @@ def test_a_rewritten_wal_replays_to_the_kept_tail_and_takes_appends(tmp_path: Pa
     assert (replay.first_index, replay.prev_epoch, replay.commit) == (81, 1, 90)
     assert replay.hard_state == HardState(2, 1)
     assert [e.index for e in replay.entries] == list(range(81, 102))
+
+
+def test_a_rewrite_after_a_truncation_keeps_the_last_write_of_each_entry_and_can_drop_all(tmp_path: Path) -> None:
+    wal, _ = Wal.open(tmp_path / "wal")
+    wal.append_entries(entries(1, 20))
+    wal.sync()
+    wal.truncate(15)
+    wal.append_entries(entries(15, 25, epoch=2))
+    wal.set_hard_state(HardState(2, 3))
+    wal.sync()
+    wal.rewrite(16, 2)
+    wal.append_entries([Entry(2, 26, b"x")])
+    wal.close()
+    wal, replay = Wal.open(tmp_path / "wal")
+    assert [(e.epoch, e.index) for e in replay.entries] == [(2, i) for i in range(16, 27)]
+    assert replay.hard_state == HardState(2, 3)
+    wal.rewrite(41, 3, keep=False)  # a snapshot past the log: nothing is kept
+    wal.close()
+    wal, replay = Wal.open(tmp_path / "wal")
+    wal.close()
+    assert (replay.first_index, replay.prev_epoch, replay.entries, replay.commit) == (41, 3, [], 40)
 
 
 def test_a_crash_before_the_rename_leaves_the_old_wal_and_the_leftover_is_removed(tmp_path: Path) -> None:
@@ -83,7 +104,7 @@ def test_log_inspect_reads_a_compacted_wal(tmp_path: Path) -> None:
     wal.append_entries(entries(1, 30))
     wal.set_commit(30)
     wal.sync()
-    wal.rewrite(21, 1, entries(21, 30))
+    wal.rewrite(21, 1)
     wal.close()
     out = CliRunner().invoke(log_cli, ["inspect", str(tmp_path / "wal")])
     assert out.exit_code == 0, out.output

@@ -289,7 +289,7 @@ class Node:
         epoch = rep.log.epoch_at(upto)
         if epoch is None:
             raise InvariantError(f"compaction point {upto} is not in the log {rep.log.first_index}..")
-        size = wal.rewrite(upto + 1, epoch, rep.log.slice(upto + 1, rep.log.last_index))
+        size = wal.rewrite(upto + 1, epoch)  # keeps its own records after upto, byte for byte
         rep.compact(upto)
         self._compactions += 1
         self.say(f"log compacted up to {upto} (snapshot {self._snapshot_index}): the WAL holds "
@@ -533,7 +533,7 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
 
 def _drop_log_for(snapshot: Snapshot, wal: Wal, replay: Replay) -> Replay:
     """Raft's install rule at start: no entry that disagrees with a (committed) snapshot is committed."""
-    wal.rewrite(snapshot.index + 1, snapshot.epoch, [])
+    wal.rewrite(snapshot.index + 1, snapshot.epoch, keep=False)
     return replace(replay, entries=[], first_index=snapshot.index + 1, prev_epoch=snapshot.epoch,
                    commit=snapshot.index)
 

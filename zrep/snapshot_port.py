@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from zrep.core.messages import Entry
-from zrep.errors import StorageError
+from zrep.errors import InvariantError, StorageError
 from zrep.snapshot import ReceivedFile, SnapshotFile
 from zrep.snapshot_format import Snapshot
 from zrep.snapshot_ship import Receiver, Shipper
@@ -42,7 +42,10 @@ class FileSnapshots:
             self._received.put_in_place()
         except OSError as e:
             raise StorageError(f"{self._received.path}: cannot put the received snapshot in place: {e}") from e
-        self._wal.rewrite(snap.index + 1, snap.epoch, kept)
+        self._wal.rewrite(snap.index + 1, snap.epoch, keep=bool(kept))
+        if self._wal.last_index != snap.index + len(kept):  # the WAL and the core's log disagree: a bug
+            raise InvariantError(f"after installing snapshot {snap.index} the WAL ends at {self._wal.last_index}, "
+                                 f"the log at {snap.index + len(kept)}")
 
     def discard(self) -> None:
         self._received.discard()
