@@ -250,7 +250,7 @@ class Node:
         if done is not None:
             if done.error:
                 self.say(f"warning: snapshot of index {done.index} failed: {done.error}; "
-                         f"the log still holds every entry, next try after {self.cfg.snapshot_entries:,} more")
+                         f"the log still holds every entry since the last one, next try after {self.cfg.snapshot_entries:,} more")
             else:
                 self._snapshot_index = done.index
                 self.say(f"snapshot of index {done.index} written in {done.seconds:.2f} s")
