@@ -203,11 +203,24 @@ class Service:
                 port.install(snap, rep.kept_after(snap.index, snap.epoch))
                 self.store = snap.store
                 rep.snapshot_installed(chunk, True)
+                self._answer_from_store()
                 if self.on_install is not None:
                     self.on_install(snap)
             else:
                 port.discard()
                 rep.snapshot_installed(chunk, False)
+
+    def _answer_from_store(self) -> None:
+        """Writes waiting here whose entries came inside an installed snapshot: the store
+        kept their answers (it keeps every client's, from its lowest awaited seq up)."""
+        for key in [k for k in self._proposed if self.pending.waiting(k)]:
+            kept = self.store.cached_answer(*key)
+            if kept is not None:
+                index = kept.get("index", self.store.applied_index)
+                answer = dict(kept, epoch=self.replica.log.epoch_at(index) or 0,
+                              durable_on=list(self.replica.durable_on(index)), leader=self.replica.leader)
+                self._done += self.pending.on_applied(key, index, answer)
+                self._proposed.pop(key, None)
 
     def _on_read(self, read: ReadState) -> None:
         self._done += self.pending.on_read_index(read.ctx, read.index)
