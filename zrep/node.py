@@ -77,7 +77,7 @@ from zrep.errors import ConfigError, CorruptLogError, InvariantError, StorageErr
 from zrep.pending import Done
 from zrep.service import ROLE_NAMES, Service
 from zrep.snapshot import Snapshot, fits_log, load_snapshot, remove_stale_tmp, write_snapshot
-from zrep.snapshot_port import FileSnapshots
+from zrep.snapshot_port import CHUNK_BYTES, FileSnapshots
 from zrep.snapshot_writer import SnapshotWriter
 from zrep.store import Store, StoreLimits
 from zrep.transport import Transport
@@ -178,7 +178,8 @@ class Node:
         self._compactions = 0
         limits = StoreLimits(max_body_bytes=cfg.max_body_bytes)
         self.port = FileSnapshots(cfg.node_data_dir(node_id), wal, limits,
-                                  cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES, self._before_install)
+                                  min(CHUNK_BYTES, cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES),
+                                  self._before_install)
         self.service.snapshots = self.port
         self.service.on_install = self._installed
         self._started = time.monotonic()

@@ -24,7 +24,8 @@ from zrep.snapshot_ship import Receiver, Shipper
 from zrep.store import StoreLimits
 from zrep.wal import Wal
 
-WINDOW_CHUNKS = 4  # chunks in flight per follower past its last ack
+CHUNK_BYTES = 1 << 20  # per InstallSnapshot (less if the frame limit is lower)
+WINDOW_CHUNKS = 4  # chunks in flight per follower past its last ack: at most 4 MiB
 
 
 class FileSnapshots:

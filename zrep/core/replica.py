@@ -292,26 +292,29 @@ class Replica:
 
     def snapshot_installed(self, chunk: InstallSnapshot, installed: bool) -> None:
         """Follower: `chunk` completed snapshot (index, index_epoch), now durable. `installed`:
-        the shell replaced store and log with it; else the store had applied it already."""
-        index, epoch = chunk.index, chunk.index_epoch
+        the shell replaced store and log with it (as `wants_install` allowed); else the store
+        had applied it already and only the ack is due."""
         if installed:
-            if index > self.applied and chunk.epoch == self.hs.epoch:
-                # Raft's rule: keep the suffix if the log holds the snapshot's last entry, else drop it all.
-                if self.log.first_index - 1 <= index <= self.log.last_index and self.log.matches(index, epoch):
-                    self.log.compact(index)
-                else:
-                    self.log.reset(index, epoch)
-                self.stable = self.log.last_index  # the shell rewrote the WAL with exactly this log
-                self.commit, self.applied = max(self.commit, index), index
-                verified = self._verified if self._verified_epoch == self.hs.epoch else 0
-                self._verified, self._verified_epoch = max(verified, index), self.hs.epoch
-                self.snapshots_installed += 1
-                self._note(f"installed the snapshot of index {index} from node {chunk.src}")
-            else:
-                raise InvariantError(f"snapshot {index} installed at applied {self.applied}, epoch {chunk.epoch}")
+            self._install(chunk)
         if chunk.epoch == self.hs.epoch:
             end = chunk.offset + len(chunk.data)
-            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, index, end, True))
+            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, chunk.index, end, True))
+
+    def _install(self, chunk: InstallSnapshot) -> None:
+        index, epoch = chunk.index, chunk.index_epoch
+        if not self.wants_install(chunk):
+            raise InvariantError(f"snapshot {index} installed at applied {self.applied}, epoch {chunk.epoch}")
+        # Raft's rule, as kept_after: keep the suffix if the log holds the snapshot's last entry.
+        if self.log.first_index - 1 <= index <= self.log.last_index and self.log.matches(index, epoch):
+            self.log.compact(index)
+        else:
+            self.log.reset(index, epoch)
+        self.stable = self.log.last_index  # the shell rewrote the WAL with exactly this log
+        self.commit, self.applied = max(self.commit, index), index
+        verified = self._verified if self._verified_epoch == self.hs.epoch else 0
+        self._verified, self._verified_epoch = max(verified, index), self.hs.epoch
+        self.snapshots_installed += 1
+        self._note(f"installed the snapshot of index {index} from node {chunk.src}")
 
     def kept_after(self, index: int, epoch: int) -> list[Entry]:
         """The entries a snapshot of (index, epoch) leaves in the log: the suffix after
