@@ -24,7 +24,7 @@ from test_node_real import Acked, MakeCluster, assert_exactly_once, send_seq
 from test_snapshot import filled_store
 from zrep.codec import decode, encode
 from zrep.core.log import LogView
-from zrep.core.messages import AppendAck, Entry, HardState, InstallSnapshot, InstallSnapshotAck, Promise
+from zrep.core.messages import Append, AppendAck, Entry, HardState, InstallSnapshot, InstallSnapshotAck, Promise
 from zrep.core.ready import ShipOrder
 from zrep.core.replica import Replica
 from zrep.errors import DecodeError
@@ -260,6 +260,25 @@ def test_a_corrupt_snapshot_is_refused_and_the_transfer_starts_over() -> None:
     recv = Receiver(Buffer(), StoreLimits())
     assert recv.receive(chunk) == (0, None)
     assert recv.refused == 1 and "checksum" in recv.last_error
+
+
+def test_a_new_leader_or_a_restarted_follower_starts_the_transfer_over() -> None:
+    data = encode_snapshot(30, 2, filled_store(30).to_bytes())
+    old = Shipper(lambda: Bytes(data, 30, 2), chunk_bytes=100, window_chunks=2).chunks(ShipOrder(2, 0, 0), 1, 5)
+    recv = Receiver(Buffer(), StoreLimits())
+    assert [recv.receive(c)[0] for c in old] == [100, 200]
+    new = Shipper(lambda: Bytes(data, 30, 2), chunk_bytes=100, window_chunks=3).chunks(ShipOrder(2, 0, 0), 3, 6)
+    assert recv.receive(new[2]) == (0, None)  # epoch 6's transfer, not from its start: ask for 0
+    assert recv.receive(new[0]) == (100, None) and recv.receiving == 30
+    restarted = Receiver(Buffer(), StoreLimits())  # a follower that restarted mid-transfer
+    assert restarted.receive(new[1]) == (0, None)
+
+
+def test_chunks_of_an_older_leader_never_reach_the_shell() -> None:
+    f = Replica(2, (1, 2, 3), rng=random.Random(2), hard_state=HardState(5, 1), log=LogView(entries(1, 4, 1)))
+    f.step(InstallSnapshot(1, 2, 5, 40, 2, 0, b"x", True))
+    f.step(Append(3, 2, 6, 4, 1, (), 0, 0))  # leader 3 of epoch 6 before the shell ran
+    assert f.ready().chunks == ()
 
 
 def test_install_snapshot_frames_are_decoded_strictly() -> None:

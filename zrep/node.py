@@ -176,6 +176,7 @@ class Node:
         self._snapshot_index = snapshot.index if snapshot else 0
         self._snapshot_due = self._snapshot_index + cfg.snapshot_entries
         self._compactions = 0
+        self._refused_seen = 0
         limits = StoreLimits(max_body_bytes=cfg.max_body_bytes)
         self.port = FileSnapshots(cfg.node_data_dir(node_id), wal, limits,
                                   min(CHUNK_BYTES, cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES),
@@ -308,6 +309,10 @@ class Node:
     def _process(self) -> None:
         for done in self.service.process(self.wal, self._send, self.note):
             self._answer(done)
+        receiver = self.port.receiver
+        if receiver.refused != self._refused_seen:  # a received snapshot failed its checks: say so once
+            self._refused_seen = receiver.refused
+            self.say(f"warning: {receiver.last_error}; asking the leader for it again")
         if (self.replica.role, self.replica.leader) != self._seen:
             self._role_changed()
             if self.replica.role != Role.LEADER:
