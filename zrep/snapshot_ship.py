@@ -9,7 +9,8 @@ simulator byte strings, so both run this same logic.
   * a transfer sends one snapshot, opened when it starts and read from that
     handle to its end (a newer snapshot renamed in meanwhile does not mix in);
   * at most `window_chunks` chunks of at most `chunk_bytes` each are in flight
-    past the offset the follower last acknowledged (bounded memory and frames).
+    past the offset the follower last acknowledged (bounded memory and frames);
+    a resend (chunks or acks were lost, or the follower went back) sends one.
 
 `Receiver` (follower) stores them:
   * one transfer at a time, keyed by (leader, epoch, index); a chunk of a
@@ -89,7 +90,10 @@ class Shipper:
             offset = order.offset
             t.sent = offset if order.resend else max(t.sent, offset)
         src_ = t.source
-        limit = min(src_.size, offset + self.window_chunks * self.chunk_bytes)
+        # A resend is a probe (as a leader's append after a silence): one chunk, so a follower that
+        # stopped reading costs a chunk per retry in the transport's queue, not a window.
+        window = 1 if order.resend else self.window_chunks
+        limit = min(src_.size, offset + window * self.chunk_bytes)
         out = []
         while t.sent < limit:
             n = min(self.chunk_bytes, limit - t.sent)

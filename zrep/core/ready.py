@@ -36,7 +36,8 @@ class ShipOrder:
     """Leader: send `peer` the snapshot from byte `offset`. `index` 0 starts a
     transfer of the snapshot the shell holds now; otherwise it continues the
     transfer of snapshot `index` (an order for another index is stale).
-    `resend`: forget what was sent past `offset` (chunks or acks were lost)."""
+    `resend`: forget what was sent past `offset` (chunks or acks were lost) and
+    probe with one chunk."""
 
     peer: int
     index: int
