@@ -329,8 +329,11 @@ SAFETY = {"acknowledged_sends_durable", "no_duplicates", "replicas_identical", "
 @pytest.mark.slow
 @pytest.mark.parametrize("bug,faults,duration,seed", PLANTED)
 def test_a_planted_bug_fails_the_chaos_run(tmp_path: Path, bug: str, faults: str, duration: int, seed: int) -> None:
+    # No snapshots: with compaction, the old leader's divergent log usually sits below the new
+    # leader's log start, and installing the snapshot replaces it (Raft's rule, correctly), so
+    # the bug's path (appends that skip a conflict) would be taken too rarely to catch it.
     rc, report, err = _run(tmp_path, ["--duration", str(duration), "--seed", str(seed), "--faults", faults,
-                                      "--unsafe-bug", bug], 180)
+                                      "--unsafe-bug", bug, "--snapshot-entries", "0"], 180)
     assert rc == 1, _summary(report, err)
     assert report is not None and not report["ok"]
     failed = {c["name"] for c in report["checks"] if not c["passed"]}

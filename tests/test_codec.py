@@ -42,6 +42,7 @@ from zrep.core.messages import (
     Entry,
     Forward,
     Heartbeat,
+    InstallSnapshot,
     Promise,
     ReadIndexReply,
     Role,
@@ -67,7 +68,7 @@ small = st.integers(0, 1000)
 names = st.text(min_size=1, max_size=20)
 client_ids = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=32)
 
-_SCALAR = {"int": uints, "bool": st.booleans(), "tuple[bytes, ...]": st.lists(st.binary(max_size=50), max_size=5).map(tuple)}
+_SCALAR = {"int": uints, "bool": st.booleans(), "bytes": st.binary(max_size=50), "tuple[bytes, ...]": st.lists(st.binary(max_size=50), max_size=5).map(tuple)}
 _FIELD = {(Heartbeat, "role"): st.sampled_from(Role), (Answer, "reason"): st.sampled_from(AnswerReason)}
 
 
@@ -84,9 +85,19 @@ def appends(draw: st.DrawFn) -> Append:
     return Append(rest[0], rest[1], epoch, prev_index, prev_epoch, entries, rest[2], rest[3])
 
 
+@st.composite
+def install_snapshots(draw: st.DrawFn) -> InstallSnapshot:
+    epoch = draw(uints)
+    data = draw(st.binary(max_size=50))
+    return InstallSnapshot(draw(uints), draw(uints), epoch, draw(uints), draw(st.integers(0, epoch)),
+                           draw(st.integers(0, MAX - len(data))), data, draw(st.booleans()))
+
+
 def peer_messages(cls: type) -> st.SearchStrategy[Any]:
     if cls is Append:
         return appends()
+    if cls is InstallSnapshot:
+        return install_snapshots()
     return st.builds(cls, **{f.name: _FIELD.get((cls, f.name), _SCALAR.get(f.type)) for f in dataclasses.fields(cls)})
 
 
@@ -210,7 +221,7 @@ def test_client_replies_round_trip(rep: ClientReply) -> None:
         (b"\x02\x05\x94\x01\x02\x03\xc3", "unknown wire version 2"),
         (b"\x00\x05\x94\x01\x02\x03\xc3", "unknown wire version 0"),
         (b"\x01\x00\x90", "unknown message kind 0"),
-        (b"\x01\x0b\x90", "unknown message kind 11"),
+        (b"\x01\x0d\x90", "unknown message kind 13"),
         (b"\x01\xff\x90", "unknown message kind 255"),
         (b"\x01\x05", "malformed msgpack"),  # header only, empty body
     ],

@@ -77,3 +77,14 @@ def test_the_sweep_injects_every_kind_of_fault():
 def test_planted_bug_is_caught(bug, nodes, bound):
     failures = sweep(range(0, bound), nodes, frozenset({bug}), first=True)
     assert failures, f"{bug}: no violation in {bound} seeds"
+
+
+def test_the_sweep_meets_snapshots_compactions_installs_and_wipes():
+    kinds: dict[str, int] = {}
+    for seed in range(40):
+        result, violation, _ = run_seed(seed, 3)
+        assert violation is None, (seed, violation)
+        for kind, n in result.faults.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    for kind in ("snapshot", "compaction", "crash_in_compaction", "snapshot_install", "wipe"):
+        assert kinds.get(kind, 0) >= 3, (kind, kinds)

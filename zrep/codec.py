@@ -23,17 +23,22 @@ msgpack reads a single byte of the body.
 | 8    | Forward          | [src, dst, epoch, commands]                                               |
 | 9    | ReadIndexRequest | [src, dst, epoch, ctx]                                                    |
 | 10   | ReadIndexReply   | [src, dst, epoch, ctx, ok, index]                                         |
+| 11   | InstallSnapshot  | [src, dst, epoch, index, index_epoch, offset, data, done]                 |
+| 12   | InstallSnapshotAck | [src, dst, epoch, index, offset, done]                                  |
 | 64   | ClientRequest    | [req_id, op, args]                                                        |
 | 65   | ClientReply      | [req_id, ok, code, message, result]                                       |
 | 66   | ClientBatch      | [requests]: 1..1024 arrays [req_id, op, args], each as a ClientRequest    |
 | 67   | ClientReplies    | [replies]: 1..1024 arrays [req_id, ok, code, message, result]             |
 
-Kinds 11-63 are free for new peer messages, 68-127 for client messages.
+Kinds 13-63 are free for new peer messages, 68-127 for client messages.
 A test checks this table against the dataclasses, so it cannot drift.
 
 Field types. Peer ints (ids, epochs, indexes, ctx, round) are msgpack ints in
 0..2**63-1; `insist`, `granted`, `success`, `ok` are msgpack booleans (never
-0/1); `commands` is an array of bin. `Heartbeat.role` must be a `Role` value
+0/1); `commands` is an array of bin; InstallSnapshot's `data` is bin,
+and its `index_epoch` may not exceed its `epoch`, nor `offset + len(data)`
+2**63-1 (a chunk's size is bounded by the frame limit like any body). The
+snapshot's own checksum is judged by the follower once the last chunk is in. `Heartbeat.role` must be a `Role` value
 and `Answer.reason` an `AnswerReason` value; they decode as those enums.
 `entries` is an array of [epoch, index, data] (data: bin) that must be a
 contiguous run: entry k has index prev_index + 1 + k, and epochs never
@@ -93,6 +98,8 @@ from zrep.core.messages import (
     Entry,
     Forward,
     Heartbeat,
+    InstallSnapshot,
+    InstallSnapshotAck,
     Message,
     Promise,
     ReadIndexReply,
@@ -149,6 +156,12 @@ def _blobs(v: Any) -> tuple[bytes, ...]:
     return v
 
 
+def _bin(v: Any) -> bytes:
+    if type(v) is bytes:
+        return v
+    _bad("bytes", v)
+
+
 def _array(v: Any) -> tuple[Any, ...]:
     if type(v) is not tuple:
         _bad("an array", v)
@@ -171,6 +184,7 @@ def _enum(enum: type) -> Check:
 _CHECK_BY_TYPE: dict[str, Check] = {
     "int": _uint,
     "bool": _flag,
+    "bytes": _bin,
     "tuple[bytes, ...]": _blobs,
     "tuple[Entry, ...]": _array,  # each entry is checked by _check_run, which knows prev_index
 }
@@ -213,6 +227,18 @@ def _check_run(values: list[Any]) -> None:
         expect, floor = expect + 1, e
     if expect - 1 > MAX_UINT:
         raise DecodeError(f"Append.entries: last index {expect - 1} is above 2**63-1")
+
+
+_SNAP = {f.name: i for i, f in enumerate(fields(InstallSnapshot))}
+
+
+def _check_chunk(values: list[Any]) -> None:
+    """InstallSnapshot: a leader's snapshot holds entries of epochs up to its own."""
+    if values[_SNAP["index_epoch"]] > values[_SNAP["epoch"]]:
+        raise DecodeError(f"InstallSnapshot.index_epoch: {values[_SNAP['index_epoch']]} is above the epoch "
+                          f"{values[_SNAP['epoch']]}")
+    if values[_SNAP["offset"]] + len(values[_SNAP["data"]]) > MAX_UINT:
+        raise DecodeError("InstallSnapshot.offset: the chunk ends past 2**63-1")
 
 
 def _client_rule(name: str, validate: Callable[..., None]) -> Callable[[list[Any]], None]:
@@ -365,6 +391,8 @@ KINDS: tuple[_Kind, ...] = (
     _kind(8, Forward),
     _kind(9, ReadIndexRequest),
     _kind(10, ReadIndexReply),
+    _kind(11, InstallSnapshot, rule=_check_chunk),
+    _kind(12, InstallSnapshotAck),
     # A request is checked again on encode: a client's args dict mutated after
     # construction is caught at home. A reply is made and encoded at once by the
     # node (the hot path), so its construction check is enough.

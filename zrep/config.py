@@ -19,7 +19,9 @@ Schema (keys not listed are refused, so a typo never passes silently):
     fsync = true                  # optional; only true is accepted (a write is acked after fsync)
     snapshot_entries = 20000      # optional: a node snapshots its store once it applied this many
                                   # entries (and at least 1/4 as many as it holds messages) since
-                                  # the last snapshot, to restart fast; 0: never
+                                  # the last snapshot, to restart fast, then drops the log up to
+                                  # this many entries below it (a follower that far behind gets
+                                  # the snapshot shipped); 0: never snapshot, never compact
 
     [[nodes]]                     # one or more
     id = 1                        # positive int, unique

@@ -111,6 +111,8 @@ def _verdict(buf: bytes, path: str) -> dict[str, Any]:
         "text": (
             f"clean end at byte {keep}: entries {replay.first_index}..{last}, commit {replay.commit}, "
             f"epoch {replay.hard_state.epoch}, vote {replay.hard_state.vote}"
+            + (f"; compacted: entries before {replay.first_index} live only in the node's snapshot "
+               "(store.snap), which a start requires" if replay.first_index > 1 else "")
         ),
     }
 

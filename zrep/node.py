@@ -29,6 +29,12 @@ Invariants:
     never lands in the middle of a persist.
   * No per-message logging: one line per role change, election note from the
     core, and leader found (with how long the cluster was without one).
+  * Compaction (DESIGN 4): once a snapshot of index S is durable, the log
+    keeps only the entries after S - snapshot_entries (a follower a little
+    behind is still served from the log); the WAL is rewritten to match
+    (zrep.wal.Wal.rewrite), between loop turns, when every entry is on disk.
+  * A compacted WAL needs its snapshot: without a usable one the node refuses
+    to start (EXIT_NO_SNAPSHOT) and says to wipe its data directory.
 
 Imports the shell pieces (transport, wal, config, service); the core stays
 unaware of this module.
@@ -64,13 +70,14 @@ from zrep.codec import encode
 from zrep.commands import encode_delete, pack_send
 from zrep.config import ClusterConfig, load_config
 from zrep.core.log import LogView
-from zrep.core.messages import Forward, Message
+from zrep.core.messages import Forward, Message, Role
 from zrep.core.ready import Timing
 from zrep.core.replica import BUGS, Replica
 from zrep.errors import ConfigError, CorruptLogError, InvariantError, StorageError
 from zrep.pending import Done
 from zrep.service import ROLE_NAMES, Service
-from zrep.snapshot import Snapshot, load_snapshot, remove_stale_tmp, write_snapshot
+from zrep.snapshot import Snapshot, fits_log, load_snapshot, remove_stale_tmp, write_snapshot
+from zrep.snapshot_port import CHUNK_BYTES, FileSnapshots
 from zrep.snapshot_writer import SnapshotWriter
 from zrep.store import Store, StoreLimits
 from zrep.transport import Transport
@@ -82,6 +89,7 @@ EXIT_CORRUPT_LOG = 3  # a record in the middle of the WAL is corrupt: refuse to 
 EXIT_STORAGE = 4  # the WAL cannot be opened, locked, written or fsynced: stop, never retry
 EXIT_INVARIANT = 5  # an internal safety rule broke (a bug): stop at once
 EXIT_NETWORK = 6  # a socket cannot be bound (address in use or not local)
+EXIT_NO_SNAPSHOT = 7  # the WAL is compacted and the snapshot it needs is missing or unusable
 
 REQUEST_MS = 10_000  # a client request waits at most this long for its entry (then TIMEOUT)
 ACK_ALL_MS = 3_000  # an ack=all write waits this long for every member, then answers with who has it
@@ -167,6 +175,14 @@ class Node:
         self._snapshots = SnapshotWriter(cfg.node_data_dir(node_id)) if cfg.snapshot_entries else None
         self._snapshot_index = snapshot.index if snapshot else 0
         self._snapshot_due = self._snapshot_index + cfg.snapshot_entries
+        self._compactions = 0
+        self._refused_seen = 0
+        limits = StoreLimits(max_body_bytes=cfg.max_body_bytes)
+        self.port = FileSnapshots(cfg.node_data_dir(node_id), wal, limits,
+                                  min(CHUNK_BYTES, cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES),
+                                  self._before_install)
+        self.service.snapshots = self.port
+        self.service.on_install = self._installed
         self._started = time.monotonic()
         self._seen = (replica.role, replica.leader)
         self._leaderless_since: float | None = self._started
@@ -199,11 +215,14 @@ class Node:
                     self._snapshot_turn(self._snapshots)
             if busy:
                 self._process()
+                if self._compaction_due():
+                    self._compact()
             self.transport.flush()
 
     def close(self) -> None:
         if self._snapshots is not None:
             self._snapshots.stop()
+        self.port.close()
 
     def snapshot_on_stop(self) -> None:
         """A clean stop writes the store as it stands (here, not in a child: nothing is
@@ -233,7 +252,7 @@ class Node:
         if done is not None:
             if done.error:
                 self.say(f"warning: snapshot of index {done.index} failed: {done.error}; "
-                         f"the log still holds every entry, next try after {self.cfg.snapshot_entries:,} more")
+                         f"the log still holds every entry since the last one, next try after {self.cfg.snapshot_entries:,} more")
             else:
                 self._snapshot_index = done.index
                 self.say(f"snapshot of index {done.index} written in {done.seconds:.2f} s")
@@ -257,11 +276,47 @@ class Node:
             self.say(f"warning: cannot start a snapshot ({e}); next try after {self.cfg.snapshot_entries:,} "
                      "more entries")
 
+    def _compaction_due(self) -> bool:
+        keep = self.cfg.snapshot_entries
+        return keep > 0 and self._snapshot_index - keep >= self.replica.log.first_index - 1 + keep
+
+    def _compact(self) -> None:
+        """Drop the log up to S - snapshot_entries, S the durable snapshot (at least
+        snapshot_entries entries at once, so the WAL is rewritten once per snapshot)."""
+        rep, wal = self.replica, self.wal
+        if rep.log.last_index != wal.last_index:
+            return  # entries not yet on disk (cannot happen right after _process): next turn
+        upto = self._snapshot_index - self.cfg.snapshot_entries
+        started = time.monotonic()
+        epoch = rep.log.epoch_at(upto)
+        if epoch is None:
+            raise InvariantError(f"compaction point {upto} is not in the log {rep.log.first_index}..")
+        size = wal.rewrite(upto + 1, epoch)  # keeps its own records after upto, byte for byte
+        rep.compact(upto)
+        self._compactions += 1
+        self.say(f"log compacted up to {upto} (snapshot {self._snapshot_index}): the WAL holds "
+                 f"{rep.log.first_index}..{rep.log.last_index}, {size:,} bytes, rewritten in "
+                 f"{(time.monotonic() - started) * 1000:.1f} ms")
+
+    def _before_install(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.stop()  # its older snapshot must not land over the one being installed
+
+    def _installed(self, snap: Snapshot) -> None:
+        self._snapshot_index = snap.index
+        self._snapshot_due = snap.index + self.cfg.snapshot_entries  # (the core's note says it happened)
+
     def _process(self) -> None:
         for done in self.service.process(self.wal, self._send, self.note):
             self._answer(done)
+        receiver = self.port.receiver
+        if receiver.refused != self._refused_seen:  # a received snapshot failed its checks: say so once
+            self._refused_seen = receiver.refused
+            self.say(f"warning: {receiver.last_error}; asking the leader for it again")
         if (self.replica.role, self.replica.leader) != self._seen:
             self._role_changed()
+            if self.replica.role != Role.LEADER:
+                self.port.shipper.forget_all()
 
     def _send(self, msg: Message) -> None:
         try:
@@ -374,6 +429,18 @@ class Node:
         s["bugs"] = sorted(self.replica.bugs)
         s["snapshot_index"] = self._snapshot_index
         s["snapshot_writing"] = self._snapshots is not None and self._snapshots.running
+        s["log_first_index"] = self.replica.log.first_index
+        s["compactions"] = self._compactions
+        shipper, receiver = self.port.shipper, self.port.receiver
+        s["snapshot_shipping"] = {
+            "sending_to": shipper.sending,
+            "transfers_started": shipper.transfers_started,
+            "chunks_sent": shipper.chunks_sent,
+            "receiving": receiver.receiving,
+            "chunks_stored": receiver.chunks_stored,
+            "installed": self.replica.snapshots_installed,
+            "refused": receiver.refused,
+        }
         return s
 
 
@@ -451,9 +518,30 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
     try:
         remove_stale_tmp(data_dir)
         snapshot, why = load_snapshot(data_dir, replay, StoreLimits(max_body_bytes=cfg.max_body_bytes))
-        return _serve(cfg, node_id, wal, replay, bugs, log, stopping, snapshot, [why] if why else [])
+        if replay.first_index > 1 and snapshot is None:
+            log(f"{prefix}: cannot start: the WAL {wal.path} is compacted (it starts at index "
+                f"{replay.first_index}) and {why}, so the store cannot be rebuilt. Do not edit the files: "
+                f"stop this node, wipe its data directory {data_dir} and start it again; it re-syncs "
+                f"everything from the leader.")
+            return EXIT_NO_SNAPSHOT
+        warnings = [why] if why else []
+        if snapshot is not None and replay.first_index > 1 and not fits_log(snapshot, replay):
+            replay = _drop_log_for(snapshot, wal, replay)
+            warnings.append(f"the snapshot of index {snapshot.index} is past or beside the compacted log "
+                            "(an install that stopped before its WAL rewrite); the log was dropped for it")
+        return _serve(cfg, node_id, wal, replay, bugs, log, stopping, snapshot, warnings)
+    except StorageError as e:
+        log(f"{prefix}: {e}")
+        return EXIT_STORAGE
     finally:
         wal.close()
+
+
+def _drop_log_for(snapshot: Snapshot, wal: Wal, replay: Replay) -> Replay:
+    """Raft's install rule at start: no entry that disagrees with a (committed) snapshot is committed."""
+    wal.rewrite(snapshot.index + 1, snapshot.epoch, keep=False)
+    return replace(replay, entries=[], first_index=snapshot.index + 1, prev_epoch=snapshot.epoch,
+                   commit=snapshot.index)
 
 
 def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: frozenset[str], log: Log,

@@ -15,22 +15,44 @@ Invariants:
     with the old leader. The store applies a (client, seq) once, so a copy that
     survived costs a log entry, never a second effect; the client is answered
     right after the new leader commits instead of after its own timeout.
+  * Snapshot shipping goes through `snapshots` (a SnapshotPort: the files or
+    the simulator's bytes). A follower's store is replaced by a received
+    snapshot only after the port made it durable (file in place, WAL
+    rewritten), and only then does the core ack it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from .commands import command_key
 from .core.messages import Entry, Message, Role
-from .core.ready import ReadState
+from .core.ready import ReadState, Ready
 from .core.replica import Replica
 from .driver import Storage, apply_ready
 from .pending import Done, Pending, error
+from .snapshot_format import Snapshot
+from .snapshot_ship import Receiver, Shipper
 from .store import Store
 
 ROLE_NAMES = {Role.FOLLOWER: "follower", Role.ELECTING: "electing", Role.CANDIDATE: "candidate", Role.LEADER: "leader"}
+
+
+class SnapshotPort(Protocol):
+    """Snapshot bytes for a Service: what it ships, where it receives, how it installs."""
+
+    shipper: Shipper
+    receiver: Receiver
+
+    def install(self, snap: Snapshot, kept: Sequence[Entry]) -> None:
+        """Make the received snapshot durable in place, then rewrite the log as
+        SNAPSHOT_MARK(snap.index + 1, snap.epoch) followed by `kept`."""
+        ...
+
+    def discard(self) -> None:
+        """Drop the received snapshot (the store already holds it)."""
+        ...
 
 
 class Service:
@@ -46,6 +68,8 @@ class Service:
         self._next_ctx = 0
         self._done: list[Done] = []
         self.on_apply: Callable[[Entry, dict[str, Any] | None], None] | None = None  # observers (sim checks)
+        self.snapshots: SnapshotPort | None = None
+        self.on_install: Callable[[Snapshot], None] | None = None  # observers (sim checks, node bookkeeping)
 
     # ------------------------------------------------------------ requests
 
@@ -106,6 +130,8 @@ class Service:
         while rep.has_ready():
             ready = rep.ready()
             apply_ready(rep, ready, storage, send, self._apply, self._on_read, note)
+            if ready.ship or ready.chunks:
+                self._snapshot_work(ready, send)
             if ready.committed:
                 for route, query in self.pending.reads_ready(self.store.applied_index):
                     self._done.append(Done(route, self.run_query(query)))
@@ -161,6 +187,40 @@ class Service:
                       leader=self.replica.leader)
         self._done += self.pending.on_applied(key, entry.index, answer)
         self._proposed.pop(key, None)
+
+    def _snapshot_work(self, ready: Ready, send: Callable[[Message], None]) -> None:
+        port, rep = self.snapshots, self.replica
+        if port is None:
+            return  # this node keeps every entry, so it never asks; chunks to it are dropped
+        for order in ready.ship:
+            for chunk in port.shipper.chunks(order, rep.id, rep.hs.epoch):
+                send(chunk)
+        for chunk in ready.chunks:
+            offset, snap = port.receiver.receive(chunk)
+            if snap is None:
+                rep.snapshot_stored(chunk, offset)
+            elif rep.wants_install(chunk):
+                port.install(snap, rep.kept_after(snap.index, snap.epoch))
+                self.store = snap.store
+                rep.snapshot_installed(chunk, True)
+                self._answer_from_store()
+                if self.on_install is not None:
+                    self.on_install(snap)
+            else:
+                port.discard()
+                rep.snapshot_installed(chunk, False)
+
+    def _answer_from_store(self) -> None:
+        """Writes waiting here whose entries came inside an installed snapshot: the store
+        kept their answers (it keeps every client's, from its lowest awaited seq up)."""
+        for key in [k for k in self._proposed if self.pending.waiting(k)]:
+            kept = self.store.cached_answer(*key)
+            if kept is not None:
+                index = kept.get("index", self.store.applied_index)
+                answer = dict(kept, epoch=self.replica.log.epoch_at(index) or 0,
+                              durable_on=list(self.replica.durable_on(index)), leader=self.replica.leader)
+                self._done += self.pending.on_applied(key, index, answer)
+                self._proposed.pop(key, None)
 
     def _on_read(self, read: ReadState) -> None:
         self._done += self.pending.on_read_index(read.ctx, read.index)

@@ -4,89 +4,52 @@ Job: write and read `store.snap` in a node's data directory, and decide
 whether a snapshot read at start-up may stand in for applying the log up to
 its index. (Taking one without stalling the node loop is zrep.snapshot_writer.)
 
-A snapshot only shortens a restart: the WAL still holds every entry (no log
-compaction yet), so a snapshot that is missing, torn, corrupt, made under other
-store limits, or that does not match the log is ignored with a warning and the
-store is rebuilt from the log as before. It never holds more than was
-committed: a node snapshots its store, and a store applies committed entries
-only.
+While the WAL still starts at index 1, a snapshot only shortens a restart: one
+that is missing, torn, corrupt, made under other store limits, or that does
+not match the log is ignored with a warning and the store is rebuilt from the
+log. Once the WAL is compacted (it starts with a SNAPSHOT_MARK at first_index
+> 1) the snapshot is REQUIRED: `load_snapshot` returns None with the reason
+and the node refuses to start (it never starts with a store that silently
+lacks entries). A compacted log may then also sit behind or beside the
+snapshot (an install renamed the snapshot in, then the node died before it
+rewrote its WAL): the snapshot wins and the log is dropped (Raft's rule; the
+snapshot holds committed state only, and no entry that conflicts with it can
+be committed). It never holds more than was committed: a node snapshots its
+store, a store applies committed entries only, and a follower installs only
+a snapshot a leader of its current epoch sent.
 
-File layout (all integers unsigned big-endian):
-  bytes 0..7    b"ZREPSNAP"
-  bytes 8..11   length H of the header
-  H bytes       msgpack [version, index, epoch, body_length, crc32(body)]
-  body          Store.to_bytes() of the store that had applied `index`;
-                `epoch` is the epoch of log entry `index` (0 for index 0)
-Written under a temporary name, fsynced, renamed over the old file, then the
-directory is fsynced: a crash leaves the old file or the new one, never a mix.
+The file format is zrep.snapshot_format. Written under a temporary name,
+fsynced, renamed over the old file, then the directory is fsynced: a crash
+leaves the old file or the new one, never a mix. `SnapshotFile` reads one for
+shipping (kept open: a newer snapshot renamed over it does not disturb a
+transfer); `ReceivedFile` writes one arriving in chunks.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
-
 from zrep.errors import DecodeError
-from zrep.store import Store, StoreLimits
+from zrep.snapshot_format import (  # noqa: F401  (MAGIC, VERSION, encode_snapshot: re-exported)
+    HEADER_READ_BYTES,
+    MAGIC,
+    VERSION,
+    Snapshot,
+    decode_header,
+    decode_snapshot,
+    encode_snapshot,
+    snapshot_fits,
+)
+from zrep.store import StoreLimits
 from zrep.wal import Replay, sync_data, sync_dir
 
 SNAPSHOT_NAME = "store.snap"
 TMP_PREFIX = SNAPSHOT_NAME + ".tmp-"  # + the writer's pid: two writers never share a file
-MAGIC = b"ZREPSNAP"
-VERSION = 1
-_LENGTH = struct.Struct(">I")
-_MAX_HEADER = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    index: int  # the last log index the store applied
-    epoch: int  # the epoch of that entry
-    store: Store
 
 
 def snapshot_path(directory: str | os.PathLike[str]) -> Path:
     return Path(directory) / SNAPSHOT_NAME
-
-
-def encode_snapshot(index: int, epoch: int, body: bytes) -> bytes:
-    header = msgpack.packb([VERSION, index, epoch, len(body), zlib.crc32(body)])
-    return MAGIC + _LENGTH.pack(len(header)) + header + body
-
-
-def decode_snapshot(data: bytes) -> Snapshot:
-    """The snapshot in `data`; DecodeError naming what is wrong."""
-    if data[: len(MAGIC)] != MAGIC:
-        raise DecodeError("not a zrep snapshot (bad magic)")
-    start = len(MAGIC) + _LENGTH.size
-    if len(data) < start:
-        raise DecodeError("truncated header")
-    (header_len,) = _LENGTH.unpack_from(data, len(MAGIC))
-    if header_len > _MAX_HEADER or len(data) < start + header_len:
-        raise DecodeError("truncated or oversized header")
-    try:
-        header = msgpack.unpackb(data[start : start + header_len])
-    except (ValueError, TypeError, msgpack.UnpackException):
-        raise DecodeError("malformed header") from None
-    if not (type(header) is list and len(header) == 5 and all(type(v) is int and v >= 0 for v in header)):
-        raise DecodeError("malformed header")
-    version, index, epoch, body_len, crc = header
-    if version != VERSION:
-        raise DecodeError(f"version {version}, this zrep reads version {VERSION}")
-    body = data[start + header_len :]
-    if len(body) != body_len:
-        raise DecodeError(f"body is {len(body)} bytes, the header says {body_len} (torn write?)")
-    if zlib.crc32(body) != crc:
-        raise DecodeError("checksum mismatch (corrupt)")
-    store = Store.from_bytes(body)
-    if store.applied_index != index:
-        raise DecodeError(f"the store applied {store.applied_index}, the header says {index}")
-    return Snapshot(index, epoch, store)
 
 
 def write_snapshot(directory: str | os.PathLike[str], index: int, epoch: int, body: bytes) -> Path:
@@ -123,7 +86,10 @@ def load_snapshot(directory: str | os.PathLike[str], replay: Replay, limits: Sto
     and name an entry the log holds with the same epoch: a log cut shorter than
     the snapshot (a disk that lost synced bytes) or diverged from it is rebuilt
     from the log instead, which is what the node did before snapshots existed.
+    A compacted log cannot be rebuilt from: see the module docstring.
     """
+    if replay.first_index > 1:
+        return _load_required(directory, replay, limits)
     path = snapshot_path(directory)
     try:
         data = path.read_bytes()
@@ -150,3 +116,99 @@ def load_snapshot(directory: str | os.PathLike[str], replay: Replay, limits: Sto
         return None, (f"{path}: snapshot of index {snap.index} (epoch {snap.epoch}) ignored, the log has "
                       f"epoch {epoch} there; rebuilding the store from the log")
     return snap, ""
+
+
+def fits_log(snap: Snapshot, replay: Replay) -> bool:
+    """Does the log hold the snapshot's last entry (or end just before its own start there)?
+    If not, a start from this snapshot drops the log (see the module docstring)."""
+    return snapshot_fits(snap, replay.first_index, replay.prev_epoch, [e.epoch for e in replay.entries])
+
+
+def _load_required(directory: str | os.PathLike[str], replay: Replay, limits: StoreLimits) -> tuple[Snapshot | None, str]:
+    """A compacted log's snapshot: it must exist, decode, share our limits and cover first_index - 1."""
+    path = snapshot_path(directory)
+    try:
+        snap = decode_snapshot(path.read_bytes())
+    except FileNotFoundError:
+        return None, f"its snapshot {path} is missing"
+    except OSError as e:
+        return None, f"its snapshot {path} cannot be read ({e})"
+    except DecodeError as e:
+        return None, f"its snapshot {path} is unusable: {e}"
+    if snap.store.limits != limits:
+        return None, f"its snapshot {path} was made under other store limits ({snap.store.limits} vs {limits})"
+    if snap.index < replay.first_index - 1:
+        return None, (f"its snapshot {path} holds entries up to {snap.index} only, "
+                      f"the log starts at {replay.first_index}")
+    return snap, ""
+
+
+class SnapshotFile:
+    """The snapshot file as it was when opened, for shipping (zrep.snapshot_ship.Source)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._fd = os.open(snapshot_path(directory), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.size = os.fstat(self._fd).st_size
+            self.index, self.epoch, *_ = decode_header(os.pread(self._fd, HEADER_READ_BYTES, 0))
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> SnapshotFile | None:
+        """None when there is no readable snapshot (the leader retries later)."""
+        try:
+            return cls(directory)
+        except (OSError, DecodeError):
+            return None
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class ReceivedFile:
+    """Where a snapshot arriving in chunks is written (zrep.snapshot_ship.Sink): a temporary
+    file (removed by remove_stale_tmp at start, so a restart mid-transfer starts over)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.path = Path(directory) / f"{TMP_PREFIX}recv"
+        self._fd = -1
+
+    def begin(self) -> None:
+        self.discard()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def read_all(self) -> bytes:
+        size = os.fstat(self._fd).st_size
+        return os.pread(self._fd, size, 0)
+
+    def make_durable(self) -> None:
+        sync_data(self._fd)
+
+    def put_in_place(self) -> None:
+        """Rename the (durable) file over store.snap and flush the directory."""
+        final = snapshot_path(self.path.parent)
+        os.replace(self.path, final)
+        sync_dir(str(final.parent))
+        self._close()
+
+    def discard(self) -> None:
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -9,9 +9,19 @@ flush.
 Invariants:
 - Nothing is acknowledged before `sync()` returns: `synced_offset` is the
   number of bytes known durable, and only grows.
-- The file is never rewritten: conflicts append TRUNCATE, repairs only cut a
+- Records are only appended: conflicts append TRUNCATE, repairs only cut a
   torn tail (bytes after which nothing valid follows, see wal_format.Scan).
   Corruption anywhere else raises CorruptLogError and the file is left as is.
+- The one exception is `rewrite` (log compaction, snapshot install): a new
+  file holding a SNAPSHOT_MARK, the kept entries, the hard state and the
+  commit hint is written under REWRITE_SUFFIX, fsynced, locked, renamed over
+  the WAL, and the directory fsynced. The kept entries are copied as the
+  file's own bytes from the last write of the first kept entry to the end
+  (the Wal knows each entry's offset): no record is encoded again, and the
+  records after that point replay the same after the mark. A crash leaves the old file or the new one,
+  each valid on its own (a leftover REWRITE_TMP is deleted on open). The
+  entries before the mark must be in a durable snapshot first: the caller's
+  duty, since the WAL knows nothing of snapshots.
 - A failed write or flush is never retried (after a failed fsync the page
   cache may already have dropped the dirty pages): the Wal raises StorageError
   and then refuses every call except close().
@@ -25,11 +35,13 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import sys
 from collections.abc import Callable, Sequence
+from array import array
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -49,6 +61,9 @@ from zrep.wal_format import (
 )
 
 
+REWRITE_SUFFIX = ".rewrite-tmp"  # a rewrite's new file, before its rename over the WAL
+
+
 @dataclass(frozen=True, slots=True)
 class Replay:
     """The log as it stands after replay (truncations applied).
@@ -66,6 +81,7 @@ class Replay:
     torn_bytes: int
     warnings: list[str]
     prev_epoch: int = 0
+    offsets: array = field(default_factory=lambda: array("q"))  # file offset of each entry's record
 
 
 class _Invalid(Exception):
@@ -81,6 +97,8 @@ class _ReplayState:
     first_index: int = 1
     prev_epoch: int = 0
     commit: int = 0
+    offsets: array = field(default_factory=lambda: array("q"))
+    offset: int = 0  # of the record being applied
 
     @property
     def last_index(self) -> int:
@@ -93,10 +111,11 @@ class _ReplayState:
         if e.index != self.first_index + len(self.entries):  # last_index + 1, inline: once per record
             raise _Invalid(f"entry index {e.index} does not follow {self.last_index}")
         self.entries.append(e)
+        self.offsets.append(self.offset)
 
     def _truncate(self, t: Truncate) -> None:
         _check_truncate(t.from_index, self.first_index, self.last_index, self.commit)
-        del self.entries[t.from_index - self.first_index :]
+        del self.entries[t.from_index - self.first_index :], self.offsets[t.from_index - self.first_index :]
 
     def _hard_state(self, hs: HardState) -> None:
         _check_hard_state(self.hard_state, hs)
@@ -114,11 +133,12 @@ class _ReplayState:
         if m.first_index < self.first_index:
             raise _Invalid(f"snapshot mark at {m.first_index} goes behind the log start {self.first_index}")
         if prev <= self.last_index and self._epoch_at(prev) == m.epoch_of_prev:
-            del self.entries[: m.first_index - self.first_index]
+            del self.entries[: m.first_index - self.first_index], self.offsets[: m.first_index - self.first_index]
         else:
             if self.commit > prev:
                 raise _Invalid(f"snapshot mark at {m.first_index} would drop committed entries up to {self.commit}")
             self.entries.clear()
+            del self.offsets[:]
         self.first_index, self.prev_epoch = m.first_index, m.epoch_of_prev
         self.commit = max(self.commit, prev)
 
@@ -162,6 +182,7 @@ def replay_buffer(buf: bytes, path: str) -> tuple[Replay, int]:
     state = _ReplayState()
     scan = Scan(buf)
     for offset, record in scan:
+        state.offset = offset
         try:
             state.apply(record)
         except _Invalid as exc:
@@ -186,6 +207,7 @@ def replay_buffer(buf: bytes, path: str) -> tuple[Replay, int]:
         torn_bytes=torn,
         warnings=warnings,
         prev_epoch=state.prev_epoch,
+        offsets=state.offsets,
     )
     return replay, stop.offset
 
@@ -259,6 +281,8 @@ class Wal:
         self._commit = replay.commit
         self._hard_state = replay.hard_state
         self._pack = msgpack.Packer(use_bin_type=True).pack  # reused: a Wal belongs to one thread
+        self._offsets = replay.offsets  # where each entry's record starts (for `rewrite`)
+        self._end = size  # where the next buffered record will start
 
     # -- opening ---------------------------------------------------------------
 
@@ -268,6 +292,8 @@ class Wal:
         path = os.path.abspath(os.fspath(path))
         try:
             _ensure_dir(os.path.dirname(path))
+            if os.path.exists(path + REWRITE_SUFFIX):  # a rewrite that died before its rename
+                os.unlink(path + REWRITE_SUFFIX)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise StorageError(f"{path}: cannot open the WAL: {exc}") from exc
@@ -307,11 +333,16 @@ class Wal:
         last = self._last_index
         frames = []
         pack = self._pack
+        offsets, end = self._offsets, self._end
         for e in entries:
             if e.index != last + 1:
                 raise InvariantError(f"{self.path}: append of index {e.index} after {last}")
-            frames.append(encode_entry(e, pack))
+            frame = encode_entry(e, pack)
+            frames.append(frame)
+            offsets.append(end)
+            end += len(frame)
             last += 1
+        self._end = end
         self._pending.extend(frames)
         self._pending_durable = self._pending_durable or bool(frames)
         self._last_index = last
@@ -324,6 +355,7 @@ class Wal:
         except _Invalid as exc:
             raise InvariantError(f"{self.path}: {exc}") from None
         self._buffer(encode_record(Truncate(from_index)))
+        del self._offsets[from_index - self._first_index :]
         self._last_index = from_index - 1
 
     def set_hard_state(self, hs: HardState) -> None:
@@ -345,12 +377,73 @@ class Wal:
             return
         if index > self._last_index:
             raise InvariantError(f"{self.path}: commit {index} beyond the last entry {self._last_index}")
-        self._pending.append(encode_record(Commit(index)))
+        frame = encode_record(Commit(index))
+        self._pending.append(frame)
+        self._end += len(frame)
         self._commit = index
 
     def _buffer(self, frame: bytes) -> None:
         self._pending.append(frame)
+        self._end += len(frame)
         self._pending_durable = True
+
+    def rewrite(self, first_index: int, prev_epoch: int, keep: bool = True) -> int:
+        """Replace the file by: SNAPSHOT_MARK(first_index, prev_epoch), this log's entries from
+        first_index on (none if not `keep`), hard state, commit hint. Durable and atomic (module
+        docstring); the caller guarantees a durable snapshot holds the entries before first_index.
+        Returns the new file's size."""
+        self._usable()
+        self.sync()  # nothing buffered may be lost with the old file; every offset is now in the file
+        if first_index < self._first_index or (keep and first_index > self._last_index + 1):
+            raise InvariantError(f"{self.path}: rewrite from {first_index} outside the log "
+                                 f"{self._first_index}..{self._last_index}")
+        mark = encode_record(SnapshotMark(first_index, prev_epoch))
+        tail, kept = b"", array("q")
+        if keep and first_index <= self._last_index:
+            start = self._offsets[first_index - self._first_index]
+            try:
+                tail = os.pread(self._fd, self._written - start, start)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise self._fail(f"cannot read the WAL to rewrite it: {exc}") from exc
+            if len(tail) != self._written - start:
+                raise self._fail(f"short read of the WAL tail ({len(tail)} of {self._written - start} bytes)")
+            shift = len(mark) - start
+            kept = array("q", (o + shift for o in self._offsets[first_index - self._first_index :]))
+        last = self._last_index if keep else first_index - 1
+        commit = min(max(self._commit, first_index - 1), last)
+        data = mark + tail + encode_record(self._hard_state)
+        if commit > first_index - 1:
+            data += encode_record(Commit(commit))
+        self._replace_file(data)
+        self._offsets, self._end = kept, len(data)
+        self._first_index, self._last_index, self._commit = first_index, last, commit
+        return len(data)
+
+    def _replace_file(self, data: bytes) -> None:
+        tmp = self.path + REWRITE_SUFFIX
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise self._fail(f"cannot create {tmp} to rewrite the WAL: {exc}") from exc
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            sync_data(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked before it becomes the WAL
+            os.replace(tmp, self.path)
+        except OSError as exc:  # the old file is intact, but a failed fsync is never retried: stop
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise self._fail(f"rewrite failed before its rename: {exc}") from exc
+        old, self._fd = self._fd, fd
+        os.close(old)  # type: ignore[arg-type]
+        try:
+            sync_dir(os.path.dirname(self.path))
+        except OSError as exc:
+            raise self._fail(f"fsync of the directory after a rewrite failed: {exc}") from exc
+        self._written = self._synced = len(data)
 
     # -- durability ----------------------------------------------------------------
 
@@ -405,6 +498,10 @@ class Wal:
     @property
     def last_index(self) -> int:
         return self._last_index
+
+    @property
+    def first_index(self) -> int:
+        return self._first_index
 
     # -- closing -------------------------------------------------------------------
 

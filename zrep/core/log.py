@@ -3,8 +3,10 @@
 Invariants: entries are contiguous from `first_index` to `last_index`; every
 entry's epoch is >= the epoch of the entry before it; `prev_epoch` is the
 epoch of the entry just before `first_index` (0 for an empty prefix, or the
-epoch at a snapshot's boundary once snapshots drop a prefix). The view only
-changes in memory; the shell persists what the Ready says.
+epoch at a snapshot's boundary once a snapshot dropped the prefix); a prefix
+is dropped (`compact`, `reset`) only once a snapshot that holds it is durable,
+which the shell guarantees before it asks. The view only changes in memory;
+the shell persists what the Ready says.
 
 Entries are kept as two columns (epochs in an int64 array, data in a list of
 bytes), not as Entry objects: a million entries cost ~8 bytes plus their data
@@ -104,6 +106,20 @@ class LogView:
         if index < self.first_index:
             raise InvariantError(f"log view: truncate to {index} below first index {self.first_index}")
         del self._epochs[index - self.first_index :], self._data[index - self.first_index :]
+
+    def compact(self, index: int) -> None:
+        """Drop entries <= index (held by a durable snapshot); entry `index` stays known by its epoch."""
+        if not self.first_index - 1 <= index <= self.last_index:
+            raise InvariantError(f"log view: compact to {index} outside [{self.first_index - 1}, {self.last_index}]")
+        pos = index - self.first_index + 1
+        self.prev_epoch = self.epoch_at(index)  # type: ignore[assignment]  # in range: checked above
+        del self._epochs[:pos], self._data[:pos]
+        self.first_index = index + 1
+
+    def reset(self, index: int, epoch: int) -> None:
+        """Drop every entry: the log now starts after a snapshot of (index, epoch)."""
+        del self._epochs[:], self._data[:]
+        self.first_index, self.prev_epoch = index + 1, epoch
 
     def conflict_hint(self, index: int, floor: int) -> int:
         """For a mismatch at `index`: the last index before the run of entries

@@ -180,6 +180,37 @@ class ReadIndexReply:
     index: int
 
 
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Leader to follower: bytes [offset, offset + len(data)) of the leader's store
+    snapshot file of log index `index` (whose entry has epoch `index_epoch`);
+    `done` marks the last chunk. A follower takes only the chunk at the offset it
+    expects, so a transfer is a sequence the follower can check end to end."""
+
+    src: int
+    dst: int
+    epoch: int
+    index: int
+    index_epoch: int
+    offset: int
+    data: bytes
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshotAck:
+    """Follower to leader: it holds the first `offset` bytes of snapshot `index`
+    (0: start over). With `done` it has installed the snapshot (file, log and
+    store durable and replaced), or already held everything up to `index`."""
+
+    src: int
+    dst: int
+    epoch: int
+    index: int
+    offset: int
+    done: bool
+
+
 Message = (
     Heartbeat
     | Election
@@ -191,6 +222,8 @@ Message = (
     | Forward
     | ReadIndexRequest
     | ReadIndexReply
+    | InstallSnapshot
+    | InstallSnapshotAck
 )
 
 PEER_MESSAGE_TYPES: tuple[type, ...] = (
@@ -204,4 +237,6 @@ PEER_MESSAGE_TYPES: tuple[type, ...] = (
     Forward,
     ReadIndexRequest,
     ReadIndexReply,
+    InstallSnapshot,
+    InstallSnapshotAck,
 )

@@ -3,7 +3,10 @@
 `match`: highest index known to be on the follower's disk and equal to ours.
 `next`: the next index to send. In probe mode one append is in flight at a
 time until the follower's log position is known; in replicate mode up to
-`Timing.max_inflight` appends are pipelined.
+`Timing.max_inflight` appends are pipelined. In snapshot mode (`snapshot`) the
+follower needs entries the leader's log no longer holds: no appends go to it
+until it acknowledges the installed snapshot; `snap_index` and `snap_offset`
+are how far the transfer got (0, 0 before the first ack).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ class Progress:
     last_contact_tick: int = 0
     told_commit: int = 0  # the commit index the last append we sent it carried
     forwarded: int = 0  # last index of the writes it forwarded to us: it waits to apply them
+    snapshot: bool = False
+    snap_index: int = 0
+    snap_offset: int = 0
 
     def can_send(self, max_inflight: int) -> bool:
         if self.probing:

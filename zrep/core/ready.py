@@ -6,7 +6,11 @@ The shell (real node or simulator) applies a Ready through
   2. persist `hard_state`, `truncate_from`, `entries`, `commit`, then one fsync;
   3. send `after_persist` (acks and promises: they state durable facts);
   4. apply `committed` to the store, answer `reads`;
-  5. call `replica.advance(ready)`.
+  5. call `replica.advance(ready)`;
+  6. (zrep.service) turn `ship` orders into InstallSnapshot chunks read from
+     the snapshot file, and store the `chunks` received, reporting each back
+     (`replica.snapshot_stored` / `snapshot_installed`): the bytes are the
+     shell's business, the decisions the core's.
 Splitting the two message lists in the type makes "an ack before its fsync"
 impossible to write by accident.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .messages import Entry, HardState, Message
+from .messages import Entry, HardState, InstallSnapshot, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +29,20 @@ class ReadState:
 
     ctx: int
     index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShipOrder:
+    """Leader: send `peer` the snapshot from byte `offset`. `index` 0 starts a
+    transfer of the snapshot the shell holds now; otherwise it continues the
+    transfer of snapshot `index` (an order for another index is stale).
+    `resend`: forget what was sent past `offset` (chunks or acks were lost) and
+    probe with one chunk."""
+
+    peer: int
+    index: int
+    offset: int
+    resend: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +56,8 @@ class Ready:
     committed: tuple[Entry, ...]
     reads: tuple[ReadState, ...]
     notes: tuple[str, ...]
+    ship: tuple[ShipOrder, ...] = ()
+    chunks: tuple[InstallSnapshot, ...] = ()  # follower: snapshot chunks to store, in order
 
     @property
     def must_persist(self) -> bool:
@@ -53,6 +73,8 @@ class Ready:
             or self.committed
             or self.reads
             or self.notes
+            or self.ship
+            or self.chunks
         )
 
 
@@ -67,6 +89,7 @@ class Timing:
     max_inflight_entries: int = 8192  # entries in flight past a follower's match
     max_batch_entries: int = 512
     max_batch_bytes: int = 1 << 20
+    snapshot_retry_ticks: int = 0  # no ack of a snapshot chunk for this long: resend (0: 4 heartbeats)
 
     @classmethod
     def from_ms(cls, heartbeat_ms: int, election_timeout_ms: int, tick_ms: int) -> "Timing":

@@ -16,6 +16,13 @@ Rules it keeps (DESIGN section 4), each enforced here and nowhere else:
   * No election while a healthy leader is heard: an `Election` is a pre-vote;
     a node claims an epoch only when a majority (itself included) answered
     and nobody objected, so an isolated node never inflates its epoch.
+  * Snapshots (DESIGN 4): the log drops a prefix only when the shell says a
+    durable snapshot holds it (`compact`, at most up to `applied`). A follower
+    the leader's log cannot serve any more gets the snapshot instead of
+    appends (the leader orders it, the shell ships the bytes); the follower
+    takes chunks only from the leader of its current epoch, and acks an
+    install only once the shell has made it durable, so the leader's match
+    index never runs ahead of a follower's disk.
 
 Must not import zmq, os, time, socket, threading, or the global `random`
 functions: randomness comes from the injected `random.Random`, time from
@@ -42,6 +49,8 @@ from .messages import (
     Forward,
     HardState,
     Heartbeat,
+    InstallSnapshot,
+    InstallSnapshotAck,
     Message,
     Promise,
     ReadIndexReply,
@@ -50,7 +59,7 @@ from .messages import (
 )
 from .progress import Progress
 from .quorum import majority, quorum_index
-from .ready import ReadState, Ready, Timing
+from .ready import ReadState, Ready, ShipOrder, Timing
 
 # Test-only planted bugs: each switches one safety rule off, so that tests can
 # show the simulator and the chaos checker catch its absence.
@@ -130,6 +139,10 @@ class Replica:
         self._reads_waiting: list[tuple[int, int, int, int]] = []  # (round, index, requester, ctx)
         self._remote_reads: set[int] = set()
         self.dropped = 0  # messages ignored as malformed for this cluster
+        self.snapshots_started = 0  # leader: transfers begun (status counters)
+        self.snapshots_installed = 0  # follower: snapshots installed from a leader
+        self._ship: list[ShipOrder] = []
+        self._chunks: list[InstallSnapshot] = []
         # Outputs gathered until the next ready().
         self._msgs: list[Message] = []
         self._after: list[Message] = []
@@ -211,6 +224,8 @@ class Replica:
             or self._commit_dirty
             or self._reads
             or self._notes
+            or self._ship
+            or self._chunks
             or (self._reads_unsent and self.role == Role.LEADER and self.commit >= self._epoch_start)
             or min(self.commit, self.stable) > self.applied
         )
@@ -229,8 +244,12 @@ class Replica:
             committed=committed,
             reads=tuple(self._reads),
             notes=tuple(self._notes),
+            ship=tuple(self._ship) if self.role == Role.LEADER else (),
+            # Only chunks of the leader we follow now: an older leader's may not be installed.
+            chunks=tuple(c for c in self._chunks if c.epoch == self.hs.epoch and c.src == self.leader),
         )
         self._msgs, self._after, self._entries, self._reads, self._notes = [], [], [], [], []
+        self._ship, self._chunks = [], []
         self._truncate = None
         self._hs_dirty = self._commit_dirty = False
         return ready
@@ -250,11 +269,78 @@ class Replica:
             "role": int(self.role),
             "epoch": self.hs.epoch,
             "leader": self.leader,
+            "first_index": self.log.first_index,
             "last_index": self.log.last_index,
             "last_epoch": self.log.last_epoch,
             "commit": self.commit,
             "applied": self.applied,
         }
+
+    # ------------------------------------------------------------ snapshots
+
+    def compact(self, index: int) -> None:
+        """Drop log entries <= index: the shell has made a snapshot holding them durable."""
+        if index > self.applied:
+            raise InvariantError(f"compacting to {index} past the applied index {self.applied}")
+        if index >= self.log.first_index:
+            self.log.compact(index)
+
+    def snapshot_stored(self, chunk: InstallSnapshot, offset: int) -> None:
+        """Follower: the shell holds the first `offset` bytes of `chunk`'s snapshot."""
+        if chunk.epoch == self.hs.epoch:
+            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, chunk.index, offset, False))
+
+    def snapshot_installed(self, chunk: InstallSnapshot, installed: bool) -> None:
+        """Follower: `chunk` completed snapshot (index, index_epoch), now durable. `installed`:
+        the shell replaced store and log with it (as `wants_install` allowed); else the store
+        had applied it already and only the ack is due."""
+        if installed:
+            self._install(chunk)
+        if chunk.epoch == self.hs.epoch:
+            end = chunk.offset + len(chunk.data)
+            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, chunk.index, end, True))
+
+    def _install(self, chunk: InstallSnapshot) -> None:
+        index, epoch = chunk.index, chunk.index_epoch
+        if not self.wants_install(chunk):
+            raise InvariantError(f"snapshot {index} installed at applied {self.applied}, epoch {chunk.epoch}")
+        # Raft's rule, as kept_after: keep the suffix if the log holds the snapshot's last entry.
+        if self.log.first_index - 1 <= index <= self.log.last_index and self.log.matches(index, epoch):
+            self.log.compact(index)
+        else:
+            self.log.reset(index, epoch)
+        self.stable = self.log.last_index  # the shell rewrote the WAL with exactly this log
+        self.commit, self.applied = max(self.commit, index), index
+        verified = self._verified if self._verified_epoch == self.hs.epoch else 0
+        self._verified, self._verified_epoch = max(verified, index), self.hs.epoch
+        self.snapshots_installed += 1
+        self._note(f"installed the snapshot of index {index} from node {chunk.src}")
+
+    def kept_after(self, index: int, epoch: int) -> list[Entry]:
+        """The entries a snapshot of (index, epoch) leaves in the log: the suffix after
+        `index` if the log holds that entry, else none (Raft's InstallSnapshot rule)."""
+        if self.log.first_index - 1 <= index <= self.log.last_index and self.log.matches(index, epoch):
+            return self.log.slice(index + 1, self.log.last_index)
+        return []
+
+    def wants_install(self, chunk: InstallSnapshot) -> bool:
+        """Follower: would the completed snapshot of `chunk` move the store forward?"""
+        return chunk.index > self.applied and chunk.epoch == self.hs.epoch
+
+    def _start_snapshot(self, peer: int, pr: Progress) -> None:
+        pr.snapshot, pr.probing, pr.inflight = True, True, 0
+        pr.snap_index = pr.snap_offset = 0
+        pr.last_ack_tick = self.now
+        self.snapshots_started += 1
+        self._note(f"node {peer} needs entry {pr.next} below the log start {self.log.first_index}; "
+                   "sending the snapshot")
+        self._ship.append(ShipOrder(peer, 0, 0))
+
+    def _snapshot_retry(self, peer: int, pr: Progress) -> None:
+        retry = self.timing.snapshot_retry_ticks or 4 * self.timing.heartbeat_ticks
+        if self.now - pr.last_ack_tick >= retry:  # chunks or acks were lost: resend from the last ack
+            pr.last_ack_tick = self.now
+            self._ship.append(ShipOrder(peer, pr.snap_index, pr.snap_offset, resend=True))
 
     # ------------------------------------------------------------ outputs
 
@@ -330,6 +416,9 @@ class Replica:
         )
         if self.role == Role.LEADER:
             for peer, pr in self._progress.items():
+                if pr.snapshot:
+                    self._snapshot_retry(peer, pr)
+                    continue
                 if pr.inflight and self.now - pr.last_ack_tick >= 2 * self.timing.heartbeat_ticks:
                     pr.restart_probe()  # appends or acks were lost: resend from match
                 if pr.inflight == 0:
@@ -588,6 +677,8 @@ class Replica:
         if m.round > pr.round:
             pr.round = m.round
             self._confirm_reads()
+        if pr.snapshot:
+            return  # an append sent before the transfer began: the snapshot's ack decides
         if m.success:
             if m.match > self.log.last_index:
                 return  # cannot be ours: ignore rather than trust it
@@ -618,6 +709,40 @@ class Replica:
             return rejected == pr.next - 1
         return rejected > pr.match
 
+    def _on_install_snapshot(self, m: InstallSnapshot) -> None:
+        if m.epoch < self.hs.epoch:
+            self._send(InstallSnapshotAck(self.id, m.src, self.hs.epoch, m.index, 0, False))  # our epoch fences it
+            return
+        if self.role == Role.LEADER:
+            raise InvariantError(f"two leaders in epoch {m.epoch}: {self.id} and {m.src}")
+        self._follow(m.src, m.epoch)  # a long transfer is a sign of life: no election meanwhile
+        if m.index <= self.commit:
+            # Everything up to a committed index is equal on every node: we hold it already.
+            self._send_after_persist(InstallSnapshotAck(self.id, m.src, self.hs.epoch, m.index, 0, True))
+            return
+        self._chunks.append(m)
+
+    def _on_install_snapshot_ack(self, m: InstallSnapshotAck) -> None:
+        if self.role != Role.LEADER or m.epoch != self.hs.epoch:
+            return
+        pr = self._progress[m.src]
+        if not pr.snapshot:
+            return  # a late ack of a finished transfer
+        pr.last_ack_tick = self.now
+        if m.done:
+            if m.index > self.commit:
+                return  # cannot be a snapshot of ours: ignore rather than trust it
+            pr.snapshot, pr.snap_index, pr.snap_offset = False, 0, 0
+            pr.match = max(pr.match, m.index)
+            pr.next, pr.inflight = pr.match + 1, 0  # probing: the entries after it go one append at a time first
+            self._note(f"node {m.src} holds the snapshot of index {m.index}; appending from {pr.next}")
+            self._send_more(m.src)
+            return
+        # Another index than the one under way, or less than it had: it lost what it had, go back.
+        resend = pr.snap_index != 0 and (m.index != pr.snap_index or m.offset < pr.snap_offset)
+        pr.snap_index, pr.snap_offset = m.index, m.offset
+        self._ship.append(ShipOrder(m.src, m.index, m.offset, resend))
+
     def _on_forward(self, m: Forward) -> None:
         if self.role == Role.LEADER and m.commands:
             self.propose(m.commands)
@@ -644,17 +769,24 @@ class Replica:
 
     def _send_more(self, peer: int) -> None:
         pr = self._progress[peer]
+        if pr.snapshot:
+            return
         # Bounded by appends and by entries past `match`: a follower far behind
         # gets a window it can persist and ack within the resend timeout, not a
         # flood it is still chewing on when the leader gives up and resends it all.
         last = min(self.log.last_index, pr.match + self.timing.max_inflight_entries)
-        while pr.can_send(self.timing.max_inflight) and pr.next <= last:
+        while not pr.snapshot and pr.can_send(self.timing.max_inflight) and pr.next <= last:
             self._send_append(peer)
 
     def _send_append(self, peer: int) -> None:
         pr = self._progress[peer]
+        if pr.snapshot:
+            return
         prev = pr.next - 1
         prev_epoch = self.log.epoch_at(prev)
+        if prev_epoch is None and prev < self.log.first_index - 1:
+            self._start_snapshot(peer, pr)  # the entries it needs live only in our snapshot now
+            return
         if prev_epoch is None:
             raise InvariantError(f"no entry {prev} to send to node {peer} (log starts at {self.log.first_index})")
         entries = self.log.slice(
@@ -748,6 +880,8 @@ _STEP: dict[type, Callable[[Replica, Message], None]] = {
     Forward: Replica._on_forward,
     ReadIndexRequest: Replica._on_read_index_request,
     ReadIndexReply: Replica._on_read_index_reply,
+    InstallSnapshot: Replica._on_install_snapshot,
+    InstallSnapshotAck: Replica._on_install_snapshot_ack,
 }
 
 _TICK: dict[Role, Callable[[Replica], None]] = {

@@ -9,6 +9,10 @@ Safety, after every step:
   * an acknowledged write sits, applied once, at the index it was
     acknowledged with; no body is ever stored twice;
   * commit and applied never go back within one life of a replica;
+  * store states are equal at equal applied index (the store's digest chains
+    every applied entry; compared after each apply, snapshot and install);
+  * a log compacted or replaced by a snapshot continues the hash chain of the
+    entry the snapshot ends at: the kept suffix and later appends must match;
   * a linearizable read sees every write acknowledged before it began.
 Convergence (liveness) is judged by the cluster after the faults heal.
 Must not import os, time or zmq.
@@ -52,6 +56,7 @@ class Checker:
     _complete_checked: set[int] = field(default_factory=set)
     commit_epoch: dict[int, int] = field(default_factory=dict)  # index -> epoch of the leader that committed it
     _committed_upto: int = 0
+    _digest_at: dict[int, str] = field(default_factory=dict)  # applied index -> store digest
 
     def fail(self, what: str) -> None:
         raise Violation(f"tick {self.now}: {what}")
@@ -68,8 +73,8 @@ class Checker:
             # in an earlier epoch. (A late leader of an old epoch may lack entries
             # committed since: it can never commit anything itself.)
             for index, term in self.commit_epoch.items():
-                if term >= epoch or index not in self.applied:
-                    continue
+                if term >= epoch or index not in self.applied or index < log.first_index:
+                    continue  # (below its log start: in its snapshot, which the digest checks cover)
                 e, data = self.applied[index]
                 have = log.entry(index) if log.first_index <= index <= log.last_index else None
                 if have is None or (have.epoch, have.data) != (e, data):
@@ -87,10 +92,33 @@ class Checker:
             self.fail(f"node {node} went back: commit {old_commit}->{commit}, applied {old_applied}->{applied}")
         self._high[node] = (commit, applied)
 
-    def restarted(self, node: int, entries: list[Entry]) -> None:
+    def restarted(self, node: int, entries: list[Entry], first_index: int = 1, prev_epoch: int = 0) -> None:
         self._high.pop(node, None)
-        self._chains[node] = []
+        self._chains[node] = self._chain_upto(node, first_index - 1, prev_epoch)
         self.appended(node, entries)
+
+    def installed(self, node: int, index: int, epoch: int, kept: bool) -> None:
+        """A snapshot of (index, epoch) replaced the node's log up to index (keeping its suffix if `kept`)."""
+        chain = self._chains.get(node, [])
+        if kept and len(chain) >= index and chain[index - 1] == self._chain_at.get((index, epoch)):
+            return
+        if kept:
+            self.fail(f"node {node} kept its log after a snapshot of ({epoch}, {index}) it does not hold")
+        self._chains[node] = self._chain_upto(node, index, epoch)
+
+    def _chain_upto(self, node: int, index: int, epoch: int) -> list[int]:
+        """A chain for a log that starts after (index, epoch): only its last link is known."""
+        if index == 0:
+            return []
+        h = self._chain_at.get((index, epoch))
+        if h is None:
+            self.fail(f"node {node}'s log starts after ({epoch}, {index}), an entry no log ever held")
+        return [0] * (index - 1) + [h]  # type: ignore[list-item]
+
+    def store_at(self, node: int, index: int, digest: str) -> None:
+        seen = self._digest_at.setdefault(index, digest)
+        if seen != digest:
+            self.fail(f"node {node}'s store at applied index {index} differs from another node's there")
 
     # ------------------------------------------------------------ logs
 

@@ -6,6 +6,17 @@ each node turns global ticks into its own at its own speed. Every random
 decision comes from generators seeded by the plan's seed, so a run replays
 exactly. The `Checker` judges every step; after the faults heal, the cluster
 must elect a leader, finish every client operation and converge.
+
+Snapshots as the real node takes them: after a turn a node may snapshot its
+store (the SimDisk's snapshot file), then compact its log (keep_entries
+below it), maybe dying just before or after the rewrite; a follower behind a
+leader's log start receives the snapshot through the real Shipper and
+Receiver (zrep.sim.snapshots). A dead node's disk may be wiped, but only
+while the other live nodes, a majority without it, hold every committed
+entry (else wiping loses committed entries, whatever the protocol does), and
+every other disk holds its epoch or a later one (else a later candidate may
+reuse an epoch it promised in, and get a second promise for it); it stays
+down for two election timeouts, so no candidacy of that epoch is still open.
 Must not import os, time or zmq.
 """
 
@@ -21,13 +32,17 @@ from ..core.log import LogView
 from ..errors import InvariantError
 from ..core.messages import Entry, Role
 from ..core.replica import Replica
+from ..core.quorum import majority
+from ..errors import DecodeError
 from ..pending import Done
 from ..service import Service
+from ..snapshot_format import Snapshot, decode_header, decode_snapshot, encode_snapshot, snapshot_fits
 from ..store import Store
 from .checker import Ack, Checker, Violation
 from .disk import SimCrash, SimDisk
 from .network import LinkFaults, SimNetwork
 from .plan import SimPlan
+from .snapshots import SimSnapshots
 
 CLIENT_BASE = 1000
 MAILBOXES = ("a", "b", "c")
@@ -114,6 +129,7 @@ class SimCluster:
         self.trace_on = trace
         self.trace: list[str] = []
         self.rng = random.Random(f"run-{plan.seed}-{plan.nodes}")
+        self.snap_rng = random.Random(f"snap-{plan.seed}-{plan.nodes}")  # snapshot decisions: the rest replays as before
         self.checker = Checker()
         self.net = SimNetwork(random.Random(f"net-{plan.seed}"), LinkFaults(**vars(plan.link)))
         self.ids = tuple(range(1, plan.nodes + 1))
@@ -138,6 +154,11 @@ class SimCluster:
 
     def _boot(self, node: SimNode) -> None:
         replay = node.disk.replay()
+        snap = self._start_snapshot(node, replay)
+        if snap is not None and replay.first_index > 1 and not snapshot_fits(
+                snap, replay.first_index, replay.prev_epoch, [e.epoch for e in replay.entries]):
+            node.disk.rewrite(snap.index + 1, snap.epoch, [])  # zrep.node: the snapshot wins, the log goes
+            replay = node.disk.replay()
         node.lives += 1
         replica = Replica(
             node.id,
@@ -145,18 +166,102 @@ class SimCluster:
             rng=random.Random(f"replica-{self.plan.seed}-{node.id}-{node.lives}"),
             timing=self.plan.timing,
             hard_state=replay.hard_state,
-            log=LogView(replay.entries),
-            commit=replay.commit,
+            log=LogView(replay.entries, replay.first_index, replay.prev_epoch),
+            commit=max(replay.commit, snap.index) if snap else replay.commit,
+            applied=snap.index if snap else 0,
             bugs=self.plan.bugs,
         )
         ticks = 3 * self.plan.timing.election_ticks
-        node.service = Service(replica, Store(), request_ticks=ticks)
-        node.service.on_apply = lambda entry, answer, n=node.id: self.checker.applied_entry(n, entry)
+        svc = node.service = Service(replica, snap.store if snap else Store(), request_ticks=ticks)
+        svc.on_apply = lambda entry, answer, n=node.id, s=svc: self._applied(n, s, entry)
+        p = self.plan
+        svc.snapshots = SimSnapshots(node.disk, p.chunk_bytes, p.window_chunks,
+                                     lambda: self.snap_rng.random() < p.install_crash_p)
+        svc.on_install = lambda got, n=node: self._installed(n, got)
         node.inbox.clear()
         node.paused_until = 0
-        self.checker.restarted(node.id, replay.entries)
+        self.checker.restarted(node.id, replay.entries, replay.first_index, replay.prev_epoch)
+        if snap is not None:
+            self.checker.store_at(node.id, snap.index, snap.store.digest())
         self._log(f"node {node.id} starts (life {node.lives}): epoch {replay.hard_state.epoch}, "
                   f"{len(replay.entries)} entries, commit {replay.commit}")
+
+    def _start_snapshot(self, node: SimNode, replay: Any) -> Snapshot | None:
+        """zrep.snapshot.load_snapshot's rules: required under a compacted log, else a shortcut."""
+        snap = None
+        if node.disk.snapshot is not None:
+            try:
+                snap = decode_snapshot(node.disk.snapshot)
+            except DecodeError as e:
+                raise Violation(f"tick {self.now}: node {node.id}'s snapshot does not decode: {e}") from None
+        if replay.first_index > 1:
+            if snap is None or snap.index < replay.first_index - 1:
+                raise Violation(f"tick {self.now}: node {node.id}'s log starts at {replay.first_index} "
+                                f"but its snapshot holds {snap.index if snap else 'nothing'}")
+            return snap
+        fits = snap is not None and snapshot_fits(snap, 1, 0, [e.epoch for e in replay.entries])
+        return snap if fits else None
+
+    def _applied(self, node: int, svc: Service, entry: Entry) -> None:
+        self.checker.applied_entry(node, entry)
+        self.checker.store_at(node, entry.index, svc.store.digest())
+
+    def _installed(self, node: SimNode, snap: Snapshot) -> None:
+        rep = node.service.replica
+        self.checker.installed(node.id, snap.index, snap.epoch, kept=rep.log.last_index > snap.index)
+        self.checker.store_at(node.id, snap.index, snap.store.digest())
+        self._count("snapshot_install")
+        self._log(f"node {node.id} installed the snapshot of index {snap.index}")
+
+    def _snapshot_turn(self, node: SimNode) -> None:
+        """Maybe snapshot the store, then compact the log below it (as zrep.node does)."""
+        p, rng = self.plan, self.snap_rng
+        if not p.snapshot_p or rng.random() >= p.snapshot_p:
+            return
+        svc = node.service
+        rep, store, disk = svc.replica, svc.store, node.disk
+        applied = store.applied_index
+        have = decode_header(disk.snapshot)[0] if disk.snapshot is not None else 0
+        if applied <= have:
+            return
+        disk.snapshot = encode_snapshot(applied, rep.log.epoch_at(applied), store.to_bytes())
+        self._count("snapshot")
+        upto = applied - p.keep_entries
+        if upto < rep.log.first_index or rep.stable != rep.log.last_index:
+            return
+        crash = rng.random() < p.compact_crash_p
+        if crash and rng.random() < 0.5:
+            self._crash(node, "compaction")  # the snapshot is in place, the log not yet rewritten
+            return
+        try:
+            disk.rewrite(upto + 1, rep.log.epoch_at(upto), rep.log.slice(upto + 1, rep.log.last_index))
+        except SimCrash:  # its flush of what was buffered failed
+            self._crash(node, "compaction")
+            return
+        rep.compact(upto)
+        self._count("compaction")
+        if crash:
+            self._crash(node, "compaction")  # right after the rename
+
+    def _maybe_wipe(self) -> None:
+        p, rng = self.plan, self.snap_rng
+        dead = [n for n in self.nodes.values() if n.service is None]
+        if not dead or not p.wipe_p or rng.random() >= p.wipe_p:
+            return
+        target = rng.choice(dead)
+        committed = self.checker._committed_upto
+        holders = sum(1 for n in self._alive() if n.service.replica.commit >= committed)
+        if holders < majority(len(self.ids)):
+            return  # wiping now could lose committed entries: an operator must not either
+        # Its promises die with the disk. Safe only if every other node has durably joined its
+        # epoch or a later one: any candidate from now on claims a later epoch than any it promised.
+        lost_epoch = target.disk.replay().hard_state.epoch
+        if any(n.disk.replay().hard_state.epoch < lost_epoch for n in self.nodes.values() if n is not target):
+            return
+        target.disk.wipe()
+        target.restart_at = max(target.restart_at, self.now + 2 * p.timing.election_ticks + p.link.max_delay)
+        self._count("wipe")
+        self._log(f"node {target.id}'s disk wiped; restarts at {target.restart_at}")
 
     def _crash(self, node: SimNode, why: str) -> None:
         self._leader_commit.pop(node.id, None)
@@ -170,7 +275,7 @@ class SimCluster:
         node.disk.crash_on_sync = False
         lo, hi = self.plan.restart_ticks
         node.restart_at = self.now + self.rng.randint(lo, hi)
-        self._count("crash_in_fsync" if why == "fsync" else "crash")
+        self._count({"fsync": "crash_in_fsync", "compaction": "crash_in_compaction"}.get(why, "crash"))
         self._log(f"node {node.id} crashes ({why}); {lost} unsynced records lost")
 
     def _count(self, fault: str) -> None:
@@ -234,6 +339,7 @@ class SimCluster:
             return
         for d in done:
             self.net.send(self.now, node.id, d.route[0], d)
+        self._snapshot_turn(node)
 
     def _send_peer(self, src: int, msg: Any) -> None:
         if msg.dst == 0:
@@ -287,6 +393,7 @@ class SimCluster:
             if rng.random() < p.kill_on_commit_p:
                 self._crash(leader, "kill")
                 self._count("kill_after_commit")
+        self._maybe_wipe()
         if alive and rng.random() < p.sync_crash_p:
             rng.choice(alive).disk.crash_on_sync = True
         if alive and rng.random() < p.pause_p:

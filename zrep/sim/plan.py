@@ -35,6 +35,14 @@ class SimPlan:
     clients: int
     op_p: float  # per tick, per idle client: start an operation
     bugs: frozenset[str] = frozenset()
+    # Snapshots (drawn from a generator of their own, so the draws above stay as they were):
+    snapshot_p: float = 0.0  # per tick, per node: snapshot the store (then compact the log)
+    keep_entries: int = 0  # entries a compaction keeps below the snapshot index
+    chunk_bytes: int = 256  # snapshot chunk size when shipping
+    window_chunks: int = 2
+    compact_crash_p: float = 0.0  # a compaction dies before or after its log rewrite
+    install_crash_p: float = 0.0  # an install dies between the snapshot's rename and the log rewrite
+    wipe_p: float = 0.0  # per tick: wipe a dead node's disk (only while the others hold every commit)
 
     @classmethod
     def from_seed(cls, seed: int, nodes: int = 3, bugs: frozenset[str] = frozenset(), fault_ticks: int = 600) -> "SimPlan":
@@ -85,4 +93,18 @@ class SimPlan:
             clients=rng.choice((1, 2, 4)),
             op_p=rng.choice((0.1, 0.3, 0.8)),
             bugs=bugs,
+            **_snapshot_draws(random.Random(f"snap-plan-{seed}-{nodes}")),
         )
+
+
+def _snapshot_draws(rng: random.Random) -> dict[str, float | int]:
+    on = rng.random() < 0.75  # a quarter of the seeds never snapshot: the log alone still works
+    return {
+        "snapshot_p": rng.choice((0.01, 0.05, 0.2)) if on else 0.0,
+        "keep_entries": rng.choice((0, 1, 5, 20)),
+        "chunk_bytes": rng.choice((64, 256, 4096)),
+        "window_chunks": rng.choice((1, 2, 4)),
+        "compact_crash_p": rng.choice((0.0, 0.02, 0.1)) if on else 0.0,
+        "install_crash_p": rng.choice((0.0, 0.2)) if on else 0.0,
+        "wipe_p": rng.choice((0.0, 0.01, 0.05)) if on else 0.0,
+    }
