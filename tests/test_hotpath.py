@@ -46,3 +46,73 @@ def test_durable_run_hands_out_lists_the_caller_may_change() -> None:
     first = run.at(1)
     first.append(99)
     assert run.at(2) == [1, 2]
+
+
+# ---------------------------------------------------------------- client_messages.WELL_FORMED
+
+import itertools  # noqa: E402
+
+from zrep.client_messages import (  # noqa: E402
+    MAX_CLIENT_ID_BYTES,
+    MAX_NAME_CHARS,
+    MAX_UINT,
+    OP_ARGS,
+    OP_RULES,
+    WELL_FORMED,
+    ClientReply,
+    Code,
+    check_args,
+    ok_reply,
+)
+
+_TEXTS = ["", "a", "bench", "\x00", "a\x9f", "\ud800", "é" * 64, "é" * 65, "x" * MAX_CLIENT_ID_BYTES,
+          "x" * (MAX_CLIENT_ID_BYTES + 1), "y" * MAX_NAME_CHARS, "y" * (MAX_NAME_CHARS + 1), Code.OK]
+_INTS = [-2, -1, 0, 1, 2, 10_000, 10_001, MAX_UINT, MAX_UINT + 1, True, False, 1.0, "1"]
+_POOL = {
+    "client": _TEXTS + [b"w0", 1, None],
+    "seq": _INTS, "low": _INTS, "after": _INTS, "limit": _INTS,
+    "ack": ["majority", "all", "none", b"all", ("all",), {"all": 1}, None, Code.OK],
+    "sender": _TEXTS + [b"", None], "to": _TEXTS + [b"x", ()], "mailbox": _TEXTS + [b"x", ()],
+    "body": [b"", b"x" * 100, "x", bytearray(b"x"), None],
+}
+
+
+def _slow_accepts(op: str, args: dict) -> bool:
+    try:
+        for key, check in OP_ARGS[op].items():
+            check(args[key])
+        rule = OP_RULES.get(op)
+        if rule is not None:
+            rule(args)
+    except ValueError:
+        return False
+    return True
+
+
+def test_well_formed_accepts_only_what_the_schema_accepts() -> None:
+    rng = random.Random(11)
+    for op, fast in WELL_FORMED.items():
+        keys = list(OP_ARGS[op])
+        accepted = 0
+        for _ in range(20_000):
+            args = {k: rng.choice(_POOL[k]) for k in keys}
+            slow = _slow_accepts(op, args)
+            if fast(args):
+                accepted += 1
+                assert slow, (op, args)
+            check_args(op, args) if slow else None  # the full path agrees with the slow one
+        assert accepted > 10  # the fast path is taken, not just always refusing
+
+
+def test_well_formed_takes_the_common_requests() -> None:
+    send = {"client": "w0", "seq": 5, "low": 3, "ack": "majority", "sender": "", "to": "bench", "body": b"x"}
+    read = {"mailbox": "bench", "after": -1, "limit": 1}
+    assert WELL_FORMED["send"](send) and WELL_FORMED["read"](read) and WELL_FORMED["stale_read"](read)
+    for key, bad in itertools.product(["seq", "low"], [0, True, MAX_UINT + 1]):
+        assert not WELL_FORMED["send"](dict(send, **{key: bad}))
+    assert not WELL_FORMED["send"](dict(send, low=6))
+
+
+def test_ok_reply_equals_the_checked_constructor() -> None:
+    result = {"mailbox": "m", "offset": 3, "index": 9, "epoch": 2, "durable_on": [1, 2], "leader": 1}
+    assert ok_reply(7, result) == ClientReply(7, True, Code.OK, "", result)

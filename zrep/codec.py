@@ -318,13 +318,15 @@ def _build_append(values: list[Any]) -> Append:
 def _trusted(cls: type) -> Callable[[list[Any]], Any]:
     """Build a self-validating message from values the decoder already checked with
     the same function its __post_init__ would run: once is enough on the hot path."""
-    names = tuple(f.name for f in fields(cls))
-    new, setattr_ = object.__new__, object.__setattr__
+    # The slots' own setters: a frozen dataclass refuses setattr, and object.__setattr__
+    # looks each name up again (twice the cost, per request).
+    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))
+    new = object.__new__
 
     def build(values: list[Any]) -> Any:
         obj = new(cls)
-        for name, v in zip(names, values):
-            setattr_(obj, name, v)
+        for set_field, v in zip(setters, values):
+            set_field(obj, v)
         return obj
 
     return build
