@@ -116,3 +116,46 @@ def test_well_formed_takes_the_common_requests() -> None:
 def test_ok_reply_equals_the_checked_constructor() -> None:
     result = {"mailbox": "m", "offset": 3, "index": 9, "epoch": 2, "durable_on": [1, 2], "leader": 1}
     assert ok_reply(7, result) == ClientReply(7, True, Code.OK, "", result)
+
+
+# ---------------------------------------------------------------- Service: reads share a read index request
+
+from zrep.core.messages import Role  # noqa: E402
+from zrep.service import Service  # noqa: E402
+from zrep.store import Store  # noqa: E402
+
+
+class _ReadReplica:
+    """Just enough of a Replica for Service.submit_read and an idle process()."""
+
+    role, leader, now, members = Role.LEADER, 1, 0, (1,)
+
+    class hs:  # noqa: N801
+        epoch = 1
+
+    def __init__(self) -> None:
+        self.ctxs: list[int] = []
+
+    def read_index(self, ctx: int) -> bool:
+        self.ctxs.append(ctx)
+        return True
+
+    def has_ready(self) -> bool:
+        return False
+
+    def durable_on(self, index: int) -> tuple[int, ...]:
+        return (1,)
+
+
+def test_reads_between_two_process_calls_share_one_read_index_request() -> None:
+    replica = _ReadReplica()
+    svc = Service(replica, Store(), request_ticks=10)  # type: ignore[arg-type]
+    query = {"op": "read", "mailbox": "m", "after": -1, "limit": 1}
+    for route in ("a", "b", "c"):
+        svc.submit_read(route, query)
+    assert len(replica.ctxs) == 1 and len(svc.pending) == 3
+    assert svc.process(None, lambda m: None) == []  # type: ignore[arg-type]
+    svc.submit_read("d", query)  # after process the core may have fixed the index: a new request
+    assert len(replica.ctxs) == 2 and replica.ctxs[0] != replica.ctxs[1]
+    done = svc.pending.on_read_index(replica.ctxs[0], 0) + svc.pending.on_read_index(replica.ctxs[1], 0)
+    assert done == [] and [r for r, _ in svc.pending.reads_ready(0)] == ["a", "b", "c", "d"]

@@ -10,6 +10,10 @@ Invariants:
     append per follower, one fsync).
   * A linearizable read is answered only once the store has applied the
     read index that the leader confirmed.
+  * Linearizable reads submitted between two `process` calls share one read
+    index request: the core fixes its index inside `process`, after every one
+    of them arrived, so it is as fresh as each needs (one confirmation, one
+    ReadIndexRequest from a follower, for them all).
   * A write still waiting when the leader changes is proposed again to the
     new leader (or appended, if this node is it): its first copy may have died
     with the old leader. The store applies a (client, seq) once, so a copy that
@@ -44,6 +48,7 @@ class Service:
         self._proposed: dict[tuple[str, int], bytes] = {}  # waiting writes' commands, for a new leader
         self._proposed_under: tuple[int, int] = (0, 0)  # (leader, epoch) they were last proposed to
         self._next_ctx = 0
+        self._read_ctx: int | None = None  # the read index request the reads arriving now share
         self._done: list[Done] = []
         self._durable = _DurableRun(replica, 0)
         self.on_apply: Callable[[Entry, dict[str, Any] | None], None] | None = None  # observers (sim checks)
@@ -72,11 +77,13 @@ class Service:
         if stale:
             self._done.append(Done(route, self.run_query(query)))
             return
-        self._next_ctx += 1
-        if self.replica.read_index(self._next_ctx):
-            self.pending.add_read(self._next_ctx, route, self.replica.now + self.request_ticks, query)
-        else:
-            self._done.append(Done(route, error("NO_LEADER", "no leader known; retry shortly", leader=0)))
+        if self._read_ctx is None:
+            self._next_ctx += 1
+            if not self.replica.read_index(self._next_ctx):
+                self._done.append(Done(route, error("NO_LEADER", "no leader known; retry shortly", leader=0)))
+                return
+            self._read_ctx = self._next_ctx
+        self.pending.add_read(self._read_ctx, route, self.replica.now + self.request_ticks, query)
 
     def run_query(self, query: dict[str, Any]) -> dict[str, Any]:
         """Answer a read from the local store, saying how fresh it is."""
@@ -101,6 +108,9 @@ class Service:
 
     def process(self, storage: Storage, send: Callable[[Message], None], note: Callable[[str], None] | None = None) -> list[Done]:
         """Propose the batch, then apply every Ready the core has. Returns the answers to send."""
+        # The core fixes the read index of the open ctx below (Replica.ready), after every
+        # read that shares it arrived: a read submitted from now on needs a new one.
+        self._read_ctx = None
         self._repropose_on_new_leader()
         self._propose_batch()
         rep = self.replica
