@@ -159,3 +159,29 @@ def test_reads_between_two_process_calls_share_one_read_index_request() -> None:
     assert len(replica.ctxs) == 2 and replica.ctxs[0] != replica.ctxs[1]
     done = svc.pending.on_read_index(replica.ctxs[0], 0) + svc.pending.on_read_index(replica.ctxs[1], 0)
     assert done == [] and [r for r, _ in svc.pending.reads_ready(0)] == ["a", "b", "c", "d"]
+
+
+# ---------------------------------------------------------------- Store.read_rows
+
+from zrep.commands import encode_delete, encode_send  # noqa: E402
+
+
+def test_read_rows_equals_read_for_every_window() -> None:
+    rng = random.Random(5)
+    store, index, live = Store(), 0, []
+    for seq in range(1, 3000):
+        index += 1
+        if seq % 3 == 0 and live:  # deletes leave holes, mostly at the front (trim then moves the base)
+            gone = [live.pop(0)] + ([live.pop(rng.randrange(len(live)))] if len(live) > 1 else [])
+            data = encode_delete("c", seq, seq, "m", gone)
+        else:
+            data = encode_send("c", seq, seq, f"s{seq % 4}", "m", b"%d" % seq)
+        answer = store.apply(index, data)
+        if "offset" in answer:
+            live.append(answer["offset"])
+    assert store._boxes["m"].base > 0  # the columns were trimmed
+    for after in (-5, -1, 0, 7, 150, 1500, 1990, 2500):
+        for limit in (-1, 0, 1, 3, 100, 20_000):
+            expect = [[m.offset, m.sender, m.body, m.index] for m in store.read("m", after, limit)]
+            assert store.read_rows("m", after, limit) == expect, (after, limit)
+    assert store.read_rows("nope") == []

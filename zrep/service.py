@@ -90,8 +90,7 @@ class Service:
         applied = self.store.applied_index
         op = query.get("op")
         if op == "read":
-            msgs = self.store.read(query["mailbox"], query.get("after", -1), query.get("limit", 100))
-            rows = [[m.offset, m.sender, m.body, m.index] for m in msgs]
+            rows = self.store.read_rows(query["mailbox"], query.get("after", -1), query.get("limit", 100))
             return {"ok": True, "messages": rows, "applied": applied}
         if op == "mailboxes":
             return {"ok": True, "mailboxes": [list(x) for x in self.store.mailboxes(query.get("pattern", "*"))],

@@ -401,6 +401,23 @@ class Store:
                 break
         return out
 
+    def read_rows(self, mailbox: str, after: int = -1, limit: int = 100) -> list[list[Any]]:
+        """`read` as the wire's rows [offset, sender, body, index], straight from the
+        columns: no Message object per row (a node answers every read this way)."""
+        box = self._boxes.get(mailbox)
+        limit = min(limit, MAX_READ_LIMIT)
+        if box is None or limit <= 0:
+            return []
+        rows: list[list[Any]] = []
+        base, bodies, senders, indexes = box.base, box.bodies, box.senders, box.indexes
+        for p in range(max(after + 1 - base, box.head), len(bodies)):
+            body = bodies[p]
+            if body is not None:
+                rows.append([base + p, senders[p], body, indexes[p]])
+                if len(rows) == limit:
+                    break
+        return rows
+
     def count(self, mailbox: str) -> int:
         box = self._boxes.get(mailbox)
         return 0 if box is None else box.live
