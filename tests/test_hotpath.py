@@ -185,3 +185,42 @@ def test_read_rows_equals_read_for_every_window() -> None:
             expect = [[m.offset, m.sender, m.body, m.index] for m in store.read("m", after, limit)]
             assert store.read_rows("m", after, limit) == expect, (after, limit)
     assert store.read_rows("nope") == []
+
+
+# ---------------------------------------------------------------- OK replies packed without a ClientReply
+
+import pytest  # noqa: E402
+
+from zrep.node import ok_result, reply_for  # noqa: E402
+from zrep.transport import Transport  # noqa: E402
+
+
+def _queue_only(max_frame_bytes: int = 1 << 20) -> Transport:
+    """A Transport without sockets: enough for batched replies, which only queue."""
+    t = Transport.__new__(Transport)
+    t.max_frame_bytes, t._batched = max_frame_bytes, {}
+    return t
+
+
+@pytest.mark.parametrize("answer", [
+    {"ok": True, "mailbox": "m", "offset": 3, "index": 9, "epoch": 2, "durable_on": [1, 2], "leader": 1},
+    {"ok": True, "messages": [[0, "s", b"body", 4]], "applied": 7},
+    {"ok": True, "messages": [], "applied": 0, "message": "dropped", "error": None},
+    {"ok": True},
+    {"ok": True, "big": "x" * 3000},  # over the small frame below: TOO_LARGE either way
+])
+def test_reply_ok_queues_the_bytes_reply_queues(answer: dict) -> None:
+    fast, slow = _queue_only(2000), _queue_only(2000)
+    fast.reply_ok(b"c", 7, ok_result(answer), batched=True)
+    slow.reply(b"c", reply_for(7, answer, lambda n: ""), batched=True)
+    assert fast._batched == slow._batched
+
+
+def test_reply_ok_refuses_what_ok_reply_refuses() -> None:
+    for bad in ({"n": 2**64}, {"k": {"x": object()}}, {"s": "x" * 70_000}):
+        with pytest.raises(ValueError) as slow:
+            reply_for(7, {"ok": True, **bad}, lambda n: "")
+        with pytest.raises(ValueError) as fast:
+            _queue_only().reply_ok(b"c", 7, ok_result({"ok": True, **bad}), batched=True)
+        assert str(fast.value) == str(slow.value)
+    assert ok_result({"ok": False, "error": "TIMEOUT", "message": "m"}) is None

@@ -366,15 +366,20 @@ class ClientReply:
         check_reply(self.req_id, self.ok, self.code, self.message, self.result)
 
 
-def ok_reply(req_id: int, result: dict[str, Any] | None = None) -> ClientReply:
-    """Checked as the constructor would check it, less the fields that are constant
-    here: a node makes one per answer, so this is its hot path."""
-    result = result if result is not None else {}
+def check_ok_reply(req_id: object, result: object) -> None:
+    """The checks of ClientReply(req_id, True, Code.OK, "", result), less those of the
+    fields that are constant: a node runs them on every answer, so this is its hot path."""
     if type(req_id) is not int or not 0 <= req_id <= MAX_UINT:
         raise ValueError(f"req_id: expected an integer in 0..{MAX_UINT}, got {_show(req_id)}")
     if type(result) is not dict:
         raise ValueError(f"result: expected a map, got {type(result).__name__}")
     check_result(result)
+
+
+def ok_reply(req_id: int, result: dict[str, Any] | None = None) -> ClientReply:
+    """ClientReply(req_id, True, Code.OK, "", result), checked by check_ok_reply."""
+    result = result if result is not None else {}
+    check_ok_reply(req_id, result)
     reply = _new(ClientReply)
     _set_req_id(reply, req_id)
     _set_ok(reply, True)

@@ -509,8 +509,15 @@ def encode(msg: Frame, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
 def pack_reply(reply: ClientReply, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
     """One reply packed as an item of a ClientReplies frame (checked when it was made).
     ValueError if it cannot be packed or would not fit in a frame on its own."""
+    return pack_reply_fields(reply.req_id, reply.ok, reply.code, reply.message, reply.result, max_bytes)
+
+
+def pack_reply_fields(req_id: int, ok: bool, code: str, message: str, result: dict[str, Any],
+                      max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """pack_reply of the ClientReply of these fields, which the caller checked (as
+    client_messages.check_ok_reply does): a node packs an OK reply without making it."""
     try:
-        packed = _pack((reply.req_id, reply.ok, reply.code, reply.message, reply.result))
+        packed = _pack((req_id, ok, code, message, result))
     except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"cannot encode ClientReply: {e}") from None
     if len(packed) + REPLIES_OVERHEAD > max_bytes:
