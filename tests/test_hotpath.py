@@ -224,3 +224,29 @@ def test_reply_ok_refuses_what_ok_reply_refuses() -> None:
             _queue_only().reply_ok(b"c", 7, ok_result({"ok": True, **bad}), batched=True)
         assert str(fast.value) == str(slow.value)
     assert ok_result({"ok": False, "error": "TIMEOUT", "message": "m"}) is None
+
+
+# ---------------------------------------------------------------- commands: remembered client ids
+
+from zrep import commands  # noqa: E402
+from zrep.errors import DecodeError  # noqa: E402
+
+
+def _verdict(data: bytes) -> object:
+    try:
+        return commands.decode_command(data)
+    except DecodeError as e:
+        return str(e)
+
+
+def test_remembered_client_ids_change_no_decode() -> None:
+    ids = ["w0", "", "a\x00b", "\x9f", "é" * 64, "é" * 65, "x" * 128, "x" * 129, "ok-id"]
+    datas = [commands.msgpack.packb([1, c, 2, 1, "", "m", b"b"]) for c in ids]
+    cold = [_verdict(d) for d in datas]
+    assert [type(v) is str for v in cold] == [False, True, True, True, False, True, False, True, False]
+    assert [_verdict(d) for d in datas] == cold  # warm: the ids that passed are remembered
+    commands._good_clients.clear()
+    for i in range(commands._GOOD_CLIENTS_MAX + 5):  # past the bound the set starts over
+        commands._good_client(f"c{i}")
+    assert len(commands._good_clients) <= commands._GOOD_CLIENTS_MAX
+    assert [_verdict(d) for d in datas] == cold
