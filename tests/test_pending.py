@@ -63,3 +63,16 @@ def test_ack_all_waits_for_every_member_or_its_deadline():
     assert p.check_all(lambda i: (1, 2), (1, 2, 3), now=10) == []
     [done] = p.check_all(lambda i: (1, 2, 3), (1, 2, 3), now=11)
     assert done.result["all_durable"] and done.result["durable_on"] == [1, 2, 3]
+
+
+def test_reads_sharing_a_ctx_are_answered_failed_and_expired_each() -> None:
+    p = Pending()
+    for route in ("a", "b", "c"):
+        p.add_read(1, route, deadline=100 if route != "c" else 10, query=route)
+    assert len(p) == 3
+    assert p.expire(50)[0].route == "c" and len(p) == 2
+    assert p.on_read_index(1, 4) == [] and p.reads_ready(3) == []
+    assert p.reads_ready(4) == [("a", "a"), ("b", "b")] and len(p) == 0
+    p.add_read(2, "x", deadline=100, query=None)
+    p.add_read(2, "y", deadline=100, query=None)
+    assert codes(p.on_read_index(2, -1)) == [("x", "NO_LEADER"), ("y", "NO_LEADER")] and len(p) == 0

@@ -344,13 +344,26 @@ def _build_append(values: list[Any]) -> Append:
 def _trusted(cls: type) -> Callable[[list[Any]], Any]:
     """Build a self-validating message from values the decoder already checked with
     the same function its __post_init__ would run: once is enough on the hot path."""
-    names = tuple(f.name for f in fields(cls))
-    new, setattr_ = object.__new__, object.__setattr__
+    # The slots' own setters: a frozen dataclass refuses setattr, and object.__setattr__
+    # looks each name up again (twice the cost, per request).
+    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))
+    new = object.__new__
+    if len(setters) == 3:  # ClientRequest, one per request a node receives: no loop
+        set_0, set_1, set_2 = setters
+
+        def build_3(values: list[Any]) -> Any:
+            obj = new(cls)
+            set_0(obj, values[0])
+            set_1(obj, values[1])
+            set_2(obj, values[2])
+            return obj
+
+        return build_3
 
     def build(values: list[Any]) -> Any:
         obj = new(cls)
-        for name, v in zip(names, values):
-            setattr_(obj, name, v)
+        for set_field, v in zip(setters, values):
+            set_field(obj, v)
         return obj
 
     return build
@@ -524,8 +537,15 @@ def encode(msg: Frame, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
 def pack_reply(reply: ClientReply, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
     """One reply packed as an item of a ClientReplies frame (checked when it was made).
     ValueError if it cannot be packed or would not fit in a frame on its own."""
+    return pack_reply_fields(reply.req_id, reply.ok, reply.code, reply.message, reply.result, max_bytes)
+
+
+def pack_reply_fields(req_id: int, ok: bool, code: str, message: str, result: dict[str, Any],
+                      max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """pack_reply of the ClientReply of these fields, which the caller checked (as
+    client_messages.check_ok_reply does): a node packs an OK reply without making it."""
     try:
-        packed = _pack((reply.req_id, reply.ok, reply.code, reply.message, reply.result))
+        packed = _pack((req_id, ok, code, message, result))
     except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"cannot encode ClientReply: {e}") from None
     if len(packed) + REPLIES_OVERHEAD > max_bytes:

@@ -112,14 +112,22 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def ok_result(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of the OK reply to a Service answer, None if the answer is an error."""
+    if not result.get("ok"):
+        return None
+    extra = result.copy()  # the hot path: a store answer has no error or message
+    del extra["ok"]
+    if "error" in extra or "message" in extra:
+        extra = {k: v for k, v in extra.items() if k not in _HEADER_KEYS}
+    return extra
+
+
 def reply_for(req_id: int, result: dict[str, Any], rpc_of: Callable[[int], str]) -> ClientReply:
     """The wire reply for a Service answer (a store answer or an error dict)."""
-    if result.get("ok"):  # the hot path: a store answer has no error or message
-        extra = result.copy()
-        del extra["ok"]
-        if "error" in extra or "message" in extra:
-            extra = {k: v for k, v in extra.items() if k not in _HEADER_KEYS}
-        return ok_reply(req_id, extra)
+    ok = ok_result(result)
+    if ok is not None:
+        return ok_reply(req_id, ok)
     extra = {k: v for k, v in result.items() if k not in _HEADER_KEYS}
     code = result.get("error")
     message = str(result.get("message", ""))[:MAX_MESSAGE_CHARS]
@@ -333,6 +341,10 @@ class Node:
     def _answer(self, done: Done) -> None:
         ident, req_id, batched = done.route
         try:
+            ok = ok_result(done.result)
+            if ok is not None:
+                self.transport.reply_ok(ident, req_id, ok, batched)
+                return
             reply = reply_for(req_id, done.result, self._rpc_of)
         except ValueError as e:  # an answer the wire schema refuses: tell the client, keep serving
             reply = error_reply(req_id, Code.BAD_REQUEST, f"the answer cannot be sent: {e}"[:MAX_MESSAGE_CHARS])

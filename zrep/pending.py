@@ -40,10 +40,10 @@ class _Write:
 
 
 @dataclass(slots=True)
-class _Read:
-    route: Any
-    deadline: int
-    query: Any
+class _Reads:
+    """The reads waiting on one read index request (ctx): a node sends one per loop turn."""
+
+    waiting: list[tuple[Any, int, Any]]  # (route, deadline, query)
     index: int | None = None
 
 
@@ -55,13 +55,14 @@ def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
 class Pending:
     _writes: dict[Key, list[_Write]] = field(default_factory=dict)
     _all: list[_Write] = field(default_factory=list)  # applied, waiting for every member
-    _reads: dict[Hashable, _Read] = field(default_factory=dict)
+    _reads: dict[Hashable, _Reads] = field(default_factory=dict)
     _confirmed: list[tuple[int, int, Hashable]] = field(default_factory=list)  # heap of (index, order, ctx)
     _order: itertools.count = field(default_factory=itertools.count)  # ties: ctx values need not compare
     _earliest: float = float("inf")  # no deadline of a waiting request is below this
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._writes.values()) + len(self._all) + len(self._reads)
+        return (sum(len(v) for v in self._writes.values()) + len(self._all)
+                + sum(len(r.waiting) for r in self._reads.values()))
 
     # ------------------------------------------------------------ writes
 
@@ -108,19 +109,26 @@ class Pending:
     # ------------------------------------------------------------ reads
 
     def add_read(self, ctx: Hashable, route: Any, deadline: int, query: Any) -> None:
-        self._reads[ctx] = _Read(route, deadline, query)
-        self._earliest = min(self._earliest, deadline)
+        """A read waiting for the read index of `ctx`; several reads may share one ctx
+        (the caller's business that its index is fixed after each of them arrived)."""
+        reads = self._reads.get(ctx)
+        if reads is None:
+            reads = self._reads[ctx] = _Reads([])
+        reads.waiting.append((route, deadline, query))
+        if deadline < self._earliest:
+            self._earliest = deadline
 
     def on_read_index(self, ctx: Hashable, index: int) -> list[Done]:
-        """The core confirmed (index >= 0) or failed (-1) read `ctx`."""
-        read = self._reads.get(ctx)
-        if read is None:
+        """The core confirmed (index >= 0) or failed (-1) the reads of `ctx`."""
+        reads = self._reads.get(ctx)
+        if reads is None:
             return []
         if index < 0:
             del self._reads[ctx]
-            return [Done(read.route, error("NO_LEADER", "leadership changed during the read; retry"))]
-        if read.index is None:
-            read.index = index
+            failed = error("NO_LEADER", "leadership changed during the read; retry")
+            return [Done(route, failed) for route, _, _ in reads.waiting]
+        if reads.index is None:
+            reads.index = index
             heapq.heappush(self._confirmed, (index, next(self._order), ctx))
         return []
 
@@ -130,9 +138,9 @@ class Pending:
         heap = self._confirmed
         while heap and heap[0][0] <= applied:
             _, _, ctx = heapq.heappop(heap)
-            read = self._reads.pop(ctx, None)  # None: it expired meanwhile
-            if read is not None:
-                ready.append((read.route, read.query))
+            reads = self._reads.pop(ctx, None)  # None: they expired meanwhile
+            if reads is not None:
+                ready += [(route, query) for route, _, query in reads.waiting]
         return ready
 
     # ------------------------------------------------------------ deadlines
@@ -150,9 +158,14 @@ class Pending:
                 self._writes[key] = keep
             else:
                 del self._writes[key]
-        for ctx in [c for c, r in self._reads.items() if now >= r.deadline]:
-            done.append(Done(self._reads.pop(ctx).route, error("TIMEOUT", "read not confirmed in time; retry")))
+        read_timeout = error("TIMEOUT", "read not confirmed in time; retry")
+        for ctx in list(self._reads):
+            reads = self._reads[ctx]
+            done += [Done(route, read_timeout) for route, deadline, _ in reads.waiting if now >= deadline]
+            reads.waiting = [r for r in reads.waiting if now < r[1]]
+            if not reads.waiting:
+                del self._reads[ctx]
         deadlines = [w.deadline for ws in self._writes.values() for w in ws]
-        deadlines += [r.deadline for r in self._reads.values()]
+        deadlines += [deadline for r in self._reads.values() for _, deadline, _ in r.waiting]
         self._earliest = min(deadlines, default=float("inf"))
         return done

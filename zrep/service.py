@@ -10,6 +10,10 @@ Invariants:
     append per follower, one fsync).
   * A linearizable read is answered only once the store has applied the
     read index that the leader confirmed.
+  * Linearizable reads submitted between two `process` calls share one read
+    index request: the core fixes its index inside `process`, after every one
+    of them arrived, so it is as fresh as each needs (one confirmation, one
+    ReadIndexRequest from a follower, for them all).
   * A write still waiting when the leader changes is proposed again to the
     new leader (or appended, if this node is it): its first copy may have died
     with the old leader. The store applies a (client, seq) once, so a copy that
@@ -66,7 +70,9 @@ class Service:
         self._proposed: dict[tuple[str, int], bytes] = {}  # waiting writes' commands, for a new leader
         self._proposed_under: tuple[int, int] = (0, 0)  # (leader, epoch) they were last proposed to
         self._next_ctx = 0
+        self._read_ctx: int | None = None  # the read index request the reads arriving now share
         self._done: list[Done] = []
+        self._durable = _DurableRun(replica, 0)
         self.on_apply: Callable[[Entry, dict[str, Any] | None], None] | None = None  # observers (sim checks)
         self.snapshots: SnapshotPort | None = None
         self.on_install: Callable[[Snapshot], None] | None = None  # observers (sim checks, node bookkeeping)
@@ -95,19 +101,20 @@ class Service:
         if stale:
             self._done.append(Done(route, self.run_query(query)))
             return
-        self._next_ctx += 1
-        if self.replica.read_index(self._next_ctx):
-            self.pending.add_read(self._next_ctx, route, self.replica.now + self.request_ticks, query)
-        else:
-            self._done.append(Done(route, error("NO_LEADER", "no leader known; retry shortly", leader=0)))
+        if self._read_ctx is None:
+            self._next_ctx += 1
+            if not self.replica.read_index(self._next_ctx):
+                self._done.append(Done(route, error("NO_LEADER", "no leader known; retry shortly", leader=0)))
+                return
+            self._read_ctx = self._next_ctx
+        self.pending.add_read(self._read_ctx, route, self.replica.now + self.request_ticks, query)
 
     def run_query(self, query: dict[str, Any]) -> dict[str, Any]:
         """Answer a read from the local store, saying how fresh it is."""
         applied = self.store.applied_index
         op = query.get("op")
         if op == "read":
-            msgs = self.store.read(query["mailbox"], query.get("after", -1), query.get("limit", 100))
-            rows = [[m.offset, m.sender, m.body, m.index] for m in msgs]
+            rows = self.store.read_rows(query["mailbox"], query.get("after", -1), query.get("limit", 100))
             return {"ok": True, "messages": rows, "applied": applied}
         if op == "mailboxes":
             return {"ok": True, "mailboxes": [list(x) for x in self.store.mailboxes(query.get("pattern", "*"))],
@@ -124,11 +131,15 @@ class Service:
 
     def process(self, storage: Storage, send: Callable[[Message], None], note: Callable[[str], None] | None = None) -> list[Done]:
         """Propose the batch, then apply every Ready the core has. Returns the answers to send."""
+        # The core fixes the read index of the open ctx below (Replica.ready), after every
+        # read that shares it arrived: a read submitted from now on needs a new one.
+        self._read_ctx = None
         self._repropose_on_new_leader()
         self._propose_batch()
         rep = self.replica
         while rep.has_ready():
             ready = rep.ready()
+            self._durable = _DurableRun(rep, ready.committed[-1].index if ready.committed else 0)
             apply_ready(rep, ready, storage, send, self._apply, self._on_read, note)
             if ready.ship or ready.chunks:
                 self._snapshot_work(ready, send)
@@ -182,9 +193,10 @@ class Service:
             return  # nobody here waits for it (most entries on a follower)
         # A duplicate's kept answer names the index of the original entry.
         index = answer.get("index", entry.index)
-        epoch = self.replica.log.epoch_at(index) or entry.epoch
-        answer = dict(answer, epoch=epoch, durable_on=list(self.replica.durable_on(index)),
-                      leader=self.replica.leader)
+        # The store's answer is a fresh dict (it keeps its own packed copy): completed in place.
+        answer["epoch"] = self.replica.log.epoch_at(index) or entry.epoch
+        answer["durable_on"] = self._durable.at(index)
+        answer["leader"] = self.replica.leader
         self._done += self.pending.on_applied(key, entry.index, answer)
         self._proposed.pop(key, None)
 
@@ -233,3 +245,36 @@ class Service:
         s["digest"] = self.store.digest()
         s["store_applied"] = self.store.applied_index
         return s
+
+
+class _DurableRun:
+    """`replica.durable_on` for the entries of one Ready, asked a few times per
+    Ready rather than once per entry (a good part of the leader's apply cost).
+
+    Sound because the replica does not change while a Ready is applied, and the
+    members holding index i only shrink as i grows: the indexes on the same
+    members form one run, whose end a binary search finds.
+    """
+
+    __slots__ = ("_durable_on", "_end", "_lo", "_hi", "_members")
+
+    def __init__(self, replica: Replica, end: int) -> None:
+        self._durable_on = replica.durable_on
+        self._end = end  # the last index of the Ready: runs end there at the latest
+        self._lo, self._hi, self._members = 1, 0, ()  # an empty run
+
+    def at(self, index: int) -> list[int]:
+        """The members holding `index` on disk, in id order (a new list each time)."""
+        if not self._lo <= index <= self._hi:
+            self._lo, self._members = index, self._durable_on(index)
+            self._hi = self._run_end(index, self._members)
+        return list(self._members)
+
+    def _run_end(self, index: int, members: tuple[int, ...]) -> int:
+        lo, hi = index, self._end  # durable_on(lo) == members; find the last such index up to hi
+        if hi <= lo or self._durable_on(hi) == members:
+            return max(lo, hi)
+        while hi - lo > 1:  # invariant: durable_on(lo) == members != durable_on(hi)
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self._durable_on(mid) == members else (lo, mid)
+        return lo
