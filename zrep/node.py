@@ -533,8 +533,8 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
         if replay.first_index > 1 and snapshot is None:
             log(f"{prefix}: cannot start: the WAL {wal.path} is compacted (it starts at index "
                 f"{replay.first_index}) and {why}, so the store cannot be rebuilt. Do not edit the files: "
-                f"stop this node, wipe its data directory {data_dir} and start it again; it re-syncs "
-                f"everything from the leader.")
+                f"once the other nodes are up with a leader (zrep client status), wipe its data directory "
+                f"{data_dir} and start it again; it re-syncs everything from the leader.")
             return EXIT_NO_SNAPSHOT
         warnings = [why] if why else []
         if snapshot is not None and replay.first_index > 1 and not fits_log(snapshot, replay):
