@@ -28,6 +28,7 @@ from zrep.node import (
     EXIT_USAGE,
     reply_for,
     run_node,
+    snapshot_phase,
 )
 from zrep.transport import source_endpoint
 
@@ -56,6 +57,14 @@ def test_service_answers_become_wire_replies(result: dict[str, Any], code: str, 
     reply = reply_for(7, result, lambda i: RPC_OF(i) or "")
     assert (reply.req_id, reply.code, reply.result) == (7, code, extra)
     assert decode(encode(reply)) == reply
+
+
+def test_nodes_take_their_snapshots_in_turn() -> None:
+    # Spread over one interval, in id order, whatever the ids and their order in the file.
+    assert [snapshot_phase(i, [5, 1, 3], 300) for i in (1, 3, 5)] == [0, 100, 200]
+    phases = [snapshot_phase(i, range(1, 6), 20_000) for i in range(1, 6)]
+    assert phases == sorted(set(phases)) and phases[0] == 0 and phases[-1] < 20_000
+    assert snapshot_phase(7, [7], 20_000) == 0
 
 
 def test_peer_connections_name_their_source_address() -> None:

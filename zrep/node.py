@@ -33,6 +33,7 @@ Invariants:
     keeps only the entries after S - snapshot_entries (a follower a little
     behind is still served from the log); the WAL is rewritten to match
     (zrep.wal.Wal.rewrite), between loop turns, when every entry is on disk.
+    Nodes snapshot and compact in turn (`snapshot_phase`), not at one index.
   * A compacted WAL needs its snapshot: without a usable one the node refuses
     to start (EXIT_NO_SNAPSHOT) and says to wipe its data directory.
 
@@ -50,7 +51,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,15 @@ Route = tuple[bytes, int, bool]  # (client routing id, req_id, the request came 
 # the store's code in result["reason"].
 _PASS_THROUGH = frozenset({Code.NO_LEADER, Code.TIMEOUT, Code.BAD_REQUEST, Code.TOO_LARGE, Code.UNAVAILABLE})
 _HEADER_KEYS = ("ok", "error", "message")
+
+
+def snapshot_phase(node_id: int, member_ids: Sequence[int], every: int) -> int:
+    """How many entries after the first node's this node takes its snapshots: the nodes
+    snapshot (fork, pack, then compact and rewrite their WAL) in turn, not all at the
+    same index, so the CPU spike and the loop's pause of a compaction hit one node at a
+    time and never a whole majority at once."""
+    ids = sorted(member_ids)
+    return ids.index(node_id) * every // len(ids)
 
 
 def _stderr(line: str) -> None:
@@ -182,7 +192,9 @@ class Node:
         self._rpc = {n.id: n.rpc for n in cfg.nodes}
         self._snapshots = SnapshotWriter(cfg.node_data_dir(node_id)) if cfg.snapshot_entries else None
         self._snapshot_index = snapshot.index if snapshot else 0
-        self._snapshot_due = self._snapshot_index + cfg.snapshot_entries
+        # A node that has none yet takes its first one at its own phase; later ones keep it.
+        phase = 0 if snapshot else snapshot_phase(node_id, [n.id for n in cfg.nodes], cfg.snapshot_entries)
+        self._snapshot_due = self._snapshot_index + cfg.snapshot_entries + phase
         self._compactions = 0
         self._refused_seen = 0
         limits = StoreLimits(max_body_bytes=cfg.max_body_bytes)
