@@ -279,8 +279,11 @@ def test_status_table_and_json(live):
     assert len(rows) == 3 and all(" up " in r for r in rows)
     data = json.loads(client_cmd(live, "status", "--json").stdout)
     assert [set(r) for r in data] == [{"id", "address", "up", "role", "epoch", "leader", "last_index", "commit",
-                                      "applied", "last_heard_ms", "error", "pid"}] * 3
+                                      "applied", "last_heard_ms", "error", "pid", "log_first_index",
+                                      "snapshot_index", "compactions", "snapshot_shipping"}] * 3
     assert all(type(r["pid"]) is int and r["pid"] > 0 for r in data)
+    assert all(r["log_first_index"] >= 1 and r["compactions"] >= 0 and "installed" in r["snapshot_shipping"]
+               for r in data)
     assert [r["role"] for r in data].count("leader") == 1
 
 

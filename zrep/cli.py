@@ -421,6 +421,9 @@ def status_json(r: NodeStatus) -> dict[str, Any]:
             "error")
     out = {k: getattr(r, k) for k in keys}
     out["pid"] = r.raw.get("pid")  # the node's process id on its own machine
+    # Where its log starts now, and its snapshots: taken, compactions, shipped or received.
+    for k in ("log_first_index", "snapshot_index", "compactions", "snapshot_shipping"):
+        out[k] = r.raw.get(k)
     return out
 
 
