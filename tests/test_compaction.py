@@ -33,6 +33,7 @@ from zrep.node import EXIT_NO_SNAPSHOT, WAL_NAME
 from zrep.snapshot import SNAPSHOT_NAME, load_snapshot, write_snapshot
 from zrep.snapshot_format import encode_snapshot
 from zrep.snapshot_ship import Receiver, Shipper
+from zrep.sim.snapshots import BufferSink, BytesSource
 from zrep.store import StoreLimits
 from zrep.wal import REWRITE_SUFFIX, Replay, Wal, read_log, replay_buffer
 
@@ -197,41 +198,22 @@ def test_a_follower_fences_stale_chunks_and_acks_an_install_only_when_told_it_is
 # ------------------------------------------------------------------ shipping bytes
 
 
-class Bytes:
-    def __init__(self, data: bytes, index: int, epoch: int) -> None:
-        self.data, self.index, self.epoch, self.size = data, index, epoch, len(data)
+class Buffer(BufferSink):
+    """The simulator's sink, remembering whether the receiver made the received file durable."""
 
-    def read(self, offset: int, size: int) -> bytes:
-        return self.data[offset:offset + size]
-
-    def close(self) -> None:
-        pass
-
-
-class Buffer:
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.durable = False
+    durable = False
 
     def begin(self) -> None:
-        self.buf, self.durable = bytearray(), False
-
-    def write(self, offset: int, data: bytes) -> None:
-        self.buf[offset:offset + len(data)] = data
-
-    def read_all(self) -> bytes:
-        return bytes(self.buf)
+        super().begin()
+        self.durable = False
 
     def make_durable(self) -> None:
         self.durable = True
 
-    def discard(self) -> None:
-        self.buf = bytearray()
-
 
 def test_chunks_stay_in_the_window_and_only_the_expected_offset_is_taken() -> None:
     data = encode_snapshot(30, 2, filled_store(30).to_bytes())
-    shipper = Shipper(lambda: Bytes(data, 30, 2), chunk_bytes=100, window_chunks=3)
+    shipper = Shipper(lambda: BytesSource(data), chunk_bytes=100, window_chunks=3)
     first = shipper.chunks(ShipOrder(2, 0, 0), 1, 5)
     assert [c.offset for c in first] == [0, 100, 200] and all(len(c.data) == 100 for c in first)
     sink = Buffer()
@@ -255,7 +237,7 @@ def test_chunks_stay_in_the_window_and_only_the_expected_offset_is_taken() -> No
 def test_a_corrupt_snapshot_is_refused_and_the_transfer_starts_over() -> None:
     data = bytearray(encode_snapshot(30, 2, filled_store(30).to_bytes()))
     data[-5] ^= 0x10
-    shipper = Shipper(lambda: Bytes(bytes(data), 30, 2), chunk_bytes=len(data), window_chunks=1)
+    shipper = Shipper(lambda: BytesSource(bytes(data)), chunk_bytes=len(data), window_chunks=1)
     (chunk,) = shipper.chunks(ShipOrder(2, 0, 0), 1, 5)
     recv = Receiver(Buffer(), StoreLimits())
     assert recv.receive(chunk) == (0, None)
@@ -264,10 +246,10 @@ def test_a_corrupt_snapshot_is_refused_and_the_transfer_starts_over() -> None:
 
 def test_a_new_leader_or_a_restarted_follower_starts_the_transfer_over() -> None:
     data = encode_snapshot(30, 2, filled_store(30).to_bytes())
-    old = Shipper(lambda: Bytes(data, 30, 2), chunk_bytes=100, window_chunks=2).chunks(ShipOrder(2, 0, 0), 1, 5)
+    old = Shipper(lambda: BytesSource(data), chunk_bytes=100, window_chunks=2).chunks(ShipOrder(2, 0, 0), 1, 5)
     recv = Receiver(Buffer(), StoreLimits())
     assert [recv.receive(c)[0] for c in old] == [100, 200]
-    new = Shipper(lambda: Bytes(data, 30, 2), chunk_bytes=100, window_chunks=3).chunks(ShipOrder(2, 0, 0), 3, 6)
+    new = Shipper(lambda: BytesSource(data), chunk_bytes=100, window_chunks=3).chunks(ShipOrder(2, 0, 0), 3, 6)
     assert recv.receive(new[2]) == (0, None)  # epoch 6's transfer, not from its start: ask for 0
     assert recv.receive(new[0]) == (100, None) and recv.receiving == 30
     restarted = Receiver(Buffer(), StoreLimits())  # a follower that restarted mid-transfer
