@@ -191,13 +191,17 @@ class Service:
         key = self.store.last_key  # decoded once, by the store
         if key is None or not self.pending.waiting(key):
             return  # nobody here waits for it (most entries on a follower)
-        # A duplicate's kept answer names the index of the original entry.
-        index = answer.get("index", entry.index)
-        # The store's answer is a fresh dict (it keeps its own packed copy): completed in place.
-        answer["epoch"] = self.replica.log.epoch_at(index) or entry.epoch
-        answer["durable_on"] = self._durable.at(index)
+        self._answer_write(key, entry.index, answer, entry.epoch, self._durable.at)
+
+    def _answer_write(self, key: tuple[str, int], applied: int, answer: dict[str, Any], epoch_if_gone: int,
+                      durable_on: Callable[[int], list[int]]) -> None:
+        """Answer the client waiting for write `key` with the store's answer, completed in place
+        (the store hands out a fresh dict; it keeps its own packed copy)."""
+        index = answer.get("index", applied)  # a duplicate's kept answer names the original entry's index
+        answer["epoch"] = self.replica.log.epoch_at(index) or epoch_if_gone
+        answer["durable_on"] = durable_on(index)
         answer["leader"] = self.replica.leader
-        self._done += self.pending.on_applied(key, entry.index, answer)
+        self._done += self.pending.on_applied(key, applied, answer)
         self._proposed.pop(key, None)
 
     def _snapshot_work(self, ready: Ready, send: Callable[[Message], None]) -> None:
@@ -227,12 +231,9 @@ class Service:
         kept their answers (it keeps every client's, from its lowest awaited seq up)."""
         for key in [k for k in self._proposed if self.pending.waiting(k)]:
             kept = self.store.cached_answer(*key)
-            if kept is not None:
-                index = kept.get("index", self.store.applied_index)
-                answer = dict(kept, epoch=self.replica.log.epoch_at(index) or 0,
-                              durable_on=list(self.replica.durable_on(index)), leader=self.replica.leader)
-                self._done += self.pending.on_applied(key, index, answer)
-                self._proposed.pop(key, None)
+            if kept is not None:  # its entry's epoch may be gone with the log: 0 says unknown
+                applied = kept.get("index", self.store.applied_index)
+                self._answer_write(key, applied, kept, 0, lambda i: list(self.replica.durable_on(i)))
 
     def _on_read(self, read: ReadState) -> None:
         self._done += self.pending.on_read_index(read.ctx, read.index)
