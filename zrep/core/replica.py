@@ -70,6 +70,7 @@ BUGS = frozenset(
         "promise_behind_log",  # (c) promise a coordinator whose log is behind
         "promise_not_persisted",  # (d) promise without persisting it
         "never_truncate",  # keep a conflicting suffix and ack anyway
+        "count_self_before_fsync",  # the leader counts its new entries as durable before its fsync
     }
 )
 
@@ -251,6 +252,8 @@ class Replica:
         self._msgs, self._after, self._entries, self._reads, self._notes = [], [], [], [], []
         self._ship, self._chunks = [], []
         self._truncate = None
+        if "count_self_before_fsync" in self.bugs and ready.entries and self.role == Role.LEADER:
+            self.stable = max(self.stable, ready.entries[-1].index)
         self._hs_dirty = self._commit_dirty = False
         return ready
 

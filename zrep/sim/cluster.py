@@ -265,7 +265,10 @@ class SimCluster:
 
     def _crash(self, node: SimNode, why: str) -> None:
         self._leader_commit.pop(node.id, None)
+        claimed = self._claimed_stable(node)
         lost = node.disk.crash(self.rng)
+        if claimed:
+            self._check_stable_survived(node, claimed)
         self.net.lose_unflushed(node.id, self.plan.unflushed_loss)
         if node.service is not None and node.service.replica.role == Role.LEADER and self._leader_killed_at is None:
             self._leader_killed_at = self.now
@@ -277,6 +280,26 @@ class SimCluster:
         node.restart_at = self.now + self.rng.randint(lo, hi)
         self._count({"fsync": "crash_in_fsync", "compaction": "crash_in_compaction"}.get(why, "crash"))
         self._log(f"node {node.id} crashes ({why}); {lost} unsynced records lost")
+
+    @staticmethod
+    def _claimed_stable(node: SimNode) -> list[Entry]:
+        """The entries the dying node's core counted as on its disk (`stable`)."""
+        if node.service is None:
+            return []
+        rep = node.service.replica
+        return rep.log.slice(rep.log.first_index, rep.stable) if rep.stable >= rep.log.first_index else []
+
+    def _check_stable_survived(self, node: SimNode, claimed: list[Entry]) -> None:
+        """What a core counted as durable (for commit, durable_on, applying) must be in the
+        log its disk replays after the crash, whichever unsynced records the crash kept."""
+        replay = node.disk.replay()
+        have = {e.index: e for e in replay.entries}
+        for e in claimed:
+            if e.index < replay.first_index:
+                continue  # compacted into the snapshot
+            if have.get(e.index) != e:
+                raise Violation(f"tick {self.now}: node {node.id} counted entry {e.index} (epoch {e.epoch}) "
+                                f"as durable, but its disk replays {have.get(e.index)} after a crash")
 
     def _count(self, fault: str) -> None:
         self.faults[fault] = self.faults.get(fault, 0) + 1
