@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
 
 from zrep.bench import _check_errors
 from zrep.bench_options import QUICK, options
+from zrep.bench_report import cpu_seconds, format_cpu
 from zrep.bench_workers import BenchError, LevelResult, WorkerReport, merge, percentile, split
 from zrep.cli import main
 
@@ -34,6 +36,10 @@ def test_bench_quick_runs_every_phase_and_prints_one_json_object(tmp_path):
         assert 0 < level["p50_ms"] <= level["p99_ms"] <= level["max_ms"] < 15_000
     for kind in ("linearizable", "stale"):
         assert report["reads"][kind]["per_s"] > 0
+    for level in [*report["sends"].values(), *(report["reads"][k] for k in ("linearizable", "stale"))]:
+        cpu = level["cpu_us_per_req"]  # (nodes' CPU comes in 10 ms clock ticks: a quick level may show 0)
+        assert set(cpu["nodes"]) == {"1", "2", "3"} and str(cpu["leader"]) in cpu["nodes"]
+        assert min(cpu["nodes"].values()) >= 0 and cpu["clients"] > 0
     assert 0 < report["failover"]["median_ms"] <= report["failover"]["max_ms"] < 15_000
     assert report["catchup_per_s"] > 0 and report["catchup"]["entries"] >= 2_000
     assert report["memory"]["messages"] >= 5_000
@@ -95,6 +101,13 @@ def test_merge_pools_samples_counts_errors_and_spans_the_wall_window():
     assert (r.p50_ms, r.p99_ms, r.max_ms) == (3.0, 9.0, 9.0)
     counts_only = merge([WorkerReport(4, {}, 0.0, 2.0, [])])
     assert counts_only.p50_ms is None and "p50_ms" not in counts_only.to_json()
+    assert merge([WorkerReport(1, {}, 0.0, 1.0, [], cpu_s=0.25), WorkerReport(1, {}, 0.0, 1.0, [], cpu_s=0.5)]).client_cpu_s == 0.75
+
+
+def test_cpu_per_request_reads_in_the_text_report():
+    cpu = {"leader": 2, "nodes": {"1": 35.2, "2": 67.0, "3": 34.6}, "clients": 21.0}
+    assert format_cpu(cpu) == "leader 67, followers 35 + 35, clients 21"
+    assert cpu_seconds(os.getpid()) > 0
 
 
 def test_split_shares_differ_by_at_most_one():

@@ -36,7 +36,7 @@ from typing import Any
 from zrep.bench_failover import run_failover_bench
 from zrep.bench_floor import run_floor_bench
 from zrep.bench_options import Options
-from zrep.bench_report import Progress, format_floor, git_commit, machine, rss_mb
+from zrep.bench_report import Progress, cpu_seconds, format_floor, git_commit, machine, rss_mb
 from zrep.bench_workers import BenchError, LevelResult, run_level
 from zrep.localcluster import ClusterError, LocalCluster, wait_until
 
@@ -63,6 +63,15 @@ def _check_errors(what: str, r: LevelResult, max_fraction: float) -> None:
         raise BenchError(f"{what}: no request was answered OK; rerun with --dir DIR and read the node logs there")
 
 
+def _cpu(pids: dict[int, int]) -> dict[int, float]:
+    """CPU seconds used so far by each node process still running (a dead one is left out)."""
+    out = {}
+    for i, pid in pids.items():
+        with contextlib.suppress(OSError):
+            out[i] = cpu_seconds(pid)
+    return out
+
+
 class _Bench:
     """The phases that run on one cluster."""
 
@@ -85,10 +94,17 @@ class _Bench:
             rate = acked / elapsed if elapsed > 0 else 0.0
             self.progress.update(f"{what}: {acked:,} acked, {rate:,.0f}/s" + (f", {errors:,} errors" if errors else ""))
 
+        pids = {i: p.pid for i, p in self.cluster.procs.items()}
+        cpu_at_go: dict[int, float] = {}
         r = run_level(targets, op=op, in_flight=in_flight, workers=self.opts.workers, count=count, seconds=seconds,
                       warmup=warmup, latencies=latencies, mailbox=MAILBOX, body_bytes=BODY_BYTES,
-                      batch=self.opts.batch, on_progress=show)
+                      batch=self.opts.batch, on_progress=show, on_go=lambda: cpu_at_go.update(_cpu(pids)))
         _check_errors(what, r, self.opts.max_error_fraction)
+        if r.acked and len(cpu_at_go) == len(pids):
+            used = {i: s - cpu_at_go[i] for i, s in _cpu(pids).items() if i in cpu_at_go}
+            r = dataclasses.replace(r, cpu_us_per_req={
+                "leader": leader, "nodes": {str(i): round(s / r.acked * 1e6, 1) for i, s in sorted(used.items())},
+                "clients": round(r.client_cpu_s / r.acked * 1e6, 1)})
         self.progress.step(f"{what}: {r.acked:,} acked in {r.seconds:.1f} s, {r.per_s:,.0f}/s"
                            + (f", p50 {r.p50_ms} ms, p99 {r.p99_ms} ms" if r.p50_ms is not None else ""))
         return r

@@ -18,7 +18,8 @@ Protocol with the parent (zrep.bench_workers), one line each on stdout:
   progress ACKED ERRORS  every PROGRESS_S while measuring
   result {json}          count, errors {code: n}, start, end (time.monotonic(),
                          system-wide on Linux, so the parent can merge windows
-                         of several workers), latencies_ms (sorted) or []
+                         of several workers), cpu_s (this process's CPU time
+                         in that window), latencies_ms (sorted) or []
 
 Writes are proper client writes: one client id per worker, seq from 1 and
 `low` = the lowest seq still waiting for its answer, so the store keeps few
@@ -63,6 +64,7 @@ class _Load:
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.acked = 0
+        self.cpu_start = 0.0  # process_time() when the current run began
 
     def _request(self) -> ClientRequest:
         a, req_id = self.a, self.next_id
@@ -121,7 +123,7 @@ class _Load:
 
     def run(self, count: int, seconds: float, record: bool, progress: bool = False) -> tuple[float, float]:
         """Issue `count` requests (or until `seconds`), `in_flight` at a time; wait for the answers."""
-        start = time.monotonic()
+        start, self.cpu_start = time.monotonic(), time.process_time()
         stop_issuing, issued, next_report = start + seconds, 0, start + PROGRESS_S
         while issued < count or self.waiting:
             now = time.monotonic()
@@ -176,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             if sys.stdin.readline().strip() != "go":
                 return 1  # the parent went away: measure nothing
         start, end = load.run(a.count, a.seconds, record=True, progress=True)
+        cpu_s = time.process_time() - load.cpu_start
         _say("result " + json.dumps({"count": load.acked, "errors": dict(load.errors), "start": start,
-                                     "end": end, "latencies_ms": sorted(round(x, 3) for x in load.latencies)}))
+                                     "end": end, "cpu_s": round(cpu_s, 4),
+                                     "latencies_ms": sorted(round(x, 3) for x in load.latencies)}))
     finally:
         load.close()
     return 0

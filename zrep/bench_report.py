@@ -50,6 +50,16 @@ def rss_mb(pid: int) -> float:
     return round(int(value.split()[0]) / 1024, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used, in seconds (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError) as e:
+        raise OSError(f"no CPU time for pid {pid}: is it running on this machine? ({e})") from None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+
+
 def git_commit() -> str | None:
     """The commit of the code that ran, '+dirty' if tracked files differ from it; None outside git."""
     def git(*args: str) -> str:
@@ -113,6 +123,13 @@ def format_floor(r: dict[str, Any]) -> str:
             f"{r['send_floor_ms']} ms")
 
 
+def format_cpu(cpu: dict[str, Any]) -> str:
+    """'leader 67, followers 35 + 35, clients 21': the CPU each part spent per request."""
+    nodes, leader = cpu["nodes"], str(cpu["leader"])
+    followers = " + ".join(f"{v:.0f}" for k, v in nodes.items() if k != leader)
+    return f"leader {nodes[leader]:.0f}, followers {followers}, clients {cpu['clients']:.0f}"
+
+
 def format_text(r: dict[str, Any]) -> str:
     """The readable report: one table for sends, then one line per other figure."""
     c = r.get("cluster")
@@ -129,13 +146,17 @@ def format_text(r: dict[str, Any]) -> str:
         for n, s in r["sends"].items():
             out.append(f"{n + ' in flight':<22}{s['per_s']:>10,.0f}{_ms(s['p50_ms']):>10}{_ms(s['p99_ms']):>10}"
                        f"{_ms(s['max_ms']):>10}{sum(s['errors'].values()):>8}")
+        cpu = [f"{n} in flight: {format_cpu(s['cpu_us_per_req'])}" for n, s in r["sends"].items() if s.get("cpu_us_per_req")]
+        if cpu:
+            out.append("CPU per acknowledged send, in µs: " + "; ".join(cpu))
         out.append("")
     if r["reads"]:
         for kind in ("linearizable", "stale"):
             rd = r["reads"][kind]
             where = "at the leader" if kind == "linearizable" else "at the followers"
             out.append(f"{kind} reads {where}, {r['reads']['in_flight']} in flight: {rd['per_s']:,.0f}/s "
-                       f"(p50 {_ms(rd.get('p50_ms'))} ms, p99 {_ms(rd.get('p99_ms'))} ms)")
+                       f"(p50 {_ms(rd.get('p50_ms'))} ms, p99 {_ms(rd.get('p99_ms'))} ms)"
+                       + (f"; CPU per read, in µs: {format_cpu(rd['cpu_us_per_req'])}" if rd.get("cpu_us_per_req") else ""))
     if r["catchup_per_s"] is not None:
         cu = r["catchup"]
         out.append(f"catch-up: {cu['entries']:,} entries in {cu['seconds']:.2f} s = {r['catchup_per_s']:,.0f} "

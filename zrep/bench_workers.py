@@ -54,12 +54,13 @@ class WorkerReport:
     start: float  # time.monotonic(), comparable across processes (Linux: CLOCK_MONOTONIC is system-wide)
     end: float
     latencies_ms: list[float]  # sorted
+    cpu_s: float = 0.0  # the worker's CPU time in its window
 
     @classmethod
     def from_json(cls, text: str) -> WorkerReport:
         d = json.loads(text)
         return cls(int(d["count"]), {str(k): int(v) for k, v in d["errors"].items()}, float(d["start"]),
-                   float(d["end"]), [float(x) for x in d["latencies_ms"]])
+                   float(d["end"]), [float(x) for x in d["latencies_ms"]], float(d.get("cpu_s", 0.0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,10 @@ class LevelResult:
     p50_ms: float | None  # None when the workers sent no latencies
     p99_ms: float | None
     max_ms: float | None
+    client_cpu_s: float = 0.0  # CPU time of all workers in their windows
+    # CPU per acknowledged request, in µs: {"leader": id, "nodes": {"id": µs}, "clients": µs}
+    # (zrep.bench fills it in: it knows the node processes).
+    cpu_us_per_req: dict[str, Any] | None = None
 
     @property
     def failed(self) -> int:
@@ -83,6 +88,8 @@ class LevelResult:
                                "seconds": round(self.seconds, 3)}
         if self.max_ms is not None:
             out.update(p50_ms=self.p50_ms, p99_ms=self.p99_ms, max_ms=self.max_ms)
+        if self.cpu_us_per_req is not None:
+            out["cpu_us_per_req"] = self.cpu_us_per_req
         return out
 
 
@@ -107,7 +114,8 @@ def merge(reports: Iterable[WorkerReport]) -> LevelResult:
     pct: tuple[float | None, ...] = (None, None, None)
     if samples:
         pct = (round(percentile(samples, 50), 3), round(percentile(samples, 99), 3), samples[-1])
-    return LevelResult(acked, dict(sorted(errors.items())), seconds, acked / seconds if seconds > 0 else 0.0, *pct)
+    return LevelResult(acked, dict(sorted(errors.items())), seconds, acked / seconds if seconds > 0 else 0.0, *pct,
+                       client_cpu_s=sum(r.cpu_s for r in reports))
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -227,14 +235,16 @@ class Workers:
 
 def run_level(rpc: str | Sequence[str], *, op: str = "send", in_flight: int, workers: int, count: int, seconds: float,
               warmup: int = 0, latencies: bool = True, mailbox: str = "bench", body_bytes: int = 100,
-              batch: bool = True, on_progress: Callable[[int, int, float], None] | None = None) -> LevelResult:
+              batch: bool = True, on_progress: Callable[[int, int, float], None] | None = None,
+              on_go: Callable[[], None] | None = None) -> LevelResult:
     """Run one level against `rpc` (or, given several, worker i against the i-th,
     round robin) and merge the workers' reports.
 
     One worker for one request in flight; else up to `workers` workers, each
     with its share of the requests in flight, of the count and of the warm-up.
     `batch`: the workers send ClientBatch frames (else one frame per request).
-    `on_progress(acked, errors, seconds since go)` is called as reports come.
+    `on_progress(acked, errors, seconds since go)` is called as reports come;
+    `on_go()` just before the workers leave the barrier (the measured window begins).
     """
     n = 1 if in_flight == 1 else max(1, min(workers, in_flight, count))
     tag = uuid.uuid4().hex[:12]  # client ids unique across levels and runs: the store remembers them
@@ -248,6 +258,8 @@ def run_level(rpc: str | Sequence[str], *, op: str = "send", in_flight: int, wor
     ]
     with Workers(commands) as w:
         w.wait_for("ready", STARTUP_S + seconds + NO_ANSWER_S)
+        if on_go is not None:
+            on_go()
         started = time.monotonic()
         w.go()
 
