@@ -577,6 +577,24 @@ def _restore_box(item: Callable[[], Any], applied: int) -> tuple[str, _Mailbox]:
     indexes.frombytes(packed)
     if sys.byteorder == "big":
         indexes.byteswap()
+    if n_live == n:  # no deleted message: the loop below, as whole-column checks in C
+        _need(_all_of_type(senders, str) and _all_of_type(bodies, bytes)
+              and (n == 0 or (min(indexes) >= 1 and max(indexes) <= applied)), "message")
+        senders[:] = map(sys.intern, senders)
+    else:
+        _check_holed_columns(senders, bodies, indexes, applied)
+    box = _Mailbox(base=first if n else next_offset)
+    box.senders, box.bodies, box.indexes, box.live = senders, bodies, indexes, n_live
+    box.pad_to(next_offset)
+    return name, box
+
+
+def _all_of_type(values: list[Any], cls: type) -> bool:
+    return not values or set(map(type, values)) == {cls}
+
+
+def _check_holed_columns(senders: list[Any], bodies: list[Any], indexes: array, applied: int) -> None:
+    """Every message checked, the deleted ones as deletes; senders interned in place."""
     intern = sys.intern
     for p, (sender, body, index) in enumerate(zip(senders, bodies, indexes)):
         if body is None:
@@ -584,10 +602,6 @@ def _restore_box(item: Callable[[], Any], applied: int) -> tuple[str, _Mailbox]:
         else:
             _need(type(sender) is str and type(body) is bytes and 1 <= index <= applied, "message")
             senders[p] = intern(sender)  # one str per sender, as apply keeps it
-    box = _Mailbox(base=first if n else next_offset)
-    box.senders, box.bodies, box.indexes, box.live = senders, bodies, indexes, n_live
-    box.pad_to(next_offset)
-    return name, box
 
 
 def _restore_client(item: Callable[[], Any], applied: int) -> tuple[str, _Client]:
