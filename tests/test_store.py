@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import struct
 import sys
 from array import array
 from io import BytesIO
@@ -647,3 +649,14 @@ def test_snapshot_restore_checks_every_message_with_or_without_holes(holes: bool
         box[column][position] = value
     with pytest.raises(DecodeError):
         Store.from_bytes(pack_items(items))
+
+
+def test_digest_is_blake2b_chained_over_index_and_data() -> None:
+    """The documented chain, computed the plain way: digests stay comparable across versions
+    (a snapshot carries its chain)."""
+    entries = [encode_send("c", 1, 1, "", "box", b"x"), b"", b"junk", encode_send("c", 2, 1, "s", "box", b"y" * 300)]
+    store, chain = Store(), bytes(32)
+    for index, data in enumerate(entries, 1):
+        store.apply(index, data)
+        chain = hashlib.blake2b(struct.pack(">32sQ", chain, index) + data, digest_size=32).digest()
+        assert store.digest() == chain.hex()
