@@ -151,6 +151,21 @@ def reply_for(req_id: int, result: dict[str, Any], rpc_of: Callable[[int], str])
     return error_reply(req_id, code, message, extra)
 
 
+def rebuild_store(store: Store, replay: Replay, commit: int) -> None:
+    """Apply the replayed entries up to `commit` (and the log's end) that `store` (empty, or
+    a snapshot's) lacks: what the loop's first turn would apply, in the same order, but
+    before the loop starts, where nobody waits for an answer yet. Applied as one run
+    (Store.apply_run), without a committed Entry sliced out of the log and driven
+    through the Service for each, and without a first turn so long that the election
+    timer runs out while the leader's appends wait."""
+    first, applied = replay.first_index, store.applied_index
+    if applied < first - 1:
+        raise InvariantError(f"the store applied {applied}, the log starts at {first}: entries are missing")
+    top = min(commit, first - 1 + len(replay.entries))
+    if top > applied:
+        store.apply_run(replay.entries[applied + 1 - first : top + 1 - first])
+
+
 class Node:
     """A running node: its WAL, Service, Transport, and the loop that joins them."""
 
@@ -167,6 +182,10 @@ class Node:
         timing = replace(timing, max_batch_bytes=min(timing.max_batch_bytes, cfg.max_frame_bytes // 2))
         self._max_catchup_ticks = 2 * timing.election_ticks
         self._max_command_bytes = cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES
+        store = snapshot.store if snapshot else Store(max_body_bytes=cfg.max_body_bytes)
+        # A snapshot holds only committed entries; the WAL's commit hint may lag it.
+        commit = max(replay.commit, snapshot.index) if snapshot else replay.commit
+        rebuild_store(store, replay, commit)
         replica = Replica(
             node_id,
             cfg.node_ids,
@@ -174,9 +193,8 @@ class Node:
             timing=timing,
             hard_state=replay.hard_state,
             log=LogView(replay.entries, replay.first_index, replay.prev_epoch),
-            # A snapshot holds only committed entries; the WAL's commit hint may lag it.
-            commit=max(replay.commit, snapshot.index) if snapshot else replay.commit,
-            applied=snapshot.index if snapshot else 0,
+            commit=commit,
+            applied=store.applied_index,
             bugs=bugs,
         )
         # The log view now holds the entries (as columns): free the replay's Entry
@@ -185,7 +203,7 @@ class Node:
         self.replica = replica
         self.service = Service(
             replica,
-            snapshot.store if snapshot else Store(max_body_bytes=cfg.max_body_bytes),
+            store,
             request_ticks=max(1, REQUEST_MS // cfg.tick_ms),
             all_ticks=max(1, ACK_ALL_MS // cfg.tick_ms),
         )
