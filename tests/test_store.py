@@ -660,3 +660,19 @@ def test_digest_is_blake2b_chained_over_index_and_data() -> None:
         store.apply(index, data)
         chain = hashlib.blake2b(struct.pack(">32sQ", chain, index) + data, digest_size=32).digest()
         assert store.digest() == chain.hex()
+
+
+def test_snapshot_read_in_place_after_a_prefix() -> None:
+    """from_bytes(data, start) reads data[start:] (a snapshot file's body, without copying it):
+    the same store, and the same refusals of a cut or trailing byte."""
+    data = build_busy_log().store.to_bytes()
+    prefix = b"header bytes"
+    assert Store.from_bytes(prefix + data, len(prefix)).to_bytes() == data
+    for cut in (1, len(data) // 2, len(data) - 1):
+        with pytest.raises(DecodeError):
+            Store.from_bytes(prefix + data[:cut], len(prefix))
+    for bad in (prefix + data + b"\x00", data):  # trailing byte; start inside the body
+        with pytest.raises(DecodeError):
+            Store.from_bytes(bad, len(prefix))
+    with pytest.raises(DecodeError):
+        Store.from_bytes(data, len(data) + 1)

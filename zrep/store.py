@@ -479,10 +479,11 @@ class Store:
         return p.bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Store:
-        """Restore a snapshot made by to_bytes; DecodeError if it is malformed."""
+    def from_bytes(cls, data: bytes, start: int = 0) -> Store:
+        """Restore a snapshot made by to_bytes, held in data[start:] (a snapshot file's body
+        is read in place: no copy of it); DecodeError if it is malformed."""
         try:
-            return _restore(cls, data)
+            return _restore(cls, data, start)
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException, RecursionError) as e:
             raise DecodeError(f"store snapshot: malformed ({type(e).__name__}: {e})") from None
 
@@ -531,10 +532,14 @@ def _is_int(v: Any, low: int = 0) -> bool:
     return type(v) is int and v >= low
 
 
-def _restore(cls: type[Store], data: bytes) -> Store:
+def _restore(cls: type[Store], data: bytes, start: int) -> Store:
     _need(type(data) is bytes, "type (not bytes)")
+    _need(type(start) is int and 0 <= start <= len(data), "start")
     # BytesIO shares the bytes: no second copy of a large snapshot.
-    u = msgpack.Unpacker(BytesIO(data), raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1))
+    stream = BytesIO(data)
+    stream.seek(start)
+    size = len(data) - start
+    u = msgpack.Unpacker(stream, raw=False, strict_map_key=True, max_buffer_size=max(size, 1))
 
     def item() -> Any:
         try:
@@ -569,7 +574,7 @@ def _restore(cls: type[Store], data: bytes) -> Store:
         _need(type(cid) is str and cid not in store._expired_set and cid not in store._clients, "expired id")
         store._expired.append(cid)
         store._expired_set.add(cid)
-    _need(u.tell() == len(data), "trailing data")
+    _need(u.tell() == size, "trailing data")  # counted from `start`
     return store
 
 
