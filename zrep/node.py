@@ -36,6 +36,10 @@ Invariants:
     Nodes snapshot and compact in turn (`snapshot_phase`), not at one index.
   * A compacted WAL needs its snapshot: without a usable one the node refuses
     to start (EXIT_NO_SNAPSHOT) and says to wipe its data directory.
+  * Start order: bind the sockets, replay the WAL (its fsyncs and checks),
+    load the snapshot, apply the committed entries after it (rebuild_store),
+    then loop. Peers and clients can connect from the first step; what they
+    send waits in the sockets until the loop reads it.
 
 Imports the shell pieces (transport, wal, config, service); the core stays
 unaware of this module.
@@ -548,6 +552,26 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
     except ConfigError as e:
         log(f"{prefix}: {e}")
         return EXIT_USAGE
+    # Bound before the log is replayed: a leader's connection to this node, retried at up to
+    # RECONNECT_IVL_MAX_MS while the node was down, comes up while the store is rebuilt (its
+    # first messages wait in the sockets, as during any long turn) instead of after it.
+    try:
+        transport = Transport(cfg, node_id)
+    except zmq.ZMQError as e:
+        me = cfg.node(node_id)
+        log(f"{prefix}: cannot open sockets (bind {me.bind_rpc} and {me.bind_pub}, connect to peers): {e}; "
+            "is another process using the port, or is the address not local?")
+        return EXIT_NETWORK
+    try:
+        return _open(cfg, node_id, transport, bugs, log, stopping)
+    finally:
+        transport.close()
+
+
+def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozenset[str], log: Log,
+          stopping: Callable[[], bool] | None) -> int:
+    """Replay the WAL, load the snapshot, then serve; the exit code."""
+    prefix = f"zrep node {node_id}"
     data_dir = Path(cfg.node_data_dir(node_id))
     try:
         wal, replay = Wal.open(data_dir / WAL_NAME)
@@ -571,7 +595,7 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
             replay = _drop_log_for(snapshot, wal, replay)
             warnings.append(f"the snapshot of index {snapshot.index} is past or beside the compacted log "
                             "(an install that stopped before its WAL rewrite); the log was dropped for it")
-        return _serve(cfg, node_id, wal, replay, bugs, log, stopping, snapshot, warnings)
+        return _serve(cfg, node_id, wal, replay, transport, bugs, log, stopping, snapshot, warnings)
     except StorageError as e:
         log(f"{prefix}: {e}")
         return EXIT_STORAGE
@@ -586,17 +610,10 @@ def _drop_log_for(snapshot: Snapshot, wal: Wal, replay: Replay) -> Replay:
                    commit=snapshot.index)
 
 
-def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: frozenset[str], log: Log,
-           stopping: Callable[[], bool] | None, snapshot: Snapshot | None = None,
+def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport, bugs: frozenset[str],
+           log: Log, stopping: Callable[[], bool] | None, snapshot: Snapshot | None = None,
            warnings: list[str] | None = None) -> int:
     prefix = f"zrep node {node_id}"
-    try:
-        transport = Transport(cfg, node_id)
-    except zmq.ZMQError as e:
-        me = cfg.node(node_id)
-        log(f"{prefix}: cannot open sockets (bind {me.bind_rpc} and {me.bind_pub}, connect to peers): {e}; "
-            "is another process using the port, or is the address not local?")
-        return EXIT_NETWORK
     flag = _StopFlag()
     flag.install()
     node: Node | None = None
@@ -623,7 +640,6 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: fro
         if node is not None:
             node.close()
         flag.restore()
-        transport.close()
 
 
 def main(argv: list[str] | None = None) -> int:
