@@ -17,8 +17,12 @@ from harness import free_ports
 from zrep.client_messages import ClientReply, ClientRequest, Code
 from zrep.codec import decode, encode
 from zrep.config import ClusterConfig, write_config
+from zrep.commands import encode_send
+from zrep.core.messages import Entry
 from zrep.core.replica import Replica
 from zrep.errors import InvariantError
+from zrep.store import Store
+from zrep.wal import Replay
 from zrep.node import (
     EXIT_CORRUPT_LOG,
     EXIT_INVARIANT,
@@ -26,6 +30,7 @@ from zrep.node import (
     EXIT_OK,
     EXIT_STORAGE,
     EXIT_USAGE,
+    rebuild_store,
     reply_for,
     run_node,
     snapshot_phase,
@@ -33,6 +38,50 @@ from zrep.node import (
 from zrep.transport import source_endpoint
 
 RPC_OF = {1: "tcp://127.0.0.1:7101", 2: "tcp://127.0.0.2:7102"}.get
+
+
+# ------------------------------------------------------------------ rebuilding the store at start
+
+
+def _entries(first: int, last: int) -> list[Entry]:
+    return [Entry(1, i, b"" if i % 7 == 0 else encode_send(f"c{i % 3}", i, max(1, i - 4), "", f"box{i % 2}", b"m"))
+            for i in range(first, last + 1)]
+
+
+def _replay(first: int, last: int, commit: int) -> Replay:
+    return Replay(hard_state=None, entries=_entries(first, last), first_index=first, commit=commit,  # type: ignore[arg-type]
+                  torn_bytes=0, warnings=[], prev_epoch=1 if first > 1 else 0)
+
+
+def _applied_one_by_one(store: Store, upto: int) -> Store:
+    for e in _entries(store.applied_index + 1, upto):
+        store.apply(e.index, e.data)
+    return store
+
+
+@pytest.mark.parametrize("first, last, snap_at, commit", [
+    (1, 40, 0, 25),  # no snapshot: from the first entry up to the commit hint
+    (1, 40, 10, 25),  # a snapshot inside the log
+    (1, 40, 30, 25),  # a snapshot past the commit hint: nothing to apply
+    (1, 40, 0, 60),  # a commit past the log's end: up to the end
+    (11, 40, 10, 35),  # a compacted log right after its snapshot
+    (11, 40, 20, 40),
+    (1, 0, 0, 0),  # an empty log
+])
+def test_rebuild_store_applies_what_the_first_turn_would(first: int, last: int, snap_at: int, commit: int) -> None:
+    """The entries after the store's index up to min(commit, log end), in order: the same
+    store (bytes and digest) as applying them one at a time, the way the loop's first turn did."""
+    snapshot = _applied_one_by_one(Store(), snap_at)
+    store = Store.from_bytes(snapshot.to_bytes())
+    rebuild_store(store, _replay(first, last, commit), commit)
+    expected = _applied_one_by_one(Store.from_bytes(snapshot.to_bytes()), max(snap_at, min(commit, last)))
+    assert store.applied_index == expected.applied_index
+    assert (store.to_bytes(), store.digest()) == (expected.to_bytes(), expected.digest())
+
+
+def test_rebuild_store_refuses_a_store_behind_the_log_start() -> None:
+    with pytest.raises(InvariantError):
+        rebuild_store(Store(), _replay(11, 40, 30), 30)
 
 
 # ------------------------------------------------------------------ replies

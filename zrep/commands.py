@@ -25,6 +25,7 @@ Must not import zmq, os, time, random, or any zrep module but errors.
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import msgpack
@@ -65,6 +66,9 @@ class DeleteCommand(NamedTuple):
 
 
 Command = SendCommand | DeleteCommand
+# A SendCommand from a tuple of its six fields: one C call, where SendCommand(...) runs
+# Python code (every replica decodes every entry it applies).
+_send_of = partial(tuple.__new__, SendCommand)
 
 
 def encode_send(client: str, seq: int, low: int, sender: str, to: str, body: bytes) -> bytes:
@@ -144,7 +148,7 @@ def _build_send(f: list[Any]) -> SendCommand:
     if (type(client) is str and type(seq) is int and type(low) is int and type(sender) is str
             and type(to) is str and type(body) is bytes and 1 <= low <= seq <= MAX_SEQ
             and (client in _good_clients or _good_client(client))):
-        return SendCommand(client, seq, low, sender, to, body)
+        return _send_of((client, seq, low, sender, to, body))
     client, seq, low = _client_fields(f)
     return SendCommand(client, seq, low, _str(f[4], "sender"), _str(f[5], "to"), _bytes(f[6], "body"))
 

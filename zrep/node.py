@@ -36,6 +36,10 @@ Invariants:
     Nodes snapshot and compact in turn (`snapshot_phase`), not at one index.
   * A compacted WAL needs its snapshot: without a usable one the node refuses
     to start (EXIT_NO_SNAPSHOT) and says to wipe its data directory.
+  * Start order: bind the sockets, replay the WAL (its fsyncs and checks),
+    load the snapshot, apply the committed entries after it (rebuild_store),
+    then loop. Peers and clients can connect from the first step; what they
+    send waits in the sockets until the loop reads it.
 
 Imports the shell pieces (transport, wal, config, service); the core stays
 unaware of this module.
@@ -151,6 +155,21 @@ def reply_for(req_id: int, result: dict[str, Any], rpc_of: Callable[[int], str])
     return error_reply(req_id, code, message, extra)
 
 
+def rebuild_store(store: Store, replay: Replay, commit: int) -> None:
+    """Apply the replayed entries up to `commit` (and the log's end) that `store` (empty, or
+    a snapshot's) lacks: what the loop's first turn would apply, in the same order, but
+    before the loop starts, where nobody waits for an answer yet. Applied as one run
+    (Store.apply_run), without a committed Entry sliced out of the log and driven
+    through the Service for each, and without a first turn so long that the election
+    timer runs out while the leader's appends wait."""
+    first, applied = replay.first_index, store.applied_index
+    if applied < first - 1:
+        raise InvariantError(f"the store applied {applied}, the log starts at {first}: entries are missing")
+    top = min(commit, first - 1 + len(replay.entries))
+    if top > applied:
+        store.apply_run(replay.entries[applied + 1 - first : top + 1 - first])
+
+
 class Node:
     """A running node: its WAL, Service, Transport, and the loop that joins them."""
 
@@ -167,6 +186,10 @@ class Node:
         timing = replace(timing, max_batch_bytes=min(timing.max_batch_bytes, cfg.max_frame_bytes // 2))
         self._max_catchup_ticks = 2 * timing.election_ticks
         self._max_command_bytes = cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES
+        store = snapshot.store if snapshot else Store(max_body_bytes=cfg.max_body_bytes)
+        # A snapshot holds only committed entries; the WAL's commit hint may lag it.
+        commit = max(replay.commit, snapshot.index) if snapshot else replay.commit
+        rebuild_store(store, replay, commit)
         replica = Replica(
             node_id,
             cfg.node_ids,
@@ -174,9 +197,8 @@ class Node:
             timing=timing,
             hard_state=replay.hard_state,
             log=LogView(replay.entries, replay.first_index, replay.prev_epoch),
-            # A snapshot holds only committed entries; the WAL's commit hint may lag it.
-            commit=max(replay.commit, snapshot.index) if snapshot else replay.commit,
-            applied=snapshot.index if snapshot else 0,
+            commit=commit,
+            applied=store.applied_index,
             bugs=bugs,
         )
         # The log view now holds the entries (as columns): free the replay's Entry
@@ -185,7 +207,7 @@ class Node:
         self.replica = replica
         self.service = Service(
             replica,
-            snapshot.store if snapshot else Store(max_body_bytes=cfg.max_body_bytes),
+            store,
             request_ticks=max(1, REQUEST_MS // cfg.tick_ms),
             all_ticks=max(1, ACK_ALL_MS // cfg.tick_ms),
         )
@@ -530,6 +552,26 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
     except ConfigError as e:
         log(f"{prefix}: {e}")
         return EXIT_USAGE
+    # Bound before the log is replayed: a leader's connection to this node, retried at up to
+    # RECONNECT_IVL_MAX_MS while the node was down, comes up while the store is rebuilt (its
+    # first messages wait in the sockets, as during any long turn) instead of after it.
+    try:
+        transport = Transport(cfg, node_id)
+    except zmq.ZMQError as e:
+        me = cfg.node(node_id)
+        log(f"{prefix}: cannot open sockets (bind {me.bind_rpc} and {me.bind_pub}, connect to peers): {e}; "
+            "is another process using the port, or is the address not local?")
+        return EXIT_NETWORK
+    try:
+        return _open(cfg, node_id, transport, bugs, log, stopping)
+    finally:
+        transport.close()
+
+
+def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozenset[str], log: Log,
+          stopping: Callable[[], bool] | None) -> int:
+    """Replay the WAL, load the snapshot, then serve; the exit code."""
+    prefix = f"zrep node {node_id}"
     data_dir = Path(cfg.node_data_dir(node_id))
     try:
         wal, replay = Wal.open(data_dir / WAL_NAME)
@@ -553,7 +595,7 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
             replay = _drop_log_for(snapshot, wal, replay)
             warnings.append(f"the snapshot of index {snapshot.index} is past or beside the compacted log "
                             "(an install that stopped before its WAL rewrite); the log was dropped for it")
-        return _serve(cfg, node_id, wal, replay, bugs, log, stopping, snapshot, warnings)
+        return _serve(cfg, node_id, wal, replay, transport, bugs, log, stopping, snapshot, warnings)
     except StorageError as e:
         log(f"{prefix}: {e}")
         return EXIT_STORAGE
@@ -568,17 +610,10 @@ def _drop_log_for(snapshot: Snapshot, wal: Wal, replay: Replay) -> Replay:
                    commit=snapshot.index)
 
 
-def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: frozenset[str], log: Log,
-           stopping: Callable[[], bool] | None, snapshot: Snapshot | None = None,
+def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport, bugs: frozenset[str],
+           log: Log, stopping: Callable[[], bool] | None, snapshot: Snapshot | None = None,
            warnings: list[str] | None = None) -> int:
     prefix = f"zrep node {node_id}"
-    try:
-        transport = Transport(cfg, node_id)
-    except zmq.ZMQError as e:
-        me = cfg.node(node_id)
-        log(f"{prefix}: cannot open sockets (bind {me.bind_rpc} and {me.bind_pub}, connect to peers): {e}; "
-            "is another process using the port, or is the address not local?")
-        return EXIT_NETWORK
     flag = _StopFlag()
     flag.install()
     node: Node | None = None
@@ -605,7 +640,6 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, bugs: fro
         if node is not None:
             node.close()
         flag.restore()
-        transport.close()
 
 
 def main(argv: list[str] | None = None) -> int:

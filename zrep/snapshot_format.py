@@ -69,12 +69,12 @@ def decode_header(data: bytes) -> tuple[int, int, int, int, int]:
 def decode_snapshot(data: bytes) -> Snapshot:
     """The snapshot in `data`; DecodeError naming what is wrong."""
     index, epoch, body_len, crc, body_at = decode_header(data)
-    body = data[body_at:]
+    body = memoryview(data)[body_at:]  # not a copy: a body is the size of the store
     if len(body) != body_len:
         raise DecodeError(f"body is {len(body)} bytes, the header says {body_len} (torn write?)")
     if zlib.crc32(body) != crc:
         raise DecodeError("checksum mismatch (corrupt)")
-    store = Store.from_bytes(body)
+    store = Store.from_bytes(data, body_at)
     if store.applied_index != index:
         raise DecodeError(f"the store applied {store.applied_index}, the header says {index}")
     return Snapshot(index, epoch, store)

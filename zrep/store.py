@@ -50,7 +50,7 @@ from collections import OrderedDict, deque
 from dataclasses import astuple, dataclass, fields
 from fnmatch import fnmatchcase
 from io import BytesIO
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import msgpack
 
@@ -252,6 +252,13 @@ class Store:
             return _error(BAD_COMMAND, str(e))
         self._last_key = (cmd.client, cmd.seq)
         return self._execute(index, cmd)
+
+    def apply_run(self, entries: Iterable[tuple[int, int, bytes]]) -> None:
+        """`apply` each (epoch, index, data) entry in turn, dropping the answers (the
+        store keeps its own copies): rebuilding a store at start, where nobody waits for them."""
+        apply = self.apply
+        for _, index, data in entries:
+            apply(index, data)
 
     @property
     def last_key(self) -> tuple[str, int] | None:
@@ -472,10 +479,11 @@ class Store:
         return p.bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Store:
-        """Restore a snapshot made by to_bytes; DecodeError if it is malformed."""
+    def from_bytes(cls, data: bytes, start: int = 0) -> Store:
+        """Restore a snapshot made by to_bytes, held in data[start:] (a snapshot file's body
+        is read in place: no copy of it); DecodeError if it is malformed."""
         try:
-            return _restore(cls, data)
+            return _restore(cls, data, start)
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException, RecursionError) as e:
             raise DecodeError(f"store snapshot: malformed ({type(e).__name__}: {e})") from None
 
@@ -500,12 +508,16 @@ def _utf8_len(s: str, limit: int) -> int:
     return len(s) if len(s) > limit else len(s.encode())
 
 
-_blake2b = hashlib.blake2b
+# Copying a fresh 32-byte blake2b costs less than making one with its keyword argument
+# (once per applied entry); the digest is the same.
+_new_link_hash = hashlib.blake2b(digest_size=32).copy
 _pack_link = struct.Struct(">32sQ").pack  # previous digest, then the index as 8 bytes big-endian
 
 
 def _chain(prev: bytes, index: int, data: bytes) -> bytes:
-    return _blake2b(_pack_link(prev, index) + data, digest_size=32).digest()
+    h = _new_link_hash()
+    h.update(_pack_link(prev, index) + data)
+    return h.digest()
 
 
 # --- snapshot restore ---------------------------------------------------------
@@ -520,10 +532,14 @@ def _is_int(v: Any, low: int = 0) -> bool:
     return type(v) is int and v >= low
 
 
-def _restore(cls: type[Store], data: bytes) -> Store:
+def _restore(cls: type[Store], data: bytes, start: int) -> Store:
     _need(type(data) is bytes, "type (not bytes)")
+    _need(type(start) is int and 0 <= start <= len(data), "start")
     # BytesIO shares the bytes: no second copy of a large snapshot.
-    u = msgpack.Unpacker(BytesIO(data), raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1))
+    stream = BytesIO(data)
+    stream.seek(start)
+    size = len(data) - start
+    u = msgpack.Unpacker(stream, raw=False, strict_map_key=True, max_buffer_size=max(size, 1))
 
     def item() -> Any:
         try:
@@ -558,7 +574,7 @@ def _restore(cls: type[Store], data: bytes) -> Store:
         _need(type(cid) is str and cid not in store._expired_set and cid not in store._clients, "expired id")
         store._expired.append(cid)
         store._expired_set.add(cid)
-    _need(u.tell() == len(data), "trailing data")
+    _need(u.tell() == size, "trailing data")  # counted from `start`
     return store
 
 
@@ -577,6 +593,24 @@ def _restore_box(item: Callable[[], Any], applied: int) -> tuple[str, _Mailbox]:
     indexes.frombytes(packed)
     if sys.byteorder == "big":
         indexes.byteswap()
+    if n_live == n:  # no deleted message: the loop below, as whole-column checks in C
+        _need(_all_of_type(senders, str) and _all_of_type(bodies, bytes)
+              and (n == 0 or (min(indexes) >= 1 and max(indexes) <= applied)), "message")
+        senders[:] = map(sys.intern, senders)
+    else:
+        _check_holed_columns(senders, bodies, indexes, applied)
+    box = _Mailbox(base=first if n else next_offset)
+    box.senders, box.bodies, box.indexes, box.live = senders, bodies, indexes, n_live
+    box.pad_to(next_offset)
+    return name, box
+
+
+def _all_of_type(values: list[Any], cls: type) -> bool:
+    return not values or set(map(type, values)) == {cls}
+
+
+def _check_holed_columns(senders: list[Any], bodies: list[Any], indexes: array, applied: int) -> None:
+    """Every message checked, the deleted ones as deletes; senders interned in place."""
     intern = sys.intern
     for p, (sender, body, index) in enumerate(zip(senders, bodies, indexes)):
         if body is None:
@@ -584,10 +618,6 @@ def _restore_box(item: Callable[[], Any], applied: int) -> tuple[str, _Mailbox]:
         else:
             _need(type(sender) is str and type(body) is bytes and 1 <= index <= applied, "message")
             senders[p] = intern(sender)  # one str per sender, as apply keeps it
-    box = _Mailbox(base=first if n else next_offset)
-    box.senders, box.bodies, box.indexes, box.live = senders, bodies, indexes, n_live
-    box.pad_to(next_offset)
-    return name, box
 
 
 def _restore_client(item: Callable[[], Any], applied: int) -> tuple[str, _Client]:

@@ -181,7 +181,12 @@ def replay_buffer(buf: bytes, path: str) -> tuple[Replay, int]:
     """
     state = _ReplayState()
     scan = Scan(buf)
+    entries, offsets = state.entries, state.offsets  # changed in place only, never replaced
     for offset, record in scan:
+        if type(record) is Entry and record.index == state.first_index + len(entries):
+            entries.append(record)  # _ReplayState._entry, inline: nearly every record of a WAL
+            offsets.append(offset)
+            continue
         state.offset = offset
         try:
             state.apply(record)

@@ -178,16 +178,25 @@ def decode_body(body: bytes) -> Record:
         # msgpack raises a family of ValueError subclasses (ExtraData, FormatError,
         # StackError, UnicodeDecodeError) and OutOfData; all mean "undecodable".
         raise DecodeError(f"undecodable {spec.code.name} body: {type(exc).__name__}") from None
-    if spec.cls is Entry:  # the hot path of a replay: encode_entry's checks, inline
-        _, epoch, index, data = items  # the prefix fixed the arity
-        if (type(epoch) is int and type(index) is int and type(data) is bytes
-                and 0 <= epoch <= MAX_INT and 1 <= index <= MAX_INT):
-            return entry_of((epoch, index, data))
+    if spec.cls is Entry:
+        entry = _entry(items)
+        if entry is not None:
+            return entry
     values = items[1:]
     for (name, kind), value in zip(spec.fields, values):
         if not _field_ok(kind, value):
             raise DecodeError(f"{spec.code.name} field {name} is invalid: {type(value).__name__} {value!r:.40}")
     return spec.cls(*values)
+
+
+def _entry(items: list[Any]) -> Entry | None:
+    """The Entry of a decoded ENTRY body (prefix checked) whose fields pass encode_entry's
+    checks, else None: the hot path of a replay, inline."""
+    _, epoch, index, data = items  # the prefix fixed the arity
+    if (type(epoch) is int and type(index) is int and type(data) is bytes
+            and 0 <= epoch <= MAX_INT and 1 <= index <= MAX_INT):
+        return entry_of((epoch, index, data))
+    return None
 
 
 def read_record(buf: bytes, offset: int) -> tuple[Record, int]:
@@ -271,9 +280,28 @@ class Scan:
         self.stop: ScanStop | None = None
 
     def __iter__(self) -> Iterator[tuple[int, Record]]:
-        buf, offset = self._buf, self._start
+        buf, offset, size = self._buf, self._start, len(self._buf)
         self.stop = None
-        while offset < len(buf):
+        # A whole, valid ENTRY record (nearly every record of a WAL) is read inline,
+        # with read_record's and decode_body's checks in the same order; anything
+        # else, and every failure, goes through read_record, which names the fault.
+        unpack_header, crc32, unpackb = HEADER.unpack_from, zlib.crc32, msgpack.unpackb
+        entry_prefix = _PREFIX[RecordType.ENTRY]
+        while offset < size:
+            if size - offset >= HEADER_SIZE:
+                length, crc = unpack_header(buf, offset)
+                after = offset + HEADER_SIZE + length
+                if length <= MAX_BODY and after <= size:
+                    body = buf[offset + HEADER_SIZE : after]
+                    if body[:2] == entry_prefix and crc32(body) == crc:
+                        try:
+                            entry = _entry(unpackb(body, raw=False, use_list=True, strict_map_key=True))
+                        except (ValueError, TypeError, msgpack.UnpackException):
+                            entry = None
+                        if entry is not None:
+                            yield offset, entry
+                            offset = after
+                            continue
             try:
                 record, after = read_record(buf, offset)
             except DecodeError as exc:
