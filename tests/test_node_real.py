@@ -447,3 +447,23 @@ def check_flood(c: LocalCluster, ctx: zmq.Context) -> None:
     after = c.statuses([1, 2, 3])
     assert {s["epoch"] for s in after.values()} == {epoch}, f"an election happened during the flood: {after}"
     assert {s["leader"] for s in after.values()} == {lead}
+
+
+def test_a_paused_follower_does_not_suspect_the_leader_whose_messages_wait_for_it(make_cluster: MakeCluster) -> None:
+    # The ticks a node missed while it did not read (a long turn, a pause) are not silence
+    # of a leader whose heartbeats it reads in the same turn: no pre-vote, no new epoch.
+    c = make_cluster()
+    leader = c.wait_for_leader(15)
+    follower = next(i for i in c.ids if i != leader)
+    epoch = c.status(leader)["epoch"]
+    before = len(c.node_log(follower, last_life=True))
+    c.pause(follower)
+    paused_at = time.monotonic()
+    wait_until("the pause to outlast 3 election timeouts", lambda: time.monotonic() - paused_at > 1.0, 5)
+    c.resume(follower)
+    # Its first turn reads what waited (the leader's heartbeats and appends) and runs the
+    # missed ticks; it answers this status only after that turn.
+    wait_until("the follower to answer again", lambda: c.statuses([follower]).get(follower) is not None, 10)
+    since = c.node_log(follower, last_life=True)[before:]
+    assert "suspects leader" not in since, since
+    assert c.status(leader)["epoch"] == epoch and c.status(follower)["leader"] == leader

@@ -6,7 +6,9 @@ Each turn of the loop:
      a flood cannot starve the ticks): peer messages to `replica.step`,
      client requests to the `Service` (writes are batched, reads registered);
   3. run `replica.tick()` once per tick that has elapsed (capped after a
-     long pause, which only ever makes timeouts longer);
+     long pause, which only ever makes timeouts longer; one tick only if a
+     peer's message was read in this turn: the time the loop did not read
+     is not that peer's silence);
   4. `service.process(wal, send, note)`: the shared driver sends, persists
      with one fsync (group commit), sends acks, applies; then every answer
      becomes a ClientReply;
@@ -91,6 +93,7 @@ from zrep.wal import Replay, Wal
 EXIT_OK = 0  # stopped by SIGTERM/SIGINT
 EXIT_USAGE = 2  # bad config file, unknown node id, unknown planted bug
 EXIT_CORRUPT_LOG = 3  # a record in the middle of the WAL is corrupt: refuse to start
+LATE_POLL_MS = 2  # how long a late loop waits for what arrived while it was not reading
 EXIT_STORAGE = 4  # the WAL cannot be opened, locked, written or fsynced: stop, never retry
 EXIT_INVARIANT = 5  # an internal safety rule broke (a bug): stop at once
 EXIT_NETWORK = 6  # a socket cannot be bound (address in use or not local)
@@ -234,22 +237,27 @@ class Node:
     def run(self, stopping: Callable[[], bool]) -> None:
         tick_s = self._tick_s
         next_tick = time.monotonic() + tick_s
-        poll, drain, step = self.transport.poll, self.transport.drain, self.replica.step
+        poll, take = self.transport.poll, self._take
         while not stopping():
             timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))
             ready = poll(timeout_ms)
-            busy = False
+            busy = heard = False
             if ready:
-                peer, clients = drain(ready, DRAIN_BUDGET)
-                for msg in peer:
-                    step(msg)
-                for ident, req, batched in clients:
-                    self._on_request(ident, req, batched)
-                busy = bool(peer or clients)
+                busy, heard = take(ready)
             now = time.monotonic()
             if now >= next_tick:
                 elapsed = int((now - next_tick) / tick_s) + 1
-                for _ in range(min(elapsed, self._max_catchup_ticks)):
+                if elapsed > 1 and not heard:
+                    # Late (a long turn, a pause): read what waited first. A moment's wait:
+                    # after a pause, libzmq's I/O thread has to move it from TCP first.
+                    late = poll(LATE_POLL_MS)
+                    if late:
+                        took, heard = take(late)
+                        busy = busy or took
+                # The ticks missed while the loop did not read count only if no peer spoke
+                # since: run after messages that waited, they would charge that time as the
+                # silence of a peer just heard (a false suspicion, a needless pre-vote).
+                for _ in range(1 if heard else min(elapsed, self._max_catchup_ticks)):
                     self.replica.tick()
                 next_tick += elapsed * tick_s
                 busy = True
@@ -260,6 +268,16 @@ class Node:
                 if self._compaction_due():
                     self._compact()
             self.transport.flush()
+
+    def _take(self, ready: list[Any]) -> tuple[bool, bool]:
+        """Read and feed what the ready sockets hold: (anything taken, a peer's message among it)."""
+        peer, clients = self.transport.drain(ready, DRAIN_BUDGET)
+        step = self.replica.step
+        for msg in peer:
+            step(msg)
+        for ident, req, batched in clients:
+            self._on_request(ident, req, batched)
+        return bool(peer or clients), bool(peer)
 
     def close(self) -> None:
         if self._snapshots is not None:
