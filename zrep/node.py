@@ -90,10 +90,11 @@ from zrep.store import Store, StoreLimits
 from zrep.transport import Transport
 from zrep.wal import Replay, Wal
 
+LATE_POLL_MS = 2  # how long a late loop waits for what arrived while it was not reading
+
 EXIT_OK = 0  # stopped by SIGTERM/SIGINT
 EXIT_USAGE = 2  # bad config file, unknown node id, unknown planted bug
 EXIT_CORRUPT_LOG = 3  # a record in the middle of the WAL is corrupt: refuse to start
-LATE_POLL_MS = 2  # how long a late loop waits for what arrived while it was not reading
 EXIT_STORAGE = 4  # the WAL cannot be opened, locked, written or fsynced: stop, never retry
 EXIT_INVARIANT = 5  # an internal safety rule broke (a bug): stop at once
 EXIT_NETWORK = 6  # a socket cannot be bound (address in use or not local)
