@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 from click.testing import CliRunner
 
+from zrep import bench_ceiling
 from zrep.bench import _check_errors
+from zrep.bench_ceiling import measure_ceiling
 from zrep.bench_options import QUICK, options
 from zrep.bench_report import cpu_seconds, format_cpu
 from zrep.bench_workers import BenchError, LevelResult, WorkerReport, merge, percentile, split
@@ -50,6 +53,8 @@ def test_bench_quick_runs_every_phase_and_prints_one_json_object(tmp_path):
     floor = report["floor"]
     assert 0 < floor["rtt"]["p50_ms"] <= floor["rtt"]["p99_ms"] < 1_000 and floor["fsync_per_s"] > 0
     assert floor["send_floor_ms"] == pytest.approx(2 * floor["rtt"]["p50_ms"] + 1000 / floor["fsync_per_s"], abs=0.01)
+    ceiling = floor["ceiling"]  # --quick: as many bare sends as requests per level
+    assert ceiling["sends"] == QUICK["count"] and ceiling["per_s"] > 0 and 0 < ceiling["p50_ms"] <= ceiling["p99_ms"]
 
 
 def test_bench_appends_one_history_line_per_run(tmp_path):
@@ -73,6 +78,34 @@ def test_bench_floor_alone_starts_no_cluster_and_says_what_it_measured(tmp_path)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["floor"]["send_floor_ms"] > 0 and report["cluster"] is None and report["sends"] is None
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_bench_ceiling_answers_each_send_and_leaves_no_process_or_file(tmp_path):
+    result = measure_ceiling(str(tmp_path), sends=50, warmup=5)
+    assert result["sends"] == 50 and result["per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"] < 10_000
+    assert list(tmp_path.iterdir()) == [] and _processes_naming(str(tmp_path)) == []
+
+
+def test_bench_ceiling_says_so_when_its_bare_leader_cannot_start(tmp_path, monkeypatch):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # the leader's port, already in use: the bare leader exits at once
+    real = bench_ceiling.free_ports
+    monkeypatch.setattr(bench_ceiling, "free_ports", lambda host, n, seen: [taken.getsockname()[1]] + real(host, 2, seen))
+    with taken, pytest.raises(RuntimeError, match="exited"):
+        measure_ceiling(str(tmp_path), sends=5, warmup=0)
+    assert _processes_naming(str(tmp_path)) == []
 
 
 def test_only_and_skip_together_is_a_usage_error():

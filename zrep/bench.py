@@ -15,7 +15,10 @@ which):
 - memory: top the store up to N messages, then each node's VmRSS;
 - floor: first, before the cluster starts: zrep.bench_floor's round trip
   between two processes and raw fsync rate on the cluster's disk, and the
-  1-in-flight send latency no node could beat on this machine;
+  1-in-flight send latency no node could beat on this machine; then
+  zrep.bench_ceiling: bare leader and follower processes doing only the
+  messages and fsyncs of a send, 1 in flight (the most sends/s any node
+  could reach here at 1 in flight);
 - failover: zrep.bench_failover (its own fresh default cluster), run last.
 
 Every phase checks its error count: more than `max_error_fraction` of
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from zrep.bench_failover import run_failover_bench
+from zrep.bench_ceiling import SENDS as CEILING_SENDS
 from zrep.bench_floor import run_floor_bench
 from zrep.bench_options import Options
 from zrep.bench_report import Progress, cpu_seconds, format_floor, git_commit, machine, rss_mb
@@ -229,9 +233,9 @@ def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
     try:
         with _cluster_dir(opts.directory) as d:
             if "floor" in opts.phases:  # before the cluster starts: nothing else on the CPU or the disk
-                progress.step("floor: round trips between two processes, raw fsyncs")
+                progress.step("floor: round trips between two processes, raw fsyncs, bare replicated sends")
                 try:
-                    r["floor"] = run_floor_bench(str(d))
+                    r["floor"] = run_floor_bench(str(d), min(opts.count, CEILING_SENDS))
                 except RuntimeError as e:
                     raise BenchError(f"floor: {e}; run 'zrep bench floor' alone to see it again") from None
                 progress.step("floor: " + format_floor(r["floor"]))

@@ -18,6 +18,10 @@ On a virtual machine whose idle CPUs halt, each hop wakes a sleeping thread
 (pyzmq hands every message to libzmq's I/O thread and back), so the round
 trip costs far more than the network stack itself; the floor shows how much
 of the 1-in-flight latency is the machine's and how much is zrep's.
+
+Then the ceiling (zrep.bench_ceiling): the same parts run together by bare
+processes, a leader and two followers with 1 send in flight, giving the most
+sends/s and the least p50 any node could reach at 1 in flight here.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 import zmq
 
+from zrep.bench_ceiling import SENDS, measure_ceiling
 from zrep.bench_report import format_floor
 from zrep.bench_wal import ENTRY_BYTES, RawCase
 from zrep.localcluster import free_ports
@@ -119,11 +124,12 @@ def measure_fsync(directory: str, seconds: float = FSYNC_SECONDS) -> float:
             case.close()
 
 
-def run_floor_bench(directory: str) -> dict[str, Any]:
+def run_floor_bench(directory: str, ceiling_sends: int = SENDS) -> dict[str, Any]:
     rtt = measure_rtt()
     fsync_per_s = measure_fsync(directory)
     floor_ms = 2 * rtt["p50_ms"] + 1000 / fsync_per_s
-    return {"rtt": rtt, "fsync_per_s": round(fsync_per_s), "send_floor_ms": round(floor_ms, 3)}
+    return {"rtt": rtt, "fsync_per_s": round(fsync_per_s), "send_floor_ms": round(floor_ms, 3),
+            "ceiling": measure_ceiling(directory, ceiling_sends)}
 
 
 def main(argv: list[str] | None = None) -> int:

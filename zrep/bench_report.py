@@ -120,7 +120,14 @@ def format_floor(r: dict[str, Any]) -> str:
     rtt = r["rtt"]
     return (f"zmq round trip between two processes: p50 {rtt['p50_ms']} ms, p99 {rtt['p99_ms']} ms; "
             f"raw fsync {r['fsync_per_s']:,}/s; 1-in-flight send floor (2 round trips + 1 fsync): "
-            f"{r['send_floor_ms']} ms")
+            f"{r['send_floor_ms']} ms" + _format_ceiling(r.get("ceiling")))
+
+
+def _format_ceiling(c: dict[str, Any] | None) -> str:
+    if c is None:  # history lines before the ceiling existed
+        return ""
+    return (f"; ceiling (bare leader + 2 followers, fsync, 1 in flight): {c['per_s']:,.0f} sends/s, "
+            f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms")
 
 
 def format_cpu(cpu: dict[str, Any]) -> str:
