@@ -53,6 +53,7 @@ def test_bench_quick_runs_every_phase_and_prints_one_json_object(tmp_path):
     floor = report["floor"]
     assert 0 < floor["rtt"]["p50_ms"] <= floor["rtt"]["p99_ms"] < 1_000 and floor["fsync_per_s"] > 0
     assert floor["send_floor_ms"] == pytest.approx(2 * floor["rtt"]["p50_ms"] + 1000 / floor["fsync_per_s"], abs=0.01)
+    assert 0 < floor["fsync_each_of_3_per_s"] < 10 * floor["fsync_per_s"]  # each of 3 at once: not 0, not absurd
     ceiling = floor["ceiling"]  # --quick: as many bare sends as requests per level
     assert ceiling["sends"] == QUICK["count"] and ceiling["per_s"] > 0 and 0 < ceiling["p50_ms"] <= ceiling["p99_ms"]
 

@@ -12,7 +12,10 @@ This module measures both parts with zrep out of the way:
   process that echoes them back, polling the way a node does (Poller, then
   non-blocking reads), one message in flight; p50 and p99 of the round trip;
 - fsync: the WAL benchmark's raw case (os.write of 100 bytes + the WAL's
-  flush call, one at a time) on the disk of `--dir`.
+  flush call, one at a time) on the disk of `--dir`; then the same on 3
+  files at once, the rate each of them gets (a local cluster's 3 nodes share
+  one disk, and a majority's fsyncs run at the same time: each is slower than
+  one alone, which the floor's sum leaves out).
 
 On a virtual machine whose idle CPUs halt, each hop wakes a sleeping thread
 (pyzmq hands every message to libzmq's I/O thread and back), so the round
@@ -32,6 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -45,6 +49,7 @@ from zrep.localcluster import free_ports
 ROUND_TRIPS = 3000
 WARMUP_TRIPS = 200
 FSYNC_SECONDS = 2.0
+NODES = 3  # the files flushed at once by measure_fsync_together: a local cluster's nodes
 ECHO_START_S = 10.0  # the echo child must answer its first message within this
 
 
@@ -124,11 +129,42 @@ def measure_fsync(directory: str, seconds: float = FSYNC_SECONDS) -> float:
             case.close()
 
 
+def measure_fsync_together(directory: str, writers: int = NODES, seconds: float = FSYNC_SECONDS) -> float:
+    """Raw durable appends per second of each of `writers` files flushed at the same
+    time (threads: fdatasync releases the GIL), as a local cluster's nodes share a disk."""
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="zrep-bench-floor-", dir=directory) as work:
+        cases = []
+        for i in range(writers):
+            os.mkdir(os.path.join(work, str(i)))
+            cases.append(RawCase(os.path.join(work, str(i))))
+        counts = [0] * writers
+        start = threading.Barrier(writers + 1)
+
+        def run(i: int) -> None:
+            start.wait()
+            counts[i] = cases[i].run(seconds)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(writers)]
+        try:
+            for t in threads:
+                t.start()
+            start.wait()
+            began = time.perf_counter()
+            for t in threads:
+                t.join()
+            return sum(counts) / writers / (time.perf_counter() - began)
+        finally:
+            for case in cases:
+                case.close()
+
+
 def run_floor_bench(directory: str, ceiling_sends: int = SENDS) -> dict[str, Any]:
     rtt = measure_rtt()
     fsync_per_s = measure_fsync(directory)
     floor_ms = 2 * rtt["p50_ms"] + 1000 / fsync_per_s
     return {"rtt": rtt, "fsync_per_s": round(fsync_per_s), "send_floor_ms": round(floor_ms, 3),
+            "fsync_each_of_3_per_s": round(measure_fsync_together(directory)),
             "ceiling": measure_ceiling(directory, ceiling_sends)}
 
 

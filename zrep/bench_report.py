@@ -119,8 +119,13 @@ _WIRE = {"batched": "requests batched on the wire (ClientBatch frames; --no-batc
 def format_floor(r: dict[str, Any]) -> str:
     rtt = r["rtt"]
     return (f"zmq round trip between two processes: p50 {rtt['p50_ms']} ms, p99 {rtt['p99_ms']} ms; "
-            f"raw fsync {r['fsync_per_s']:,}/s; 1-in-flight send floor (2 round trips + 1 fsync): "
+            f"raw fsync {r['fsync_per_s']:,}/s{_format_together(r)}; 1-in-flight send floor (2 round trips + 1 fsync): "
             f"{r['send_floor_ms']} ms" + _format_ceiling(r.get("ceiling")))
+
+
+def _format_together(r: dict[str, Any]) -> str:
+    together = r.get("fsync_each_of_3_per_s")  # history lines before it have none
+    return "" if together is None else f" ({together:,}/s each with 3 files flushed at once)"
 
 
 def _format_ceiling(c: dict[str, Any] | None) -> str:
