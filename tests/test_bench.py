@@ -96,6 +96,8 @@ def _processes_naming(text: str) -> list[int]:
 def test_bench_ceiling_answers_each_send_and_leaves_no_process_or_file(tmp_path):
     result = measure_ceiling(str(tmp_path), sends=50, warmup=5)
     assert result["sends"] == 50 and result["per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"] < 10_000
+    cpu = result["cpu_us_per_send"]  # the nodes' CPU comes in 10 ms ticks: 50 sends may show 0
+    assert cpu["client"] > 0 and cpu["leader"] >= 0 and len(cpu["followers"]) == 2
     assert list(tmp_path.iterdir()) == [] and _processes_naming(str(tmp_path)) == []
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import zmq
 
+from zrep.bench_report import cpu_seconds
 from zrep.bench_wal import ENTRY_BYTES
 from zrep.localcluster import free_ports
 from zrep.wal import sync_data
@@ -160,9 +161,11 @@ def measure_ceiling(directory: str, sends: int = SENDS, warmup: int = WARMUP_SEN
             body = b"x" * ENTRY_BYTES
             samples: list[float] = []
             start = time.perf_counter()
+            cpu_before: list[float] = []
             for i in range(warmup + sends + 1):  # send 0 waits for the three processes to start
                 if i == warmup + 1:
                     start = time.perf_counter()
+                    cpu_before = [cpu_seconds(c.pid) for c in children] + [time.process_time()]
                 sent = time.perf_counter()
                 client.send(i.to_bytes(8, "big") + body)
                 _wait_answer(client, children, START_S if i == 0 else ANSWER_S)
@@ -170,13 +173,17 @@ def measure_ceiling(directory: str, sends: int = SENDS, warmup: int = WARMUP_SEN
                 if i > warmup:
                     samples.append(time.perf_counter() - sent)
             elapsed = time.perf_counter() - start
+            cpu_after = [cpu_seconds(c.pid) for c in children] + [time.process_time()]
         finally:
             client.close(linger=0)
             ctx.term()
             _stop(children)
     samples.sort()
+    f1_us, f2_us, leader_us, client_us = (round((b - a) / sends * 1e6, 1) for a, b in zip(cpu_before, cpu_after))
     return {"sends": sends, "per_s": round(sends / elapsed, 1), "p50_ms": round(samples[len(samples) // 2] * 1000, 3),
-            "p99_ms": round(samples[int(len(samples) * 0.99)] * 1000, 3)}
+            "p99_ms": round(samples[int(len(samples) * 0.99)] * 1000, 3),
+            # as zrep bench's cpu_us_per_req (node CPU in clock ticks: few sends may show 0)
+            "cpu_us_per_send": {"leader": leader_us, "followers": [f1_us, f2_us], "client": client_us}}
 
 
 def main(argv: list[str] | None = None) -> int:

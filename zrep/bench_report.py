@@ -132,7 +132,14 @@ def _format_ceiling(c: dict[str, Any] | None) -> str:
     if c is None:  # history lines before the ceiling existed
         return ""
     return (f"; ceiling (bare leader + 2 followers, fsync, 1 in flight): {c['per_s']:,.0f} sends/s, "
-            f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms")
+            f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms" + _format_ceiling_cpu(c.get("cpu_us_per_send")))
+
+
+def _format_ceiling_cpu(cpu: dict[str, Any] | None) -> str:
+    if cpu is None:
+        return ""
+    followers = " + ".join(f"{v:.0f}" for v in cpu["followers"])
+    return f", CPU µs per send: leader {cpu['leader']:.0f}, followers {followers}, client {cpu['client']:.0f}"
 
 
 def format_cpu(cpu: dict[str, Any]) -> str:
