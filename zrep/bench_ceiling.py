@@ -21,12 +21,14 @@ figure on this machine; the gap between the two is zrep's own work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -124,7 +126,8 @@ def _start(args: list[str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _stop(children: list[subprocess.Popen]) -> None:
+def stop_children(children: list[subprocess.Popen]) -> None:
+    """Close the stdin of each bare child (it stops at that), then reap it; kill one that hangs."""
     for child in children:
         if child.stdin is not None:
             child.stdin.close()
@@ -134,6 +137,26 @@ def _stop(children: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+@contextlib.contextmanager
+def dealer_to(port: int) -> Iterator[zmq.Socket]:
+    """A DEALER connected to 127.0.0.1:`port`, in a context of its own, closed at the end."""
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        yield dealer
+    finally:
+        dealer.close(linger=0)
+        ctx.term()
+
+
+def p50_p99_ms(samples: list[float]) -> dict[str, float]:
+    """p50 and p99 (nearest rank) of latencies in seconds, in ms."""
+    ordered = sorted(samples)
+    return {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 3), "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 3)}
 
 
 def _wait_answer(client: zmq.Socket, children: list[subprocess.Popen], seconds: float) -> None:
@@ -153,38 +176,30 @@ def measure_ceiling(directory: str, sends: int = SENDS, warmup: int = WARMUP_SEN
         children = [_start(["--follower", str(f1), os.path.join(work, "f1")]),
                     _start(["--follower", str(f2), os.path.join(work, "f2")]),
                     _start(["--leader", str(leader), os.path.join(work, "leader"), str(f1), str(f2)])]
-        ctx = zmq.Context()
-        client = ctx.socket(zmq.DEALER)
-        client.setsockopt(zmq.LINGER, 0)
         try:
-            client.connect(f"tcp://127.0.0.1:{leader}")
-            body = b"x" * ENTRY_BYTES
-            samples: list[float] = []
-            start = time.perf_counter()
-            cpu_before: list[float] = []
-            for i in range(warmup + sends + 1):  # send 0 waits for the three processes to start
-                if i == warmup + 1:
-                    start = time.perf_counter()
-                    cpu_before = [cpu_seconds(c.pid) for c in children] + [time.process_time()]
-                sent = time.perf_counter()
-                client.send(i.to_bytes(8, "big") + body)
-                _wait_answer(client, children, START_S if i == 0 else ANSWER_S)
-                client.recv()
-                if i > warmup:
-                    samples.append(time.perf_counter() - sent)
-            elapsed = time.perf_counter() - start
-            cpu_after = [cpu_seconds(c.pid) for c in children] + [time.process_time()]
+            with dealer_to(leader) as client:
+                body = b"x" * ENTRY_BYTES
+                samples: list[float] = []
+                start = time.perf_counter()
+                cpu_before: list[float] = []
+                for i in range(warmup + sends + 1):  # send 0 waits for the three processes to start
+                    if i == warmup + 1:
+                        start = time.perf_counter()
+                        cpu_before = [cpu_seconds(c.pid) for c in children] + [time.process_time()]
+                    sent = time.perf_counter()
+                    client.send(i.to_bytes(8, "big") + body)
+                    _wait_answer(client, children, START_S if i == 0 else ANSWER_S)
+                    client.recv()
+                    if i > warmup:
+                        samples.append(time.perf_counter() - sent)
+                elapsed = time.perf_counter() - start
+                cpu_after = [cpu_seconds(c.pid) for c in children] + [time.process_time()]
         finally:
-            client.close(linger=0)
-            ctx.term()
-            _stop(children)
-    samples.sort()
+            stop_children(children)
     f1_us, f2_us, leader_us, client_us = (round((b - a) / sends * 1e6, 1) for a, b in zip(cpu_before, cpu_after))
-    return {"sends": sends, "per_s": round(sends / elapsed, 1), "p50_ms": round(samples[len(samples) // 2] * 1000, 3),
-            "p99_ms": round(samples[int(len(samples) * 0.99)] * 1000, 3),
+    return {"sends": sends, "per_s": round(sends / elapsed, 1), **p50_p99_ms(samples),
             # as zrep bench's cpu_us_per_req (node CPU in clock ticks: few sends may show 0)
             "cpu_us_per_send": {"leader": leader_us, "followers": [f1_us, f2_us], "client": client_us}}
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zrep.bench_ceiling", description=__doc__.splitlines()[0])

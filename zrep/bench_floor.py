@@ -41,7 +41,7 @@ from typing import Any
 
 import zmq
 
-from zrep.bench_ceiling import SENDS, measure_ceiling
+from zrep.bench_ceiling import SENDS, dealer_to, measure_ceiling, p50_p99_ms, stop_children
 from zrep.bench_report import format_floor
 from zrep.bench_wal import ENTRY_BYTES, RawCase
 from zrep.localcluster import free_ports
@@ -80,40 +80,27 @@ def measure_rtt(trips: int = ROUND_TRIPS) -> dict[str, Any]:
     """Round trips of 100 bytes between this process and an echo child on 127.0.0.1."""
     port = free_ports("127.0.0.1", 1, set())[0]
     child = subprocess.Popen([sys.executable, "-m", "zrep.bench_floor", "--echo", str(port)], stdin=subprocess.PIPE)
-    ctx = zmq.Context()
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
     try:
-        dealer.connect(f"tcp://127.0.0.1:{port}")
-        payload = b"x" * ENTRY_BYTES
-        deadline = time.monotonic() + ECHO_START_S
-        dealer.send(payload)
-        while not dealer.poll(100):
-            if time.monotonic() > deadline or child.poll() is not None:
-                raise RuntimeError("the echo process did not answer; is 127.0.0.1 usable?")
-        dealer.recv()
-        samples = []
-        for i in range(WARMUP_TRIPS + trips):
-            start = time.perf_counter()
+        with dealer_to(port) as dealer:
+            payload = b"x" * ENTRY_BYTES
+            deadline = time.monotonic() + ECHO_START_S
             dealer.send(payload)
-            if not dealer.poll(int(ECHO_START_S * 1000)):
-                raise RuntimeError("the echo process stopped answering")
+            while not dealer.poll(100):
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise RuntimeError("the echo process did not answer; is 127.0.0.1 usable?")
             dealer.recv()
-            if i >= WARMUP_TRIPS:
-                samples.append(time.perf_counter() - start)
+            samples = []
+            for i in range(WARMUP_TRIPS + trips):
+                start = time.perf_counter()
+                dealer.send(payload)
+                if not dealer.poll(int(ECHO_START_S * 1000)):
+                    raise RuntimeError("the echo process stopped answering")
+                dealer.recv()
+                if i >= WARMUP_TRIPS:
+                    samples.append(time.perf_counter() - start)
     finally:
-        dealer.close(linger=0)
-        ctx.term()
-        if child.stdin is not None:
-            child.stdin.close()
-        try:
-            child.wait(5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    samples.sort()
-    return {"round_trips": trips, "p50_ms": round(samples[len(samples) // 2] * 1000, 3),
-            "p99_ms": round(samples[int(len(samples) * 0.99)] * 1000, 3)}
+        stop_children([child])
+    return {"round_trips": trips, **p50_p99_ms(samples)}
 
 
 def measure_fsync(directory: str, seconds: float = FSYNC_SECONDS) -> float:
