@@ -35,6 +35,7 @@ import zmq
 
 from zrep.bench_report import cpu_seconds
 from zrep.bench_wal import ENTRY_BYTES
+from zrep.bench_workers import percentile
 from zrep.localcluster import free_ports
 from zrep.wal import sync_data
 
@@ -154,9 +155,9 @@ def dealer_to(port: int) -> Iterator[zmq.Socket]:
 
 
 def p50_p99_ms(samples: list[float]) -> dict[str, float]:
-    """p50 and p99 (nearest rank) of latencies in seconds, in ms."""
+    """p50 and p99 (nearest rank, as the load levels report them) of latencies in seconds, in ms."""
     ordered = sorted(samples)
-    return {"p50_ms": round(ordered[len(ordered) // 2] * 1000, 3), "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 3)}
+    return {"p50_ms": round(percentile(ordered, 50) * 1000, 3), "p99_ms": round(percentile(ordered, 99) * 1000, 3)}
 
 
 def _wait_answer(client: zmq.Socket, children: list[subprocess.Popen], seconds: float) -> None:
@@ -201,6 +202,7 @@ def measure_ceiling(directory: str, sends: int = SENDS, warmup: int = WARMUP_SEN
             # as zrep bench's cpu_us_per_req (node CPU in clock ticks: few sends may show 0)
             "cpu_us_per_send": {"leader": leader_us, "followers": [f1_us, f2_us], "client": client_us}}
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zrep.bench_ceiling", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=".", help="a directory on the disk to measure (default: .)")
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zrep bench ceiling: {'follower' if args.follower else 'leader'}: {e}", file=sys.stderr)
         return 1
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -105,15 +105,7 @@ def measure_rtt(trips: int = ROUND_TRIPS) -> dict[str, Any]:
 
 def measure_fsync(directory: str, seconds: float = FSYNC_SECONDS) -> float:
     """Raw durable 100-byte appends per second on the disk of `directory`."""
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="zrep-bench-floor-", dir=directory) as work:
-        case = RawCase(work)
-        try:
-            start = time.perf_counter()
-            count = case.run(seconds)
-            return count / (time.perf_counter() - start)
-        finally:
-            case.close()
+    return measure_fsync_together(directory, 1, seconds)
 
 
 def measure_fsync_together(directory: str, writers: int = NODES, seconds: float = FSYNC_SECONDS) -> float:
