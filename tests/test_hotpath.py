@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from zrep.service import _DurableRun
+from zrep.service.service import _DurableRun
 
 
 class _FakeReplica:
@@ -52,7 +52,7 @@ def test_durable_run_hands_out_lists_the_caller_may_change() -> None:
 
 import itertools  # noqa: E402
 
-from zrep.client_messages import (  # noqa: E402
+from zrep.wire.client_messages import (  # noqa: E402
     MAX_CLIENT_ID_BYTES,
     MAX_NAME_CHARS,
     MAX_UINT,
@@ -121,8 +121,8 @@ def test_ok_reply_equals_the_checked_constructor() -> None:
 # ---------------------------------------------------------------- Service: reads share a read index request
 
 from zrep.core.messages import Role  # noqa: E402
-from zrep.service import Service  # noqa: E402
-from zrep.store import Store  # noqa: E402
+from zrep.service.service import Service  # noqa: E402
+from zrep.store.store import Store  # noqa: E402
 
 
 class _ReadReplica:
@@ -163,7 +163,7 @@ def test_reads_between_two_process_calls_share_one_read_index_request() -> None:
 
 # ---------------------------------------------------------------- Store.read_rows
 
-from zrep.commands import encode_delete, encode_send  # noqa: E402
+from zrep.store.commands import encode_delete, encode_send  # noqa: E402
 
 
 def test_read_rows_equals_read_for_every_window() -> None:
@@ -191,8 +191,8 @@ def test_read_rows_equals_read_for_every_window() -> None:
 
 import pytest  # noqa: E402
 
-from zrep.node import ok_result, reply_for  # noqa: E402
-from zrep.transport import Transport  # noqa: E402
+from zrep.node.loop import ok_result, reply_for  # noqa: E402
+from zrep.node.transport import Transport  # noqa: E402
 
 
 def _queue_only(max_frame_bytes: int = 1 << 20) -> Transport:
@@ -228,8 +228,8 @@ def test_reply_ok_refuses_what_ok_reply_refuses() -> None:
 
 # ---------------------------------------------------------------- commands: remembered client ids
 
-from zrep import commands  # noqa: E402
 from zrep.errors import DecodeError  # noqa: E402
+from zrep.store import commands  # noqa: E402
 
 
 def _verdict(data: bytes) -> object:

@@ -12,13 +12,13 @@ WORLD = {"zmq", "os", "time", "socket", "threading", "subprocess", "signal", "se
 
 # module (or package prefix) -> top-level modules it must never import
 RULES = {
-    "core": WORLD | {"zrep.node", "zrep.transport", "zrep.wal", "zrep.client", "zrep.cli", "zrep.sim"},
-    "sim": WORLD | {"zrep.node", "zrep.transport", "zrep.wal", "zrep.client", "zrep.cli"},
-    "store.py": WORLD | {"random"},
-    "pending.py": WORLD | {"random"},
-    "service.py": WORLD | {"random", "zrep.wal", "zrep.transport"},
-    "driver.py": WORLD,
-    "commands.py": WORLD | {"random"},
+    "core": WORLD | {"zrep.node.loop", "zrep.node.transport", "zrep.storage.wal", "zrep.client", "zrep.cli", "zrep.sim"},
+    "sim": WORLD | {"zrep.node.loop", "zrep.node.transport", "zrep.storage.wal", "zrep.client", "zrep.cli"},
+    "store/store.py": WORLD | {"random"},
+    "service/pending.py": WORLD | {"random"},
+    "service/service.py": WORLD | {"random", "zrep.storage.wal", "zrep.node.transport"},
+    "service/apply.py": WORLD,
+    "store/commands.py": WORLD | {"random"},
 }
 
 

@@ -1,5 +1,5 @@
 """The checks a chaos run makes on the live cluster after the heal, and the
-final state it reads for zrep.verify.
+final state it reads for zrep.chaos.verify.
 
   (c) replicas_identical: every node reaches the same applied index with the
       same digest (a hash chain over the applied entries: equal index and
@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from zrep.chaos.report import EXITS, RECOVERY, REPLICAS, Check
 from zrep.chaos.workload import Stats, client_config
 from zrep.client import Client
-from zrep.client_messages import MAX_READ_LIMIT
-from zrep.localcluster import LocalCluster
+from zrep.local.cluster import LocalCluster
+from zrep.wire.client_messages import MAX_READ_LIMIT
 
 Final = dict[str, list[tuple[int, str]]]
 

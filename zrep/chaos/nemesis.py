@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zrep.chaos.history import HistoryWriter
 from zrep.chaos.netfaults import NetFaults, Pair
-from zrep.history import HistoryWriter
-from zrep.localcluster import ClusterError, LocalCluster, wait_until
-from zrep.wal_format import Scan, StopKind
+from zrep.local.cluster import ClusterError, LocalCluster, wait_until
+from zrep.storage.wal_format import Scan, StopKind
 
 FAULTS = ("kill", "pause", "partition", "torn-tail", "restart-all")
 WEIGHTS = {"kill": 3, "pause": 2, "partition": 3, "torn-tail": 1, "restart-all": 1}

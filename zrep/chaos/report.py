@@ -5,10 +5,10 @@ one dict (`--json`) and a text for people. A check is a name, a label
 ((a)..(f) for the issue's list), a verdict and the evidence behind it; the
 run passed iff every check passed.
 
-Checks of the history come from zrep.verify (the one checker: never a copy
+Checks of the history come from zrep.chaos.verify (the one checker: never a copy
 here); the cluster checks are made by the runner and handed in as `Check`s.
 
-Imports zrep.verify's result type only; no I/O except formatting.
+Imports zrep.chaos.verify's result type only; no I/O except formatting.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zrep.verify import ACKED, ACKS, DUPS, FAILED, FINAL, LIN, PHANTOM, STALE
-from zrep.verify import Report as VerifyReport
+from zrep.chaos.verify import ACKED, ACKS, DUPS, FAILED, FINAL, LIN, PHANTOM, STALE
+from zrep.chaos.verify import Report as VerifyReport
 
 REPLICAS = "replicas_identical"
 RECOVERY = "writes_resume_after_heal"
@@ -28,7 +28,7 @@ EXITS = "no_unexpected_exits"
 PROGRESS = "workload_made_progress"
 RUN = "run_complete"
 
-# The issue's (a)..(f) first, then the rest of zrep.verify's checks, then ours.
+# The issue's (a)..(f) first, then the rest of zrep.chaos.verify's checks, then ours.
 LABELS = {ACKED: "(a)", DUPS: "(b)", REPLICAS: "(c)", LIN: "(d)", RECOVERY: "(e)", EXITS: "(f)"}
 ORDER = [ACKED, DUPS, REPLICAS, LIN, RECOVERY, EXITS, FAILED, STALE, PHANTOM, ACKS, FINAL, PROGRESS, RUN]
 EVIDENCE_SHOWN = 8

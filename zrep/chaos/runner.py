@@ -13,7 +13,7 @@ Phases:
      stop the clients; (c) every node applied the same log; read the final
      state; stop the nodes with SIGTERM; (f) every node exit was ours
      (cluster_checks.py);
-  5. zrep.verify.check(history, final state): (a), (b), (d) and the rest;
+  5. zrep.chaos.verify.check(history, final state): (a), (b), (d) and the rest;
   6. the report (report.py): text, or JSON with --json.
 
 Exit codes: 0 every check passed; 1 a check failed; 3 the tool itself
@@ -56,14 +56,14 @@ from zrep.chaos.cluster_checks import (
     replicas_identical,
     writes_resume,
 )
+from zrep.chaos.history import HistoryWriter, load_history, pair_ops
 from zrep.chaos.leftovers import StateFile
 from zrep.chaos.nemesis import FAULTS, Nemesis
 from zrep.chaos.report import PROGRESS, RUN, Check, RunReport, from_verify
+from zrep.chaos.verify import check as verify_check
 from zrep.chaos.workload import Workload, WorkloadSettings
 from zrep.config import ClusterConfig, load_config
-from zrep.history import HistoryWriter, load_history, pair_ops
-from zrep.localcluster import CLIENT_HOST, ClusterError, LocalCluster, loopback_hosts
-from zrep.verify import check as verify_check
+from zrep.local.cluster import CLIENT_HOST, ClusterError, LocalCluster, loopback_hosts
 
 EXIT_OK = 0
 EXIT_FAILED = 1

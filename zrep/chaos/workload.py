@@ -9,7 +9,7 @@ A `send_many` call (a few bodies in ClientBatch frames) is one send op per
 body in the history, each by its own process "W.k" (worker W, body k): they
 are concurrent, and the history allows one op at a time per process.
 
-Outcomes, and why (zrep.history):
+Outcomes, and why (zrep.chaos.history):
   ok    the cluster answered it.
   fail  it certainly did not happen: `Unavailable` from the client library
         (no node accepted it), a `Rejected` first attempt (the store refused
@@ -45,10 +45,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zrep.chaos.history import Handle, HistoryWriter
 from zrep.client import Client, ClientExpired, OutcomeUnknown, Rejected, Unavailable
 from zrep.config import ClusterConfig
-from zrep.history import Handle, HistoryWriter
-from zrep.transport import source_endpoint
+from zrep.node.transport import source_endpoint
 
 WEIGHTS = {"send": 50, "send_many": 10, "read": 20, "stale_read": 14, "delete": 6}
 MANY = (2, 8)  # bodies per send_many op

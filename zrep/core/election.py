@@ -11,7 +11,7 @@ entry: Raft paper section 5.4.1).
 
 from __future__ import annotations
 
-from .messages import HardState
+from zrep.core.messages import HardState
 
 Rank = tuple[int, int, int]
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 
-from ..errors import InvariantError
-from .messages import Entry, entry_of
+from zrep.core.messages import Entry, entry_of
+from zrep.errors import InvariantError
 
 
 class LogView:

@@ -9,8 +9,8 @@ judge any message, however late, by its epoch. Indexes are 1-based; 0 means
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from enum import IntEnum
+from functools import partial
 from typing import NamedTuple
 
 

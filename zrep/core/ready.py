@@ -1,13 +1,13 @@
 """`Ready`: everything one step of the core asks the world to do, in order.
 
 The shell (real node or simulator) applies a Ready through
-`zrep.driver.apply_ready`, and only there:
+`zrep.service.apply.apply_ready`, and only there:
   1. send `messages` (safe before the persist: a leader's appends, elections);
   2. persist `hard_state`, `truncate_from`, `entries`, `commit`, then one fsync;
   3. send `after_persist` (acks and promises: they state durable facts);
   4. apply `committed` to the store, answer `reads`;
   5. call `replica.advance(ready)`;
-  6. (zrep.service) turn `ship` orders into InstallSnapshot chunks read from
+  6. (zrep.service.service) turn `ship` orders into InstallSnapshot chunks read from
      the snapshot file, and store the `chunks` received, reporting each back
      (`replica.snapshot_stored` / `snapshot_installed`): the bytes are the
      shell's business, the decisions the core's.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .messages import Entry, HardState, InstallSnapshot, Message
+from zrep.core.messages import Entry, HardState, InstallSnapshot, Message
 
 
 @dataclass(frozen=True, slots=True)

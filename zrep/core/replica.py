@@ -35,10 +35,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import InvariantError
-from .election import Rank, may_promise, rank
-from .log import LogView
-from .messages import (
+from zrep.core.election import Rank, may_promise, rank
+from zrep.core.log import LogView
+from zrep.core.messages import (
     Answer,
     AnswerReason,
     Append,
@@ -57,9 +56,10 @@ from .messages import (
     ReadIndexRequest,
     Role,
 )
-from .progress import Progress
-from .quorum import majority, quorum_index
-from .ready import ReadState, Ready, ShipOrder, Timing
+from zrep.core.progress import Progress
+from zrep.core.quorum import majority, quorum_index
+from zrep.core.ready import ReadState, Ready, ShipOrder, Timing
+from zrep.errors import InvariantError
 
 # Test-only planted bugs: each switches one safety rule off, so that tests can
 # show the simulator and the chaos checker catch its absence.

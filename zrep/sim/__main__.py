@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from ..core.replica import BUGS
-from .cluster import median, run_seed
+from zrep.core.replica import BUGS
+from zrep.sim.cluster import median, run_seed
 
 
 def _parse_range(text: str) -> range:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..commands import command_key
-from ..core.log import LogView
-from ..core.messages import Entry
+from zrep.core.log import LogView
+from zrep.core.messages import Entry
+from zrep.store.commands import command_key
 
 
 class Violation(Exception):

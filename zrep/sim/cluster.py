@@ -27,22 +27,27 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..commands import encode_send
-from ..core.log import LogView
-from ..errors import InvariantError
-from ..core.messages import Entry, Role
-from ..core.replica import Replica
-from ..core.quorum import majority
-from ..errors import DecodeError
-from ..pending import Done
-from ..service import Service
-from ..snapshot_format import Snapshot, decode_header, decode_snapshot, encode_snapshot, snapshot_fits
-from ..store import Store
-from .checker import Ack, Checker, Violation
-from .disk import SimCrash, SimDisk
-from .network import LinkFaults, SimNetwork
-from .plan import SimPlan
-from .snapshots import SimSnapshots
+from zrep.core.log import LogView
+from zrep.core.messages import Entry, Role
+from zrep.core.quorum import majority
+from zrep.core.replica import Replica
+from zrep.errors import DecodeError, InvariantError
+from zrep.service.pending import Done
+from zrep.service.service import Service
+from zrep.sim.checker import Ack, Checker, Violation
+from zrep.sim.disk import SimCrash, SimDisk
+from zrep.sim.network import LinkFaults, SimNetwork
+from zrep.sim.plan import SimPlan
+from zrep.sim.snapshots import SimSnapshots
+from zrep.store.commands import encode_send
+from zrep.store.snapshot import (
+    Snapshot,
+    decode_header,
+    decode_snapshot,
+    encode_snapshot,
+    snapshot_fits,
+)
+from zrep.store.store import Store
 
 CLIENT_BASE = 1000
 MAILBOXES = ("a", "b", "c")
@@ -157,7 +162,7 @@ class SimCluster:
         snap = self._start_snapshot(node, replay)
         if snap is not None and replay.first_index > 1 and not snapshot_fits(
                 snap, replay.first_index, replay.prev_epoch, [e.epoch for e in replay.entries]):
-            node.disk.rewrite(snap.index + 1, snap.epoch, [])  # zrep.node: the snapshot wins, the log goes
+            node.disk.rewrite(snap.index + 1, snap.epoch, [])  # zrep.node.loop: the snapshot wins, the log goes
             replay = node.disk.replay()
         node.lives += 1
         replica = Replica(
@@ -187,7 +192,7 @@ class SimCluster:
                   f"{len(replay.entries)} entries, commit {replay.commit}")
 
     def _start_snapshot(self, node: SimNode, replay: Any) -> Snapshot | None:
-        """zrep.snapshot.load_snapshot's rules: required under a compacted log, else a shortcut."""
+        """zrep.storage.snapshot_files.load_snapshot's rules: required under a compacted log, else a shortcut."""
         snap = None
         if node.disk.snapshot is not None:
             try:
@@ -214,7 +219,7 @@ class SimCluster:
         self._log(f"node {node.id} installed the snapshot of index {snap.index}")
 
     def _snapshot_turn(self, node: SimNode) -> None:
-        """Maybe snapshot the store, then compact the log below it (as zrep.node does)."""
+        """Maybe snapshot the store, then compact the log below it (as zrep.node.loop does)."""
         p, rng = self.plan, self.snap_rng
         if not p.snapshot_p or rng.random() >= p.snapshot_p:
             return

@@ -6,8 +6,8 @@ is the same as not written). `crash_on_sync` makes the next sync write part of
 its batch and then raise `SimCrash`: the crash falls between the messages a
 Ready may send at once and those it may send only after the persist.
 
-Snapshots and compaction, as zrep.snapshot and zrep.wal.Wal.rewrite do them:
-`snapshot` is the durable snapshot file (its bytes, zrep.snapshot_format),
+Snapshots and compaction, as zrep.storage.snapshot_files and zrep.storage.wal.Wal.rewrite do them:
+`snapshot` is the durable snapshot file (its bytes, zrep.store.snapshot),
 replaced at once (a rename); `rewrite` replaces the log by hard state,
 SNAPSHOT_MARK and the kept entries at once (a rename: a crash sees the old
 log or the new one). `wipe` loses everything, as an operator's rm -rf.
@@ -20,7 +20,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..core.messages import Entry, HardState
+from zrep.core.messages import Entry, HardState
 
 Record = tuple  # ("entry", Entry) | ("truncate", i) | ("hs", HardState) | ("commit", i) | ("mark", (first, epoch))
 

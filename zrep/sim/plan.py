@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..core.ready import Timing
-from .network import LinkFaults
+from zrep.core.ready import Timing
+from zrep.sim.network import LinkFaults
 
 
 @dataclass(frozen=True)

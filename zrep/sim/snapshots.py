@@ -1,7 +1,7 @@
-"""The simulator's SnapshotPort (zrep.service): the real Shipper and Receiver
-(zrep.snapshot_ship) over a SimDisk's snapshot bytes instead of files.
+"""The simulator's SnapshotPort (zrep.service.service): the real Shipper and Receiver
+(zrep.service.shipping) over a SimDisk's snapshot bytes instead of files.
 
-`install` keeps the real node's order (zrep.snapshot_port): the snapshot is
+`install` keeps the real node's order (zrep.node.file_snapshots): the snapshot is
 put in place first, then the log is rewritten; `crash_between` makes the
 process die between the two, so the seeded sweep meets a snapshot newer than
 its (compacted) log at the next boot. Must not import os, time or zmq.
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..core.messages import Entry
-from ..errors import DecodeError
-from ..snapshot_format import Snapshot, decode_header
-from ..snapshot_ship import Receiver, Shipper
-from ..store import StoreLimits
-from .disk import SimCrash, SimDisk
+from zrep.core.messages import Entry
+from zrep.errors import DecodeError
+from zrep.service.shipping import Receiver, Shipper
+from zrep.sim.disk import SimCrash, SimDisk
+from zrep.store.snapshot import Snapshot, decode_header
+from zrep.store.store import StoreLimits
 
 
 class BytesSource:

@@ -1,0 +1,397 @@
+"""Tests for zrep.cli and zrep.local.up.
+
+CliRunner for --help, argument validation, exit codes and JSON shapes; a
+real cluster (tests/harness.py) for send/read/delete/mailboxes/status; real
+subprocesses for what needs signals: `client watch` stopped by Ctrl-C and
+`zrep cluster up`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from click.testing import CliRunner, Result
+from harness import REPO, LocalCluster, wait_until
+
+from zrep import cli
+from zrep.cli import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_OUTCOME_UNKNOWN,
+    EXIT_REJECTED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    main,
+)
+from zrep.config import write_config
+
+
+def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, env=env, prog_name="zrep")
+
+
+def one_error_line(result: Result) -> str:
+    """The failure's stderr: exactly one line."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# ================================================================ help and usage
+
+HELP = [
+    [], ["node"], ["client"], ["client", "send"], ["client", "read"], ["client", "delete"],
+    ["client", "mailboxes"], ["client", "watch"], ["client", "status"], ["cluster"], ["cluster", "up"],
+    ["log"], ["log", "inspect"], ["bench"], ["bench", "wal"], ["sim"],
+]
+
+
+@pytest.mark.parametrize("words", HELP, ids=lambda w: " ".join(w) or "zrep")
+def test_every_command_has_help(words):
+    result = run(*words, "--help")
+    assert result.exit_code == 0, result.output
+    assert "usage:" in result.output.lower()
+
+
+def test_the_top_help_lists_the_commands_and_the_exit_codes():
+    out = run("--help").output
+    for command in ("node", "client", "cluster", "log", "bench", "sim"):
+        assert f"  {command} " in out
+    for code in range(6):
+        assert f"  {code}  " in out
+    assert "--unsafe-bug" not in run("node", "--help").output  # test-only, hidden
+
+
+def test_exit_code_constants():
+    assert (EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_OUTCOME_UNKNOWN, EXIT_REJECTED) == (
+        0, 1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("args", [
+    ["nonsense"],
+    ["node"],  # --id is required
+    ["node", "--id", "0"],
+    ["client", "send", "hello"],  # --to is required
+    ["client", "send", "--to", "inbox"],  # TEXT is required
+    ["client", "send", "--to", "inbox", "--ack", "some", "x"],
+    ["client", "read"],
+    ["client", "read", "inbox", "--limit", "0"],
+    ["client", "read", "inbox", "--after", "-2"],
+    ["client", "delete", "inbox"],
+    ["client", "delete", "inbox", "x"],
+    ["client", "delete", "inbox", "-1"],
+    ["client", "delete", "inbox", "3", "3"],
+    ["client", "status", "--wait", "0"],
+    ["client", "--timeout", "0", "status"],
+], ids=lambda a: " ".join(a))
+def test_bad_usage_exits_2(args):
+    result = run(*args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "Error" in result.stderr
+
+
+def test_a_missing_config_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "nope.toml"
+    result = run("client", "--config", str(missing), "status")
+    assert result.exit_code == EXIT_USAGE
+    line = one_error_line(result)
+    assert str(missing) in line and "not found" in line
+
+
+def test_the_config_comes_from_zrep_config(tmp_path):
+    missing = tmp_path / "from-env.toml"
+    result = run("client", "mailboxes", env={"ZREP_CONFIG": str(missing)})
+    assert result.exit_code == EXIT_USAGE
+    assert str(missing) in one_error_line(result)
+
+
+def test_node_reports_a_bad_config_with_exit_2(tmp_path):
+    result = run("node", "--id", "1", "--config", str(tmp_path / "nope.toml"))
+    assert result.exit_code == EXIT_USAGE
+
+
+# ================================================================ error exit codes without a cluster
+
+
+def write_cluster_file(tmp_path: Path, addresses: list[str]) -> Path:
+    rows = [{"id": i, "rpc": a, "pub": f"tcp://127.0.0.1:{i}"} for i, a in enumerate(addresses, start=1)]
+    path = tmp_path / "cluster.toml"
+    write_config({"cluster": {"heartbeat_ms": 50, "election_timeout_ms": 500, "data_dir": "data",
+                              "max_body_bytes": 1000}, "nodes": rows}, path)
+    return path
+
+
+def closed_address() -> str:
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind("tcp://127.0.0.1:*")
+    address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    sock.close(linger=0)
+    return address
+
+
+@pytest.fixture
+def dead_cluster(tmp_path) -> Path:
+    """A cluster file whose nodes are all down."""
+    return write_cluster_file(tmp_path, [closed_address(), closed_address(), closed_address()])
+
+
+@pytest.fixture
+def silent_cluster(tmp_path):
+    """A cluster file whose one node takes requests and never answers."""
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.linger = 0
+    sock.bind("tcp://127.0.0.1:*")
+    yield write_cluster_file(tmp_path, [sock.getsockopt_string(zmq.LAST_ENDPOINT)])
+    sock.close()
+
+
+def test_no_node_up_is_unavailable_exit_3(dead_cluster):
+    result = run("client", "--config", str(dead_cluster), "--timeout", "0.5", "send", "--to", "inbox", "hi")
+    assert result.exit_code == EXIT_UNAVAILABLE
+    assert "quorum" in one_error_line(result)
+    result = run("client", "--config", str(dead_cluster), "--timeout", "0.5", "read", "inbox")
+    assert result.exit_code == EXIT_UNAVAILABLE
+
+
+def test_status_with_every_node_down_prints_the_table_and_exits_3(dead_cluster):
+    result = run("client", "--config", str(dead_cluster), "status", "--wait", "0.3")
+    assert result.exit_code == EXIT_UNAVAILABLE
+    assert result.stdout.count(" down ") == 3
+    assert "zrep cluster up" in one_error_line(result)
+    rows = json.loads(run("client", "--config", str(dead_cluster), "status", "--wait", "0.3", "--json").stdout)
+    assert [(r["id"], r["up"]) for r in rows] == [(1, False), (2, False), (3, False)]
+
+
+def test_a_write_nobody_answers_is_outcome_unknown_exit_4(silent_cluster):
+    result = run("client", "--config", str(silent_cluster), "--timeout", "0.5", "send", "--to", "inbox", "hi")
+    assert result.exit_code == EXIT_OUTCOME_UNKNOWN
+    line = one_error_line(result)
+    assert "may or may not have been applied" in line and "zrep client read inbox" in line
+
+
+def test_a_request_the_cluster_would_refuse_is_rejected_exit_5(dead_cluster):
+    result = run("client", "--config", str(dead_cluster), "send", "--to", "", "hi")
+    assert result.exit_code == EXIT_REJECTED
+    assert "invalid send request" in one_error_line(result)
+    result = run("client", "--config", str(dead_cluster), "send", "--to", "inbox", "-", input=b"x" * 1001)
+    assert result.exit_code == EXIT_REJECTED
+    assert "1000" in one_error_line(result)
+
+
+def test_an_internal_error_is_one_line_exit_1_and_verbose_shows_the_traceback(dead_cluster, monkeypatch):
+    def broken(self: Any, timeout_s: float = 1.0) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli.Client, "status", broken)
+    result = run("client", "--config", str(dead_cluster), "status")
+    assert result.exit_code == EXIT_INTERNAL
+    assert "internal error: RuntimeError: boom" in one_error_line(result)
+    result = run("--verbose", "client", "--config", str(dead_cluster), "status")
+    assert result.exit_code == EXIT_INTERNAL
+    assert "Traceback" in result.stderr
+
+
+# ================================================================ a real cluster
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory) -> Any:
+    c = LocalCluster(tmp_path_factory.mktemp("cli-cluster"))
+    try:
+        c.wait_for_leader()
+        yield c
+    finally:
+        c.close()
+
+
+def client_cmd(live: LocalCluster, *args: str, input: str | bytes | None = None) -> Result:
+    return run("client", "--config", str(live.config_path), *args, input=input)
+
+
+def test_send_prints_the_receipt(live):
+    result = client_cmd(live, "send", "--to", "human", "--from", "ann", "--ack", "all", "hello")
+    assert result.exit_code == 0, result.output
+    first, second = result.stdout.splitlines()
+    assert first.startswith("sent to human at offset 0 (log index ")
+    assert second == "on disk on nodes 1, 2, 3 (all)"
+
+
+def test_send_lines_sends_each_line_once_in_order(live):
+    result = client_cmd(live, "send", "--to", "many", "--lines", "-", input=b"one\ntwo\nthree\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("sent 3 messages to many at offsets 0..2 (log index ")
+    got = json.loads(client_cmd(live, "read", "many", "--json").stdout)
+    assert [m["body"] for m in got["messages"]] == ["one", "two", "three"]
+    as_json = client_cmd(live, "send", "--to", "many", "--lines", "--json", "-", input=b"four\nfive")
+    assert [r["offset"] for r in json.loads(as_json.stdout)] == [3, 4]
+    assert client_cmd(live, "send", "--to", "many", "--lines", "text").exit_code == 2  # usage: stdin only
+
+
+def test_send_read_delete_mailboxes_as_json(live):
+    sent = client_cmd(live, "send", "--to", "box", "--json", "-", input=b"from stdin")
+    assert sent.exit_code == 0, sent.output
+    receipt = json.loads(sent.stdout)
+    assert set(receipt) == {"mailbox", "offset", "index", "epoch", "durable_on", "all_durable", "node"}
+    assert (receipt["mailbox"], receipt["offset"]) == ("box", 0)
+    assert client_cmd(live, "send", "--to", "box", "second").exit_code == 0
+
+    got = json.loads(client_cmd(live, "read", "box", "--json").stdout)
+    assert set(got) == {"mailbox", "messages", "applied", "node"}
+    assert got["messages"] == [
+        {"offset": 0, "sender": "", "index": receipt["index"], "body": "from stdin", "encoding": "utf-8"},
+        {"offset": 1, "sender": "", "index": got["messages"][1]["index"], "body": "second", "encoding": "utf-8"},
+    ]
+    after = json.loads(client_cmd(live, "read", "box", "--after", "0", "--stale", "--json").stdout)
+    assert [m["offset"] for m in after["messages"]] in ([], [1])  # a stale node may lag, never differ
+
+    boxes = json.loads(client_cmd(live, "mailboxes", "b*", "--json").stdout)
+    assert boxes == [{"name": "box", "count": 2}]
+    deleted = client_cmd(live, "delete", "box", "0", "--json")
+    assert json.loads(deleted.stdout) == {"mailbox": "box", "deleted": [0]}
+    again = client_cmd(live, "delete", "box", "0")
+    assert again.exit_code == EXIT_REJECTED
+    assert "NO_SUCH_MESSAGE" in one_error_line(again)
+
+
+def test_read_prints_one_line_per_message(live):
+    client_cmd(live, "send", "--to", "lines", "--from", "bob", "two\nlines")
+    result = client_cmd(live, "read", "lines")
+    assert result.exit_code == 0
+    assert result.stdout == "0\tbob\ttwo\\nlines\n"
+
+
+def test_status_table_and_json(live):
+    result = client_cmd(live, "status")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split("  ")[0] == "id" and "last heard" in header
+    assert len(rows) == 3 and all(" up " in r for r in rows)
+    data = json.loads(client_cmd(live, "status", "--json").stdout)
+    assert [set(r) for r in data] == [{"id", "address", "up", "role", "epoch", "leader", "last_index", "commit",
+                                      "applied", "last_heard_ms", "error", "pid", "log_first_index",
+                                      "snapshot_index", "compactions", "snapshot_shipping"}] * 3
+    assert all(type(r["pid"]) is int and r["pid"] > 0 for r in data)
+    assert all(r["log_first_index"] >= 1 and r["compactions"] >= 0 and "installed" in r["snapshot_shipping"]
+               for r in data)
+    assert [r["role"] for r in data].count("leader") == 1
+
+
+def zrep_process(*args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "zrep", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, start_new_session=True)
+
+
+class Lines:
+    """A process's stdout lines, read in a thread so waits can time out."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, what: str, timeout: float = 15.0) -> list[str]:
+        return wait_until(f"{what!r} in the output", lambda: [x for x in self.lines if what in x], timeout)
+
+
+def stop(proc: subprocess.Popen[str], sig: int, timeout: float = 15.0) -> int:
+    os.killpg(proc.pid, sig)
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_watch_prints_new_messages_and_ctrl_c_exits_0(live):
+    client_cmd(live, "send", "--to", "news", "old")
+    proc = zrep_process("client", "--config", str(live.config_path), "watch", "news", "--after", "0")
+    try:
+        out = Lines(proc)
+        for i in range(3):
+            assert client_cmd(live, "send", "--to", "news", f"new {i}").exit_code == 0
+        out.wait_for("new 2")
+        assert stop(proc, signal.SIGINT) == 0
+        assert out.lines == ["1\t-\tnew 0", "2\t-\tnew 1", "3\t-\tnew 2"]
+        assert proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+# ================================================================ zrep cluster up
+
+
+def node_pids(config_path: Path) -> dict[int, int]:
+    """Node id -> pid of the `zrep node` processes started for this cluster file."""
+    pids = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in args]
+        if "node" in words and str(config_path) in words and "--id" in words:
+            pids[int(words[words.index("--id") + 1])] = int(entry.name)
+    return pids
+
+
+@contextmanager
+def cluster_up(tmp_path: Path) -> Iterator[tuple[LocalCluster, subprocess.Popen[str]]]:
+    """`zrep cluster up` on a fresh cluster file; whatever happens, nothing it started outlives the test."""
+    config = LocalCluster(tmp_path, start=False)
+    config.close()  # only its cluster file is used
+    proc = zrep_process("cluster", "up", "--config", str(config.config_path))
+    try:
+        yield config, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in node_pids(config.config_path).values():
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_cluster_up_starts_every_node_prints_status_and_stops_cleanly(tmp_path):
+    with cluster_up(tmp_path) as (config, proc):
+        out = Lines(proc)
+        out.wait_for("last heard")  # the status table: printed once there is a leader
+        out.wait_for("leader")
+        assert len(node_pids(config.config_path)) == 3
+        assert out.wait_for("[node 2] ")
+        assert stop(proc, signal.SIGTERM) == 0
+        assert out.wait_for("all nodes stopped")
+        assert node_pids(config.config_path) == {}
+
+
+def test_cluster_up_says_when_a_node_dies_and_exits_1(tmp_path):
+    with cluster_up(tmp_path) as (config, proc):
+        out = Lines(proc)
+        out.wait_for("last heard")
+        os.kill(node_pids(config.config_path)[2], signal.SIGKILL)
+        (line,) = out.wait_for("exited unexpectedly")
+        assert "node 2 exited unexpectedly (killed by SIGKILL)" in line and "zrep node --id 2" in line
+        assert stop(proc, signal.SIGINT) == 1
+        assert node_pids(config.config_path) == {}
+
+
+def test_cluster_up_with_a_bad_config_exits_2(tmp_path):
+    result = run("cluster", "up", "--config", str(tmp_path / "nope.toml"))
+    assert result.exit_code == EXIT_USAGE
+    assert "not found" in one_error_line(result)

@@ -1,0 +1,103 @@
+"""The README's tour, run as a script against `zrep cluster up` on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import free_ports
+
+from zrep.config import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tour_script() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- tour:start -->\s*```sh\n(.*?)```\s*<!-- tour:end -->", text, re.S)
+    assert block, "README.md lost its tour block"
+    return block.group(1)
+
+
+def status(env: dict[str, str]) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "zrep", "client", "status", "--json"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout) if out.stdout.strip() else []
+
+
+def wait_until(what: str, check, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def kill_everything_of(cfg_path: Path) -> None:
+    """Last resort: no process started for this config may outlive the test."""
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(cfg_path) in cmd:
+            try:
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_readme_tour_runs_as_written(tmp_path):
+    ports = free_ports("127.0.0.1", 6, set())
+    cfg_path = tmp_path / "cluster.toml"
+    write_config({
+        "cluster": {"heartbeat_ms": 50, "election_timeout_ms": 500, "data_dir": "data"},
+        "nodes": [{"id": i + 1, "rpc": f"tcp://127.0.0.1:{ports[i]}", "pub": f"tcp://127.0.0.1:{ports[i + 3]}"}
+                  for i in range(3)],
+    }, cfg_path)
+    env = dict(os.environ, ZREP_CONFIG=str(cfg_path), PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    up = subprocess.Popen([sys.executable, "-m", "zrep", "cluster", "up", "--config", str(cfg_path)],
+                          cwd=tmp_path, env=env, stdout=open(tmp_path / "up.log", "w"), stderr=subprocess.STDOUT,
+                          start_new_session=True)
+    tour = None
+    try:
+        wait_until("a leader", lambda: any(n.get("role") == "leader" for n in status(env)), 30)
+        script = tour_script().replace('export PATH="$PWD/.venv/bin:$PATH"', ":")
+        tour = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        out, _ = tour.communicate(timeout=120)
+        assert tour.returncode == 0, out
+        assert out.count("sent to alice") == 3, out
+        for body in ("hello, alice", "on every node's disk before the answer", "sent while the old leader is dead"):
+            assert body in out
+        # The restarted old leader catches up: all three nodes up with equal logs.
+        def converged() -> bool:
+            rows = status(env)
+            return len(rows) == 3 and all(r["up"] for r in rows) and len({(r["last_index"], r["applied"])
+                                                                          for r in rows}) == 1
+        wait_until("the old leader to catch up", converged, 30)
+    finally:
+        if tour is not None and tour.poll() is None:
+            os.killpg(tour.pid, signal.SIGKILL)
+        if tour is not None:
+            try:
+                os.killpg(tour.pid, signal.SIGTERM)  # the restarted node runs in the tour's group
+            except ProcessLookupError:
+                pass
+        os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+        kill_everything_of(cfg_path)

@@ -1,0 +1,437 @@
+"""`Transport`: the ZeroMQ sockets of one node, one poller, frames in and out.
+
+Sockets (DESIGN sections 4 and 6):
+
+| socket | direction | peer/client traffic                                             |
+|--------|-----------|-----------------------------------------------------------------|
+| ROUTER | bind_rpc  | peers' DEALERs (routing id `node-<id>`) and clients' DEALERs     |
+| PUB    | bind_pub  | this node's heartbeats (the only message with dst 0)            |
+| DEALER | one/peer  | routing id `node-<self>`, connected to the peer's ROUTER         |
+| SUB    | one       | subscribed to everything, connected to every peer's PUB          |
+
+A ROUTER frame is `[routing id, payload]`; the payload is one codec frame.
+Anything else (missing or extra parts) is answered BAD_REQUEST (clients) or
+dropped and counted (peers).
+
+Invariants:
+  * Nothing sent ever blocks: every send is NOBLOCK, and a full queue or a
+    peer that is not connected drops the message (counted). The protocol
+    retransmits; a blocked event loop would stop ticks and fsyncs instead.
+  * A peer message is believed only if it arrives with the routing id of the
+    peer named in its `src` (ROUTER), or, on the SUB side where the sender
+    cannot be identified, if it is a Heartbeat from a known peer. Nothing is
+    trusted blindly; every refusal is counted, never raised.
+  * Outgoing peer connections leave from this node's own advertised IP
+    (`tcp://SRC:0;DST:PORT`; without the `:0` libzmq 4.3.5 connects but never
+    delivers), so a firewall rule can cut one pair of loopback addresses.
+  * A malformed client frame gets an error reply at once, with the request id
+    when it can be read (`codec.request_id_of`); it never reaches the node.
+    A ClientBatch's good requests reach the node, each marked as batched;
+    each bad one (a BadRequest) is answered BAD_REQUEST with its own req_id.
+  * Replies to batched requests are collected per client and sent by
+    `flush()` as ClientReplies frames (split under the frame limit); the node
+    flushes at the end of every loop turn, so none waits longer than that.
+    Replies to single requests leave at once as ClientReply frames.
+
+Socket options, and why:
+  * LINGER 0: closing never waits for unsent messages (a stopping or failing
+    node must stop now; the protocol does not rely on them).
+  * IMMEDIATE on DEALERs: messages are queued only on completed connections,
+    so nothing piles up for a dead or unreachable peer (a send fails, counted).
+  * ZMTP heartbeats on DEALERs and SUB (IVL = election timeout / 2, TIMEOUT =
+    TTL = 2 election timeouts): a connection stalled by a partition or a
+    SIGSTOPped peer is torn down, which discards the messages queued on it.
+    Without them those messages arrive seconds late after the heal. Both are
+    fine for the protocol (every message carries its epoch and is judged by
+    it); the heartbeats only bound how much stale traffic can pile up. They
+    run in libzmq's I/O thread, so a busy Python loop does not trip them.
+  * HWM (messages, not bytes): DEALER SNDHWM 1000 per peer, ROUTER RCVHWM and
+    SNDHWM 1000 per connection. A leader keeps at most Timing.max_inflight (64)
+    appends in flight per follower, so protocol traffic never meets the HWM
+    in normal operation; clients may pipeline hundreds of requests (a batch
+    of up to 1024 is one message each way, so batching clients rarely meet
+    the HWM; a dropped ClientReplies frame counts each reply in it). Past the
+    HWM messages are dropped, never blocked on. PUB SNDHWM and SUB RCVHWM are
+    100: a stale heartbeat is worthless, so only a few queue for a slow or
+    paused subscriber.
+  * MAXMSGSIZE: ROUTER max_frame_bytes + 2 + 64 KiB: a frame a little over
+    the limit (a common client mistake) is read and answered TOO_LARGE by the
+    codec's check; a grossly oversized one makes libzmq drop the connection
+    before it is buffered, so a flood of huge frames cannot exhaust memory
+    (worst case per connection: RCVHWM x MAXMSGSIZE, drained every loop).
+    SUB: 64 KiB, since only small heartbeats travel there.
+  * ROUTER_MANDATORY off: a reply to a client that has gone is dropped by
+    libzmq, never raised. ROUTER_HANDOVER on: a restarted peer's new
+    connection takes over its routing id at once instead of being refused
+    while the old one is still being torn down.
+  * CONNECT_TIMEOUT 2 election timeouts and RECONNECT_IVL 100 ms up to 1 s: a
+    connect into a partition (dropped SYNs) is retried rather than hanging for
+    TCP's two minutes; a restarted peer is reconnected within a second.
+
+Imports zmq and the codec; must not import the core's Replica, the WAL or the
+store: this module moves frames, it does not judge protocol state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import zmq
+
+from zrep.config import ClusterConfig, NodeConfig, parse_endpoint
+from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
+from zrep.errors import DecodeError
+from zrep.wire.client_messages import (
+    ClientBatch,
+    ClientReply,
+    ClientRequest,
+    Code,
+    check_ok_reply,
+    error_reply,
+    ok_reply,
+)
+from zrep.wire.codec import (
+    FrameTooLarge,
+    decode,
+    encode,
+    pack_reply,
+    pack_reply_fields,
+    replies_frames,
+    request_id_of,
+)
+
+HWM_PEER = 1000
+HWM_ROUTER = 1000
+HWM_HEARTBEAT = 100
+ROUTER_SLACK_BYTES = 64 << 10  # frames this far over the limit are still answered TOO_LARGE
+SUB_MAX_BYTES = 64 << 10  # heartbeats are ~40 bytes
+RECONNECT_IVL_MS = 100
+RECONNECT_IVL_MAX_MS = 1000
+_PEER_TYPES = frozenset(PEER_MESSAGE_TYPES)
+# Plain ints: pyzmq's flag enums cost a Python-level Flag.__or__ per use, and
+# send_multipart/recv_multipart go through them: 3x slower per frame.
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
+# The Cython send under pyzmq's Python-level Socket.send, which only adds routing_id
+# and group handling (unused here): half the cost of each send, on every frame we send.
+_send_frame = zmq.backend.Socket.send if issubclass(zmq.Socket, zmq.backend.Socket) else zmq.Socket.send
+
+ClientIn = tuple[bytes, ClientRequest, bool]  # (routing id, request, it came in a ClientBatch)
+
+
+def peer_identity(node_id: int) -> bytes:
+    """The routing id a node's DEALERs present to its peers' ROUTERs."""
+    return b"node-%d" % node_id
+
+
+def source_endpoint(src_host: str, dst_endpoint: str) -> str:
+    """`tcp://SRC:0;DST:PORT` when SRC is an IP address, else DST unchanged.
+
+    A host name cannot be a source in ZeroMQ's syntax reliably, and there is
+    nothing to gain: per-pair fault injection needs distinct IPs anyway.
+    """
+    try:
+        ip = ipaddress.ip_address(src_host)
+    except ValueError:
+        return dst_endpoint
+    host, port = parse_endpoint(dst_endpoint)
+    dst = f"[{host}]" if ":" in host else host
+    src = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"tcp://{src}:0;{dst}:{port}"
+
+
+@dataclass(slots=True)
+class Counters:
+    """Frames refused or dropped, by cause (reported in a node's status)."""
+
+    peer_undecodable: int = 0  # bad bytes from a peer's routing id
+    peer_spoofed: int = 0  # decoded, but src does not match the routing id, or a client kind
+    peer_bad_parts: int = 0
+    sub_refused: int = 0  # SUB: bad bytes, not a Heartbeat, or not from a known peer
+    client_bad: int = 0  # answered BAD_REQUEST
+    client_too_large: int = 0  # answered TOO_LARGE
+    send_dropped: int = 0  # peer message not sent: queue full or peer not connected
+    reply_dropped: int = 0  # client reply not sent: its queue is full (each reply of a ClientReplies frame)
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Transport:
+    """All sockets of node `node_id`. Single-threaded, like every zmq socket."""
+
+    def __init__(self, cfg: ClusterConfig, node_id: int) -> None:
+        me = cfg.node(node_id)
+        self.node_id = node_id
+        self.rpc = me.rpc
+        self.max_frame_bytes = cfg.max_frame_bytes
+        self.counters = Counters()
+        self._peer_by_ident = {peer_identity(p.id): p.id for p in cfg.peers_of(node_id)}
+        self.peer_ids = tuple(sorted(self._peer_by_ident.values()))
+        self.last_heard: dict[int, float] = {}  # peer -> time.monotonic() of its last valid frame
+        self._batched: dict[bytes, list[bytes]] = {}  # routing id -> packed replies that flush() sends
+        self._ctx = zmq.Context(io_threads=1)
+        self._sockets: list[zmq.Socket] = []
+        try:
+            self._open(cfg, me)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- setup
+
+    def _socket(self, kind: int, **opts: Any) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        self._sockets.append(sock)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)  # IPv6 endpoints in the config work; IPv4 ones are unaffected
+        for name, value in opts.items():
+            sock.setsockopt(getattr(zmq, name), value)
+        return sock
+
+    def _open(self, cfg: ClusterConfig, me: NodeConfig) -> None:
+        self._router = self._socket(
+            zmq.ROUTER,
+            RCVHWM=HWM_ROUTER,
+            SNDHWM=HWM_ROUTER,
+            MAXMSGSIZE=cfg.max_frame_bytes + 2 + ROUTER_SLACK_BYTES,
+            ROUTER_MANDATORY=0,
+            ROUTER_HANDOVER=1,
+        )
+        self._router.bind(me.bind_rpc)
+        self._pub = self._socket(zmq.PUB, SNDHWM=HWM_HEARTBEAT)
+        self._pub.bind(me.bind_pub)
+        timeout_ms = 2 * cfg.election_timeout_ms
+        zmtp = dict(
+            HEARTBEAT_IVL=max(1, cfg.election_timeout_ms // 2),
+            HEARTBEAT_TIMEOUT=timeout_ms,
+            HEARTBEAT_TTL=timeout_ms,
+            CONNECT_TIMEOUT=timeout_ms,
+            RECONNECT_IVL=RECONNECT_IVL_MS,
+            RECONNECT_IVL_MAX=RECONNECT_IVL_MAX_MS,
+        )
+        self._sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **zmtp)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._dealers: dict[int, zmq.Socket] = {}
+        for peer in cfg.peers_of(me.id):
+            dealer = self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **zmtp)
+            dealer.setsockopt(zmq.ROUTING_ID, peer_identity(me.id))
+            dealer.connect(source_endpoint(me.host, peer.rpc))
+            self._dealers[peer.id] = dealer
+            self._sub.connect(source_endpoint(me.host, peer.pub))
+        self._poller = zmq.Poller()
+        self._poller.register(self._router, zmq.POLLIN)
+        self._poller.register(self._sub, zmq.POLLIN)
+
+    def close(self) -> None:
+        """Close every socket now (LINGER 0) and the context. Idempotent."""
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets = []
+        self._ctx.term()
+
+    # ---------------------------------------------------------------- receiving
+
+    def poll(self, timeout_ms: int) -> list[zmq.Socket]:
+        """Wait up to `timeout_ms` for input; the sockets that have some."""
+        return [sock for sock, _ in self._poller.poll(timeout_ms)]
+
+    def drain(self, ready: list[zmq.Socket], budget: int) -> tuple[list[Message], list[ClientIn]]:
+        """Read up to `budget` messages from each ready socket, without blocking
+        (a ClientBatch counts as its requests, and is read whole).
+
+        Returns the peer messages and client requests that passed every check;
+        bad client frames are answered here. The budget keeps a flood from
+        starving the node's ticks: what is left is read on the next turn.
+        """
+        peer: list[Message] = []
+        clients: list[ClientIn] = []
+        now = time.monotonic()
+        for sock in ready:
+            if sock is self._router:
+                self._drain_router(budget, peer, clients, now)
+            elif sock is self._sub:
+                self._drain_sub(budget, peer, now)
+        return peer, clients
+
+    def _drain_router(self, budget: int, peer: list[Message], clients: list[ClientIn], now: float) -> None:
+        router, limit = self._router, self.max_frame_bytes
+        recv, more = router.recv, router.get
+        by_ident, heard = self._peer_by_ident, self.last_heard
+        taken = 0
+        while taken < budget:
+            taken += 1
+            try:
+                parts = [recv(_NOBLOCK)]
+            except zmq.Again:
+                return
+            while more(_RCVMORE):  # the rest of a multipart message is already here
+                parts.append(recv(_NOBLOCK))
+            ident = parts[0]
+            src = by_ident.get(ident)
+            if src is not None:
+                msg = self._peer_frame(src, parts, limit)
+                if msg is not None:
+                    peer.append(msg)
+                    heard[src] = now
+                continue
+            if len(parts) != 2:
+                self._refuse(ident, 0, Code.BAD_REQUEST, f"expected one frame after the routing id, got {len(parts) - 1}")
+                continue
+            req = self._client_frame(ident, parts[1], limit)
+            if type(req) is ClientRequest:
+                clients.append((ident, req, False))
+            elif req is not None:
+                taken += len(req.requests) - 1
+                self._batch(ident, req, clients)
+
+    def _batch(self, ident: bytes, batch: ClientBatch, clients: list[ClientIn]) -> None:
+        for req in batch.requests:
+            if type(req) is ClientRequest:
+                clients.append((ident, req, True))
+            else:  # a BadRequest: answered alone, its neighbours run
+                self._refuse(ident, req.req_id, Code.BAD_REQUEST, req.message, batched=True)
+
+    def _peer_frame(self, src: int, parts: list[bytes], limit: int) -> Message | None:
+        if len(parts) != 2:
+            self.counters.peer_bad_parts += 1
+            return None
+        try:
+            msg = decode(parts[1], limit)
+        except DecodeError:
+            self.counters.peer_undecodable += 1
+            return None
+        if type(msg) not in _PEER_TYPES or msg.src != src:
+            self.counters.peer_spoofed += 1  # never trust the src field over the connection
+            return None
+        return msg
+
+    def _client_frame(self, ident: bytes, payload: bytes, limit: int) -> ClientRequest | ClientBatch | None:
+        try:
+            req = decode(payload, limit)
+        except FrameTooLarge as e:
+            self._refuse(ident, request_id_of(payload, limit), Code.TOO_LARGE, str(e))
+            return None
+        except DecodeError as e:
+            self._refuse(ident, request_id_of(payload, limit), Code.BAD_REQUEST, str(e))
+            return None
+        if type(req) is not ClientRequest and type(req) is not ClientBatch:
+            self._refuse(ident, 0, Code.BAD_REQUEST,
+                         f"a client may only send ClientRequest or ClientBatch, not {type(req).__name__}")
+            return None
+        return req  # type: ignore[return-value]
+
+    def _refuse(self, ident: bytes, req_id: int, code: str, why: str, batched: bool = False) -> None:
+        if code == Code.TOO_LARGE:
+            self.counters.client_too_large += 1
+        else:
+            self.counters.client_bad += 1
+        self.reply(ident, error_reply(req_id, code, why[:1000]), batched)
+
+    def _drain_sub(self, budget: int, peer: list[Message], now: float) -> None:
+        recv, known, heard = self._sub.recv, self._peer_by_ident.values(), self.last_heard
+        for _ in range(budget):
+            try:
+                payload = recv(_NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(payload, SUB_MAX_BYTES)
+            except DecodeError:
+                self.counters.sub_refused += 1
+                continue
+            # The publisher cannot be identified on SUB: accept only what a peer may publish.
+            if type(msg) is not Heartbeat or msg.src not in known or msg.dst != 0:
+                self.counters.sub_refused += 1
+                continue
+            peer.append(msg)
+            heard[msg.src] = now
+
+    # ---------------------------------------------------------------- sending
+
+    def send(self, msg: Message, data: bytes) -> bool:
+        """Send an encoded peer message: heartbeats (dst 0) on PUB, others to their
+        peer's DEALER. False (counted) when dropped. `data` is `encode(msg)`,
+        passed in so the caller decides what to do with an unencodable message."""
+        sock = self._pub if msg.dst == 0 else self._dealers.get(msg.dst)
+        if sock is None:
+            self.counters.send_dropped += 1
+            return False
+        try:
+            _send_frame(sock, data, _NOBLOCK)
+        except zmq.Again:  # full queue or (IMMEDIATE) no live connection: the protocol retransmits
+            self.counters.send_dropped += 1
+            return False
+        return True
+
+    def reply(self, ident: bytes, reply: ClientReply, batched: bool = False) -> bool:
+        """Answer a client through the ROUTER; a vanished client is silently dropped.
+        A reply to a batched request waits for `flush()` (True: it was queued)."""
+        if batched:
+            try:
+                packed = pack_reply(reply, self.max_frame_bytes)
+            except ValueError as e:
+                packed = pack_reply(_too_large(reply, e), self.max_frame_bytes)
+            self._batched.setdefault(ident, []).append(packed)
+            return True
+        try:
+            data = encode(reply, self.max_frame_bytes)
+        except ValueError as e:
+            data = encode(_too_large(reply, e), self.max_frame_bytes)
+        return self._send_reply(ident, data, 1)
+
+    def reply_ok(self, ident: bytes, req_id: int, result: dict[str, Any], batched: bool = False) -> bool:
+        """reply(ident, ok_reply(req_id, result), batched); a batched one is checked and
+        packed without making the ClientReply (most answers a node sends). ValueError, as
+        ok_reply raises it, for a result the wire schema refuses."""
+        if not batched:
+            return self.reply(ident, ok_reply(req_id, result))
+        check_ok_reply(req_id, result)
+        try:
+            packed = pack_reply_fields(req_id, True, Code.OK, "", result, self.max_frame_bytes)
+        except ValueError as e:
+            packed = pack_reply(_too_large_reply(req_id, e), self.max_frame_bytes)
+        self._batched.setdefault(ident, []).append(packed)
+        return True
+
+    def flush(self) -> None:
+        """Send the replies to batched requests collected since the last flush,
+        as ClientReplies frames: few per client, each under the frame limit."""
+        if not self._batched:
+            return
+        batched, self._batched = self._batched, {}
+        limit = self.max_frame_bytes
+        for ident, packed in batched.items():
+            for data, n in replies_frames(packed, limit):
+                self._send_reply(ident, data, n)
+
+    def _send_reply(self, ident: bytes, data: bytes, replies: int) -> bool:
+        try:
+            # The routing id, then the frame: a ROUTER delivers or drops (unknown
+            # client, full queue) the message as a whole.
+            _send_frame(self._router, ident, _NOBLOCK_MORE)
+            _send_frame(self._router, data, _NOBLOCK)
+        except zmq.Again:
+            self.counters.reply_dropped += replies
+            return False
+        return True
+
+    # ---------------------------------------------------------------- status
+
+    def heard_ms_ago(self) -> dict[int, int | None]:
+        """Per peer: milliseconds since its last valid frame, None if never heard."""
+        now = time.monotonic()
+        return {p: (int((now - self.last_heard[p]) * 1000) if p in self.last_heard else None) for p in self.peer_ids}
+
+
+def _too_large(reply: ClientReply, e: ValueError) -> ClientReply:
+    return _too_large_reply(reply.req_id, e)
+
+
+def _too_large_reply(req_id: int, e: ValueError) -> ClientReply:
+    return error_reply(req_id, Code.TOO_LARGE, f"the answer does not fit in one frame ({e}); "
+                       "ask for less, for example a smaller read limit"[:1000])

@@ -1,0 +1,572 @@
+"""The wire codec: every message is ONE ZeroMQ frame, decoded strictly.
+
+Frame layout (the payload of one zmq frame; ROUTER routing ids are the
+transport's business, not part of the payload):
+
+    byte 0     VERSION (1)
+    byte 1     KIND (table below)
+    bytes 2..  msgpack body: an array of the message's fields in dataclass order
+
+Why one frame and a fixed 2-byte header: a ROUTER socket sees exactly
+[routing id, payload], and the version, kind and size are judged before
+msgpack reads a single byte of the body.
+
+| kind | message          | body                                                                      |
+|------|------------------|---------------------------------------------------------------------------|
+| 1    | Heartbeat        | [src, dst, epoch, role, leader, last_epoch, last_index, commit]           |
+| 2    | Election         | [src, dst, epoch, last_epoch, last_index, insist]                         |
+| 3    | Answer           | [src, dst, epoch, reason, leader]                                         |
+| 4    | Coordinator      | [src, dst, epoch, last_epoch, last_index]                                 |
+| 5    | Promise          | [src, dst, epoch, granted]                                                |
+| 6    | Append           | [src, dst, epoch, prev_index, prev_epoch, entries, commit, round]         |
+| 7    | AppendAck        | [src, dst, epoch, success, match, round, rejected]                        |
+| 8    | Forward          | [src, dst, epoch, commands]                                               |
+| 9    | ReadIndexRequest | [src, dst, epoch, ctx]                                                    |
+| 10   | ReadIndexReply   | [src, dst, epoch, ctx, ok, index]                                         |
+| 11   | InstallSnapshot  | [src, dst, epoch, index, index_epoch, offset, data, done]                 |
+| 12   | InstallSnapshotAck | [src, dst, epoch, index, offset, done]                                  |
+| 64   | ClientRequest    | [req_id, op, args]                                                        |
+| 65   | ClientReply      | [req_id, ok, code, message, result]                                       |
+| 66   | ClientBatch      | [requests]: 1..1024 arrays [req_id, op, args], each as a ClientRequest    |
+| 67   | ClientReplies    | [replies]: 1..1024 arrays [req_id, ok, code, message, result]             |
+
+Kinds 13-63 are free for new peer messages, 68-127 for client messages.
+A test checks this table against the dataclasses, so it cannot drift.
+
+Field types. Peer ints (ids, epochs, indexes, ctx, round) are msgpack ints in
+0..2**63-1; `insist`, `granted`, `success`, `ok` are msgpack booleans (never
+0/1); `commands` is an array of bin; InstallSnapshot's `data` is bin,
+and its `index_epoch` may not exceed its `epoch`, nor `offset + len(data)`
+2**63-1 (a chunk's size is bounded by the frame limit like any body). The
+snapshot's own checksum is judged by the follower once the last chunk is in. `Heartbeat.role` must be a `Role` value
+and `Answer.reason` an `AnswerReason` value; they decode as those enums.
+`entries` is an array of [epoch, index, data] (data: bin) that must be a
+contiguous run: entry k has index prev_index + 1 + k, and epochs never
+decrease from prev_epoch and never exceed the Append's epoch (a leader's log
+is sorted by epoch and holds nothing from a later epoch). Client frames are
+checked by zrep.wire.client_messages (see its table of op args). A ClientBatch
+item that fails its checks decodes as a `BadRequest` (its req_id when
+readable, else 0) and the others as ClientRequests: one bad request does not
+cost its neighbours; a batch that is not an array of 1..1024 items fails as a
+whole. A ClientReplies frame fails as a whole on any bad reply (only nodes
+send them). `pack_reply` and `replies_frames` build ClientReplies frames from
+replies packed one by one, so a node can split them under the frame limit. Arrays decode as
+tuples, maps as dicts with str keys; strings are UTF-8 (msgpack str), byte
+strings msgpack bin: the two are never confused.
+
+Errors. `decode` raises `DecodeError` (its subclass `FrameTooLarge` for the
+size limit) and nothing else, for: a payload shorter than the header, an
+unknown version or kind, a body over `max_bytes` (checked before unpacking),
+malformed msgpack, trailing bytes, ext types, a wrong arity or field type, a
+broken entry run. The node drops such a peer frame and counts it; a client
+gets BAD_REQUEST or TOO_LARGE. `encode` raises TypeError for an object that is
+not a wire message and ValueError for a message that would not decode (a bug
+in the caller: we never send what a peer must refuse).
+
+Must not import zmq, os or time: bytes in, messages out.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any, Callable, NoReturn
+
+import msgpack
+
+from zrep.core.messages import (
+    Answer,
+    AnswerReason,
+    Append,
+    AppendAck,
+    Coordinator,
+    Election,
+    Forward,
+    Heartbeat,
+    InstallSnapshot,
+    InstallSnapshotAck,
+    Message,
+    Promise,
+    ReadIndexReply,
+    ReadIndexRequest,
+    Role,
+    entry_of,
+)
+from zrep.errors import DecodeError
+from zrep.wire.client_messages import (
+    MAX_BATCH_REPLIES,
+    MAX_BATCH_REQUESTS,
+    MAX_MAP_KEYS,
+    MAX_TEXT_CHARS,
+    BadRequest,
+    ClientBatch,
+    ClientReplies,
+    ClientReply,
+    ClientRequest,
+    check_reply,
+    check_request,
+)
+
+VERSION = 1
+HEADER_BYTES = 2
+MAX_FRAME_BYTES = 16 << 20  # default body limit; a node passes its config's max_frame_bytes
+MAX_UINT = 2**63 - 1
+MAX_STR_BYTES = 4 * MAX_TEXT_CHARS  # UTF-8 needs at most 4 bytes per character
+
+Frame = Message | ClientRequest | ClientReply | ClientBatch | ClientReplies
+Check = Callable[[Any], Any]  # returns the value to store (maybe converted); raises DecodeError
+
+
+class FrameTooLarge(DecodeError):
+    """The body is over the size limit: answer TOO_LARGE rather than BAD_REQUEST."""
+
+
+# ---------------------------------------------------------------- field checks
+
+
+def _show(v: object) -> str:
+    text = repr(v)
+    return (text[:40] + "...") if len(text) > 40 else text
+
+
+def _bad(expected: str, v: object) -> NoReturn:
+    raise DecodeError(f"expected {expected}, got {_show(v)}")
+
+
+def _uint(v: Any) -> int:
+    if type(v) is int and 0 <= v <= MAX_UINT:  # type() is int: a bool never passes
+        return v
+    _bad("an integer in 0..2**63-1", v)
+
+
+def _flag(v: Any) -> bool:
+    if type(v) is bool:
+        return v
+    _bad("a boolean", v)
+
+
+def _blobs(v: Any) -> tuple[bytes, ...]:
+    if type(v) is not tuple:
+        _bad("an array of bytes", v)
+    for item in v:
+        if type(item) is not bytes:
+            _bad("bytes in the array", item)
+    return v
+
+
+def _bin(v: Any) -> bytes:
+    if type(v) is bytes:
+        return v
+    _bad("bytes", v)
+
+
+def _array(v: Any) -> tuple[Any, ...]:
+    if type(v) is not tuple:
+        _bad("an array", v)
+    return v
+
+
+def _enum(enum: type) -> Check:
+    members = {m.value: m for m in enum}
+
+    def check(v: Any) -> Any:
+        member = members.get(v) if type(v) is int or type(v) is enum else None
+        if member is None:
+            _bad(f"a {enum.__name__} value {sorted(members)}", v)
+        return member
+
+    return check
+
+
+# Checks by field annotation (string: messages.py uses postponed annotations).
+_CHECK_BY_TYPE: dict[str, Check] = {
+    "int": _uint,
+    "bool": _flag,
+    "bytes": _bin,
+    "tuple[bytes, ...]": _blobs,
+    "tuple[Entry, ...]": _array,  # each entry is checked by _check_run, which knows prev_index
+}
+_CHECK_BY_FIELD: dict[tuple[type, str], Check] = {
+    (Heartbeat, "role"): _enum(Role),
+    (Answer, "reason"): _enum(AnswerReason),
+}
+
+
+# ---------------------------------------------------------------- rules across fields
+
+
+def _no_rule(values: list[Any]) -> None:
+    pass
+
+
+# Positions of Append's fields, so the rules below survive a reordering in messages.py.
+_AT = {f.name: i for i, f in enumerate(fields(Append))}
+_EPOCH, _PREV_INDEX, _PREV_EPOCH, _ENTRIES = _AT["epoch"], _AT["prev_index"], _AT["prev_epoch"], _AT["entries"]
+
+
+def _check_run(values: list[Any]) -> None:
+    """Append: entries must extend (prev_index, prev_epoch) contiguously, epochs sorted."""
+    epoch, prev_index = values[_EPOCH], values[_PREV_INDEX]
+    prev_epoch, entries = values[_PREV_EPOCH], values[_ENTRIES]
+    if prev_epoch > epoch:
+        raise DecodeError(f"Append.prev_epoch: {prev_epoch} is above the Append's epoch {epoch}")
+    expect, floor = prev_index + 1, prev_epoch
+    for item in entries:
+        k = expect - prev_index - 1
+        if not isinstance(item, tuple) or len(item) != 3:  # a decoded array, or an Entry being encoded
+            raise DecodeError(f"Append.entries[{k}]: expected [epoch, index, data], got {_show(item)}")
+        e, i, d = item
+        if type(e) is not int or type(i) is not int or type(d) is not bytes:
+            raise DecodeError(f"Append.entries[{k}]: expected [int, int, bytes], got {_show(item)}")
+        if i != expect:
+            raise DecodeError(f"Append.entries[{k}].index: expected {expect}, got {_show(i)}")
+        if not floor <= e <= epoch:  # floor >= prev_epoch >= 0 and epoch <= MAX_UINT bound e too
+            raise DecodeError(f"Append.entries[{k}].epoch: expected {floor}..{epoch}, got {_show(e)}")
+        expect, floor = expect + 1, e
+    if expect - 1 > MAX_UINT:
+        raise DecodeError(f"Append.entries: last index {expect - 1} is above 2**63-1")
+
+
+_SNAP = {f.name: i for i, f in enumerate(fields(InstallSnapshot))}
+
+
+def _check_chunk(values: list[Any]) -> None:
+    """InstallSnapshot: a leader's snapshot holds entries of epochs up to its own."""
+    if values[_SNAP["index_epoch"]] > values[_SNAP["epoch"]]:
+        raise DecodeError(f"InstallSnapshot.index_epoch: {values[_SNAP['index_epoch']]} is above the epoch "
+                          f"{values[_SNAP['epoch']]}")
+    if values[_SNAP["offset"]] + len(values[_SNAP["data"]]) > MAX_UINT:
+        raise DecodeError("InstallSnapshot.offset: the chunk ends past 2**63-1")
+
+
+def _client_rule(name: str, validate: Callable[..., None]) -> Callable[[list[Any]], None]:
+    def rule(values: list[Any]) -> None:
+        try:
+            validate(*values)
+        except ValueError as e:
+            raise DecodeError(f"{name}: {e}") from None
+
+    return rule
+
+
+def _items(name: str, values: list[Any], most: int) -> tuple[Any, ...]:
+    items = values[0]
+    if type(items) is not tuple or not 1 <= len(items) <= most:
+        raise DecodeError(f"{name}: expected an array of 1..{most} items, got {_show(items)}")
+    return items
+
+
+def _salvaged_id(item: Any) -> int:
+    if type(item) is tuple and item and type(item[0]) is int and 1 <= item[0] <= MAX_UINT:
+        return item[0]
+    return 0
+
+
+def _each_item(name: str, values: list[Any], most: int, fields: str, check: Callable[..., None],
+               build: Callable[[Any], Any], bad: Callable[[int, Any, str], Any]) -> None:
+    """Check every item of a batch as its single kind would be checked; a good one
+    becomes `build(item)`, a bad one `bad(k, item, why)` (which may raise instead)."""
+    arity = fields.count(",") + 1
+    out = []
+    for k, item in enumerate(_items(name, values, most)):
+        try:
+            if type(item) is not tuple or len(item) != arity:
+                raise ValueError(f"expected [{fields}], got {_show(item)}")
+            check(*item)
+        except ValueError as e:
+            out.append(bad(k, item, str(e)))
+            continue
+        out.append(build(item))
+    values[0] = tuple(out)
+
+
+def _batch_rule(values: list[Any]) -> None:
+    """ClientBatch: each item becomes a ClientRequest, or a BadRequest saying why not."""
+    def bad(k: int, item: Any, why: str) -> BadRequest:
+        return BadRequest(_salvaged_id(item), f"ClientBatch.requests[{k}]: {why}")
+
+    _each_item("ClientBatch.requests", values, MAX_BATCH_REQUESTS, "req_id, op, args", check_request,
+               _new_request, bad)
+
+
+def _replies_rule(values: list[Any]) -> None:
+    """ClientReplies: one bad reply fails the frame (only nodes send them)."""
+    def bad(k: int, item: Any, why: str) -> NoReturn:
+        raise DecodeError(f"ClientReplies.replies[{k}]: {why}")
+
+    _each_item("ClientReplies.replies", values, MAX_BATCH_REPLIES, "req_id, ok, code, message, result",
+               check_reply, _new_reply, bad)
+
+
+def _batch_fields(b: ClientBatch) -> tuple[Any, ...]:
+    # Each request is checked again on encode, as a single one is (args mutated after construction).
+    items = []
+    for r in b.requests:
+        check_request(r.req_id, r.op, r.args)  # type: ignore[union-attr]  # a BadRequest: AttributeError
+        items.append((r.req_id, r.op, r.args))  # type: ignore[union-attr]
+    return (tuple(items),)
+
+
+def _replies_fields(b: ClientReplies) -> tuple[Any, ...]:
+    return (tuple((r.req_id, r.ok, r.code, r.message, r.result) for r in b.replies),)
+
+
+# ---------------------------------------------------------------- the kinds table
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    code: int
+    cls: type
+    header: bytes
+    names: tuple[str, ...]
+    checks: tuple[Check, ...]
+    fields_of: Callable[[Any], tuple[Any, ...]]  # message -> body values
+    rule: Callable[[list[Any]], None]  # checks across fields; raises DecodeError
+    build: Callable[[list[Any]], Any]  # checked values -> message
+    checked_at_construction: bool = False  # its __post_init__ validates: encode need not check again
+
+
+_append_fields_of = attrgetter(*(f.name for f in fields(Append)))
+
+
+def _append_fields(m: Append) -> tuple[Any, ...]:
+    return _append_fields_of(m)  # an Entry is a NamedTuple (epoch, index, data): packed as is
+
+
+def _build_append(values: list[Any]) -> Append:
+    values[_ENTRIES] = tuple(map(entry_of, values[_ENTRIES]))  # _check_run: tuples of three
+    return Append(*values)
+
+
+def _trusted(cls: type) -> Callable[[list[Any]], Any]:
+    """Build a self-validating message from values the decoder already checked with
+    the same function its __post_init__ would run: once is enough on the hot path."""
+    # The slots' own setters: a frozen dataclass refuses setattr, and object.__setattr__
+    # looks each name up again (twice the cost, per request).
+    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))
+    new = object.__new__
+    if len(setters) == 3:  # ClientRequest, one per request a node receives: no loop
+        set_0, set_1, set_2 = setters
+
+        def build_3(values: list[Any]) -> Any:
+            obj = new(cls)
+            set_0(obj, values[0])
+            set_1(obj, values[1])
+            set_2(obj, values[2])
+            return obj
+
+        return build_3
+
+    def build(values: list[Any]) -> Any:
+        obj = new(cls)
+        for set_field, v in zip(setters, values):
+            set_field(obj, v)
+        return obj
+
+    return build
+
+
+_new_request = _trusted(ClientRequest)
+_new_reply = _trusted(ClientReply)
+
+
+def _kind(code: int, cls: type, checks: tuple[Check, ...] | None = None, **custom: Any) -> _Kind:
+    names = tuple(f.name for f in fields(cls))
+    if checks is None:
+        try:
+            checks = tuple(_CHECK_BY_FIELD.get((cls, f.name)) or _CHECK_BY_TYPE[f.type] for f in fields(cls))
+        except KeyError as e:  # a new field type in messages.py needs a check here first
+            raise TypeError(f"codec: no wire check for {cls.__name__} field type {e}") from None
+    return _Kind(
+        code=code,
+        cls=cls,
+        header=bytes((VERSION, code)),
+        names=names,
+        checks=checks,
+        fields_of=custom.get("fields_of", attrgetter(*names)),
+        rule=custom.get("rule", _no_rule),
+        build=custom.get("build", lambda values: cls(*values)),
+        checked_at_construction=custom.get("checked_at_construction", False),
+    )
+
+
+KINDS: tuple[_Kind, ...] = (
+    _kind(1, Heartbeat),
+    _kind(2, Election),
+    _kind(3, Answer),
+    _kind(4, Coordinator),
+    _kind(5, Promise),
+    _kind(6, Append, fields_of=_append_fields, rule=_check_run, build=_build_append),
+    _kind(7, AppendAck),
+    _kind(8, Forward),
+    _kind(9, ReadIndexRequest),
+    _kind(10, ReadIndexReply),
+    _kind(11, InstallSnapshot, rule=_check_chunk),
+    _kind(12, InstallSnapshotAck),
+    # A request is checked again on encode: a client's args dict mutated after
+    # construction is caught at home. A reply is made and encoded at once by the
+    # node (the hot path), so its construction check is enough.
+    _kind(64, ClientRequest, (), rule=_client_rule("ClientRequest", check_request),
+          build=_trusted(ClientRequest)),
+    _kind(65, ClientReply, (), rule=_client_rule("ClientReply", check_reply),
+          build=_trusted(ClientReply), checked_at_construction=True),
+    # Batches: their rules check (and build) every item; encode checks through fields_of.
+    _kind(66, ClientBatch, (), rule=_batch_rule, fields_of=_batch_fields, build=_trusted(ClientBatch),
+          checked_at_construction=True),
+    _kind(67, ClientReplies, (), rule=_replies_rule, fields_of=_replies_fields, build=_trusted(ClientReplies),
+          checked_at_construction=True),
+)
+_BY_CODE: dict[int, _Kind] = {k.code: k for k in KINDS}
+_BY_TYPE: dict[type, _Kind] = {k.cls: k for k in KINDS}
+KIND_OF: dict[type, int] = {k.cls: k.code for k in KINDS}
+CLIENT_REQUEST_KIND = KIND_OF[ClientRequest]
+_REPLIES_HEADER = bytes((VERSION, KIND_OF[ClientReplies])) + b"\x91"  # the body: an array of one field
+REPLIES_OVERHEAD = 1 + 3  # body bytes of a ClientReplies frame besides its packed replies
+
+
+def _check_body(kind: _Kind, body: Any) -> list[Any]:
+    """Check every field, then the rules across fields; return the (converted) values."""
+    if type(body) is not tuple or len(body) != len(kind.names):
+        raise DecodeError(f"{kind.cls.__name__}: expected an array of {len(kind.names)} fields, got {_show(body)}")
+    if not kind.checks:  # checked as a whole by its rule (client frames)
+        values = list(body)
+        kind.rule(values)
+        return values
+    values = []
+    try:
+        for check, v in zip(kind.checks, body):
+            values.append(check(v))
+    except DecodeError as e:  # len(values) is the index of the field that failed
+        raise DecodeError(f"{kind.cls.__name__}.{kind.names[len(values)]}: {e}") from None
+    kind.rule(values)
+    return values
+
+
+# ---------------------------------------------------------------- bytes
+
+
+def _unpack(body: memoryview, max_bytes: int) -> Any:
+    try:
+        return msgpack.unpackb(
+            body,
+            use_list=False,
+            raw=False,  # str must be valid UTF-8; bin stays bytes
+            strict_map_key=True,
+            max_str_len=MAX_STR_BYTES,
+            max_bin_len=max_bytes,
+            max_array_len=max_bytes,
+            max_map_len=MAX_MAP_KEYS,  # arg and result maps are small; a huge one is abuse
+            max_ext_len=0,
+        )
+    except Exception as e:  # msgpack documents that "other exceptions" can be raised too
+        raise DecodeError(f"malformed msgpack body ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def _header(payload: bytes | bytearray | memoryview, max_bytes: int) -> _Kind:
+    n = len(payload)
+    if n < HEADER_BYTES:
+        raise DecodeError(f"frame of {n} bytes is shorter than the {HEADER_BYTES}-byte header")
+    if payload[0] != VERSION:
+        raise DecodeError(f"unknown wire version {payload[0]} (this node speaks {VERSION})")
+    kind = _BY_CODE.get(payload[1])
+    if kind is None:
+        raise DecodeError(f"unknown message kind {payload[1]}")
+    if n - HEADER_BYTES > max_bytes:
+        size = n - HEADER_BYTES
+        raise FrameTooLarge(f"{kind.cls.__name__} body of {size} bytes is over the limit of {max_bytes}")
+    return kind
+
+
+def decode(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
+    """One frame's bytes -> a message object. Raises DecodeError and nothing else."""
+    kind = _header(payload, max_bytes)
+    body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes)
+    return kind.build(_check_body(kind, body))
+
+
+def request_id_of(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> int:
+    """The req_id of a ClientRequest frame that failed to decode, or 0 if unreadable.
+
+    Lets the node address its BAD_REQUEST reply to the request that caused it.
+    """
+    try:
+        if _header(payload, max_bytes).code != CLIENT_REQUEST_KIND:
+            return 0
+        body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes)
+    except DecodeError:
+        return 0
+    if type(body) is tuple and body and type(body[0]) is int and 1 <= body[0] <= MAX_UINT:
+        return body[0]
+    return 0
+
+
+_local = threading.local()  # a Packer is reusable (3x faster) but not thread-safe
+
+
+def _pack(body: tuple[Any, ...]) -> bytes:
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(body)
+
+
+def encode(msg: Frame, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """A message -> one frame's bytes. Checks the message as decode would check it
+    (a ClientReply only when it was made: the node encodes it right then)."""
+    kind = _BY_TYPE.get(type(msg))
+    if kind is None:
+        raise TypeError(f"{type(msg).__name__} is not a wire message")
+    try:
+        body = kind.fields_of(msg)
+        if not kind.checked_at_construction:
+            _check_body(kind, body)
+        packed = _pack(body)
+    except (DecodeError, AttributeError, TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"cannot encode {type(msg).__name__}: {e}") from None
+    if len(packed) > max_bytes:
+        raise ValueError(f"{type(msg).__name__} body of {len(packed)} bytes is over the limit of {max_bytes}")
+    return kind.header + packed
+
+
+# ---------------------------------------------------------------- ClientReplies, built piecewise
+
+
+def pack_reply(reply: ClientReply, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """One reply packed as an item of a ClientReplies frame (checked when it was made).
+    ValueError if it cannot be packed or would not fit in a frame on its own."""
+    return pack_reply_fields(reply.req_id, reply.ok, reply.code, reply.message, reply.result, max_bytes)
+
+
+def pack_reply_fields(req_id: int, ok: bool, code: str, message: str, result: dict[str, Any],
+                      max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """pack_reply of the ClientReply of these fields, which the caller checked (as
+    client_messages.check_ok_reply does): a node packs an OK reply without making it."""
+    try:
+        packed = _pack((req_id, ok, code, message, result))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"cannot encode ClientReply: {e}") from None
+    if len(packed) + REPLIES_OVERHEAD > max_bytes:
+        raise ValueError(f"ClientReply body of {len(packed)} bytes is over the limit of {max_bytes}")
+    return packed
+
+
+def _array_header(n: int) -> bytes:
+    return bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")  # n <= MAX_BATCH_REPLIES
+
+
+def replies_frames(packed: list[bytes], max_bytes: int = MAX_FRAME_BYTES) -> list[tuple[bytes, int]]:
+    """(frame, replies in it): ClientReplies frames holding the `pack_reply` items
+    in order, at most MAX_BATCH_REPLIES each and a body within max_bytes."""
+    frames: list[tuple[bytes, int]] = []
+    start, size = 0, REPLIES_OVERHEAD
+    for i, item in enumerate(packed):
+        if i > start and (i - start >= MAX_BATCH_REPLIES or size + len(item) > max_bytes):
+            frames.append((_REPLIES_HEADER + _array_header(i - start) + b"".join(packed[start:i]), i - start))
+            start, size = i, REPLIES_OVERHEAD
+        size += len(item)
+    if packed:
+        n = len(packed) - start
+        frames.append((_REPLIES_HEADER + _array_header(n) + b"".join(packed[start:]), n))
+    return frames
