@@ -140,6 +140,22 @@ class ClusterConfig:
 # ---------------------------------------------------------------- endpoints
 
 
+def source_endpoint(src_host: str, dst_endpoint: str) -> str:
+    """`tcp://SRC:0;DST:PORT` when SRC is an IP address, else DST unchanged.
+
+    A host name cannot be a source in ZeroMQ's syntax reliably, and there is
+    nothing to gain: per-pair fault injection needs distinct IPs anyway.
+    """
+    try:
+        ip = ipaddress.ip_address(src_host)
+    except ValueError:
+        return dst_endpoint
+    host, port = parse_endpoint(dst_endpoint)
+    dst = f"[{host}]" if ":" in host else host
+    src = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"tcp://{src}:0;{dst}:{port}"
+
+
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """Split 'tcp://HOST:PORT' into (host, port); ValueError says what is wrong.
 

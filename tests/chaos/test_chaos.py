@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from zrep.chaos import netfaults
-from zrep.chaos.command import chaos
+from zrep.cli.chaos import chaos
 from zrep.chaos.history import HistoryWriter, load_history, pair_ops
 from zrep.chaos.nemesis import FAULTS, Draw, Nemesis, majority, tear_tail
 from zrep.chaos.report import Check, RunReport, from_verify

@@ -31,6 +31,7 @@ from zrep.chaos.history import (
     pair_ops,
     validate_event,
 )
+from zrep.cli.verify import verify
 from zrep.chaos.verify import (
     ACKED,
     ACKS,
@@ -43,7 +44,6 @@ from zrep.chaos.verify import (
     Report,
     check,
     load_final,
-    verify,
 )
 
 # --- building histories by hand ------------------------------------------------------------------

@@ -24,7 +24,7 @@ import zmq
 from click.testing import CliRunner, Result
 from harness import REPO, LocalCluster, wait_until
 
-from zrep import cli
+from zrep.cli import client as cli_client
 from zrep.cli import (
     EXIT_INTERNAL,
     EXIT_OK,
@@ -193,7 +193,7 @@ def test_an_internal_error_is_one_line_exit_1_and_verbose_shows_the_traceback(de
     def broken(self: Any, timeout_s: float = 1.0) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli.Client, "status", broken)
+    monkeypatch.setattr(cli_client.Client, "status", broken)
     result = run("client", "--config", str(dead_cluster), "status")
     assert result.exit_code == EXIT_INTERNAL
     assert "internal error: RuntimeError: boom" in one_error_line(result)

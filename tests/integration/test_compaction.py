@@ -38,7 +38,7 @@ from zrep.errors import DecodeError
 from zrep.node.loop import EXIT_NO_SNAPSHOT, WAL_NAME
 from zrep.service.shipping import Receiver, Shipper
 from zrep.sim.snapshots import BufferSink, BytesSource
-from zrep.storage.inspect import log as log_cli
+from zrep.cli.log import log as log_cli
 from zrep.storage.snapshot_files import SNAPSHOT_NAME, load_snapshot, write_snapshot
 from zrep.storage.wal import REWRITE_SUFFIX, Replay, Wal, read_log, replay_buffer
 from zrep.store.snapshot import encode_snapshot

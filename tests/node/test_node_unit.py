@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 import zrep.storage.wal as wal_module
-from zrep.config import ClusterConfig, write_config
+from zrep.config import ClusterConfig, source_endpoint, write_config
 from zrep.core.messages import Entry
 from zrep.core.replica import Replica
 from zrep.errors import InvariantError
@@ -30,7 +30,6 @@ from zrep.node.loop import (
     run_node,
     snapshot_phase,
 )
-from zrep.node.transport import source_endpoint
 from zrep.storage.wal import Replay
 from zrep.store.commands import encode_send
 from zrep.store.store import Store

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import zrep.storage.wal as wal_module
 from zrep.core.messages import Entry, HardState
 from zrep.errors import CorruptLogError, InvariantError, StorageError
-from zrep.storage.inspect import log
+from zrep.cli.log import log
 from zrep.storage.wal import Wal
 from zrep.storage.wal_format import Commit, Scan, SnapshotMark, Truncate, encode_record
 

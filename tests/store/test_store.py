@@ -29,7 +29,8 @@ from zrep.store.commands import (
     encode_send,
     pack_send,
 )
-from zrep.store.store import ERROR_CODES, MAX_READ_LIMIT, Message, Store
+from zrep.store.store import Store
+from zrep.wire.client_messages import ERROR_CODES, MAX_READ_LIMIT, Message
 from zrep.wire.client_messages import check_args
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -582,7 +583,7 @@ def test_state_machine_modules_import_nothing_impure(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
     assert not {n.split(".")[0] for n in names} & FORBIDDEN
-    assert {n for n in names if n.startswith("zrep")} <= {"zrep.store.commands", "zrep.errors"}
+    assert {n for n in names if n.startswith("zrep")} <= {"zrep.store.commands", "zrep.errors", "zrep.wire.client_messages"}
 
 
 def test_last_key_names_the_command_just_applied():

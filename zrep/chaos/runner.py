@@ -1,6 +1,6 @@
 """One chaos run: a local cluster under load and a seeded nemesis for a
 bounded time, then heal, converge and check. The command around it is
-zrep.chaos.command.
+zrep.cli.chaos.
 
 Phases:
   1. a cluster (LocalCluster) from a cluster file or generated on free ports,

@@ -47,8 +47,7 @@ from typing import Any
 
 from zrep.chaos.history import Handle, HistoryWriter
 from zrep.client import Client, ClientExpired, OutcomeUnknown, Rejected, Unavailable
-from zrep.config import ClusterConfig
-from zrep.node.transport import source_endpoint
+from zrep.config import ClusterConfig, source_endpoint
 
 WEIGHTS = {"send": 50, "send_many": 10, "read": 20, "stale_read": 14, "delete": 6}
 MANY = (2, 8)  # bodies per send_many op

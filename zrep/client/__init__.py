@@ -11,7 +11,6 @@ from zrep.client._client import (
     ClientError,
     ClientExpired,
     MailboxInfo,
-    Message,
     NodeStatus,
     OutcomeUnknown,
     ReadResult,
@@ -19,6 +18,7 @@ from zrep.client._client import (
     Rejected,
     Unavailable,
 )
+from zrep.wire.client_messages import Message
 
 __all__ = [
     "Client",

@@ -51,17 +51,20 @@ import zmq
 
 from zrep.config import ClusterConfig, load_config
 from zrep.errors import DecodeError, ZrepError
-from zrep.store.store import (
-    Message,  # the store's own record: one definition of a message
-)
 from zrep.wire import codec
 from zrep.wire.client_messages import (
+    BAD_COMMAND,
+    BAD_MAILBOX,
+    BAD_SENDER,
     MAX_BATCH_REQUESTS,
+    NO_SUCH_MESSAGE,
+    TOO_MANY_IN_FLIGHT,
     ClientBatch,
     ClientReplies,
     ClientReply,
     ClientRequest,
     Code,
+    Message,
     Op,
 )
 from zrep.wire.client_messages import client_id as check_client_id
@@ -80,10 +83,10 @@ RECONNECT_IVL_MS = 50
 
 # Store answers that mean "refused, nothing applied or the request is wrong": never retried.
 REJECTED_CODES = frozenset(
-    {"BAD_REQUEST", "TOO_LARGE", "BAD_MAILBOX", "BAD_SENDER", "NO_SUCH_MESSAGE", "BAD_COMMAND", "TOO_MANY_IN_FLIGHT"}
+    {Code.BAD_REQUEST, Code.TOO_LARGE, BAD_MAILBOX, BAD_SENDER, NO_SUCH_MESSAGE, BAD_COMMAND, TOO_MANY_IN_FLIGHT}
 )
 # Answers that prove the store holds a record for this client id (so low may leave 1).
-_KNOWN_CLIENT_CODES = frozenset({"OK", "BAD_MAILBOX", "BAD_SENDER", "NO_SUCH_MESSAGE", "TOO_MANY_IN_FLIGHT"})
+_KNOWN_CLIENT_CODES = frozenset({Code.OK, BAD_MAILBOX, BAD_SENDER, NO_SUCH_MESSAGE, TOO_MANY_IN_FLIGHT})
 _RETRY_ELSEWHERE = frozenset({Code.NO_LEADER, Code.UNAVAILABLE, Code.TIMEOUT})
 # Retryable answers after which a write may still be applied (a node stopping or timing out
 # with the write pending); NO_LEADER and NOT_LEADER are only sent before a write is taken.

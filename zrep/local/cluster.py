@@ -41,8 +41,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from zrep.config import ClusterConfig, load_config, write_config
-from zrep.node.transport import source_endpoint
+from zrep.config import ClusterConfig, load_config, source_endpoint, write_config
 from zrep.wire.client_messages import ClientReply, ClientRequest
 from zrep.wire.codec import decode, encode
 

@@ -1,7 +1,5 @@
-"""`python -m zrep.node --config F --id N`: run one node (the same start-up as `zrep node`)."""
+"""`python -m zrep.node --config F --id N`: the same click command as `zrep node` (one implementation)."""
 
-import sys
+from zrep.cli.node import node
 
-from zrep.node.loop import main
-
-sys.exit(main())
+node.main(prog_name="python -m zrep.node")

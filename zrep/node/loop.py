@@ -49,7 +49,6 @@ unaware of this module.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -70,6 +69,15 @@ from zrep.core.messages import Forward, Message, Role
 from zrep.core.ready import Timing
 from zrep.core.replica import BUGS, Replica
 from zrep.errors import ConfigError, CorruptLogError, InvariantError, StorageError
+from zrep.exit_codes import (
+    NODE_CORRUPT_LOG,
+    NODE_INVARIANT,
+    NODE_NETWORK,
+    NODE_NO_SNAPSHOT,
+    NODE_OK,
+    NODE_STORAGE,
+    NODE_USAGE,
+)
 from zrep.node.file_snapshots import CHUNK_BYTES, FileSnapshots
 from zrep.node.transport import Transport
 from zrep.service.pending import Done
@@ -98,13 +106,14 @@ from zrep.wire.codec import encode
 
 LATE_POLL_MS = 2  # how long a late loop waits for what arrived while it was not reading
 
-EXIT_OK = 0  # stopped by SIGTERM/SIGINT
-EXIT_USAGE = 2  # bad config file, unknown node id, unknown planted bug
-EXIT_CORRUPT_LOG = 3  # a record in the middle of the WAL is corrupt: refuse to start
-EXIT_STORAGE = 4  # the WAL cannot be opened, locked, written or fsynced: stop, never retry
-EXIT_INVARIANT = 5  # an internal safety rule broke (a bug): stop at once
-EXIT_NETWORK = 6  # a socket cannot be bound (address in use or not local)
-EXIT_NO_SNAPSHOT = 7  # the WAL is compacted and the snapshot it needs is missing or unusable
+# The node's exit codes: one table for the node, the CLI help and the README (zrep.exit_codes).
+EXIT_OK = NODE_OK
+EXIT_USAGE = NODE_USAGE
+EXIT_CORRUPT_LOG = NODE_CORRUPT_LOG
+EXIT_STORAGE = NODE_STORAGE
+EXIT_INVARIANT = NODE_INVARIANT
+EXIT_NETWORK = NODE_NETWORK
+EXIT_NO_SNAPSHOT = NODE_NO_SNAPSHOT
 
 REQUEST_MS = 10_000  # a client request waits at most this long for its entry (then TIMEOUT)
 ACK_ALL_MS = 3_000  # an ack=all write waits this long for every member, then answers with who has it
@@ -665,16 +674,3 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport
         if node is not None:
             node.close()
         flag.restore()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zrep.node", description="Run one zrep node.")
-    parser.add_argument("--config", required=True, help="cluster file (TOML)")
-    parser.add_argument("--id", type=int, required=True, help="this node's id in the cluster file")
-    parser.add_argument("--unsafe-bug", action="append", default=[], help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    return run_node(args.config, args.id, bugs=args.unsafe_bug)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -74,14 +74,13 @@ store: this module moves frames, it does not judge protocol state.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass, fields
 from typing import Any
 
 import zmq
 
-from zrep.config import ClusterConfig, NodeConfig, parse_endpoint
+from zrep.config import ClusterConfig, NodeConfig, source_endpoint
 from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
 from zrep.errors import DecodeError
 from zrep.wire.client_messages import (
@@ -126,22 +125,6 @@ ClientIn = tuple[bytes, ClientRequest, bool]  # (routing id, request, it came in
 def peer_identity(node_id: int) -> bytes:
     """The routing id a node's DEALERs present to its peers' ROUTERs."""
     return b"node-%d" % node_id
-
-
-def source_endpoint(src_host: str, dst_endpoint: str) -> str:
-    """`tcp://SRC:0;DST:PORT` when SRC is an IP address, else DST unchanged.
-
-    A host name cannot be a source in ZeroMQ's syntax reliably, and there is
-    nothing to gain: per-pair fault injection needs distinct IPs anyway.
-    """
-    try:
-        ip = ipaddress.ip_address(src_host)
-    except ValueError:
-        return dst_endpoint
-    host, port = parse_endpoint(dst_endpoint)
-    dst = f"[{host}]" if ":" in host else host
-    src = f"[{ip}]" if ip.version == 6 else str(ip)
-    return f"tcp://{src}:0;{dst}:{port}"
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""`zrep log inspect PATH [--json]`: show a WAL record by record, and its verdict.
+"""What `zrep log inspect PATH [--json]` shows: a WAL record by record, and its verdict.
 
 One line per record (offset, type, index, epoch, size, a short preview), then
 a last line: clean end, torn tail (what a start would cut) or corruption (the
@@ -7,20 +7,17 @@ next valid record, so an operator sees what is left. The verdict is the one
 `Wal.open` would reach (same replay, same rules), but the file is only read:
 never locked, cut or flushed. Exit status: 0 clean or torn, 1 corrupt.
 
-Reads files only through zrep.storage.wal. `log` is the click group the CLI registers.
+Reads files only through zrep.storage.wal; the command itself is zrep.cli.log.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import click
-
 from zrep.core.messages import Entry, HardState
 from zrep.errors import CorruptLogError
-from zrep.storage.wal import read_log, replay_buffer
+from zrep.storage.wal import replay_buffer
 from zrep.storage.wal_format import (
     HEADER,
     HEADER_SIZE,
@@ -70,7 +67,7 @@ _ROW: dict[type, Callable[[Any], dict[str, Any]]] = {
 }
 
 
-def _rows(buf: bytes) -> Iterator[dict[str, Any]]:
+def rows(buf: bytes) -> Iterator[dict[str, Any]]:
     """Every record, plus one row per bad stretch skipped to reach the next valid record."""
     start = 0
     while True:
@@ -87,7 +84,7 @@ def _rows(buf: bytes) -> Iterator[dict[str, Any]]:
         start = stop.next_valid
 
 
-def _verdict(buf: bytes, path: str) -> dict[str, Any]:
+def verdict(buf: bytes, path: str) -> dict[str, Any]:
     try:
         replay, keep = replay_buffer(buf, path)
     except CorruptLogError as exc:
@@ -117,7 +114,7 @@ def _verdict(buf: bytes, path: str) -> dict[str, Any]:
     }
 
 
-def _text_row(row: dict[str, Any]) -> str:
+def text_row(row: dict[str, Any]) -> str:
     def num(v: int | None) -> str:
         return "-" if v is None else str(v)
 
@@ -125,26 +122,3 @@ def _text_row(row: dict[str, Any]) -> str:
         f"{row['offset']:>10}  {row['type']:<13} index={num(row.get('index')):<8} "
         f"epoch={num(row.get('epoch')):<6} size={row['size']:<7} {row['detail']}"
     )
-
-
-@click.group(name="log")
-def log() -> None:
-    """Look at write-ahead logs."""
-
-
-@log.command(name="inspect")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.pass_context
-def inspect(ctx: click.Context, path: str, as_json: bool) -> None:
-    """Print every record of the WAL at PATH and whether a node could start from it."""
-    buf = read_log(path)
-    for row in _rows(buf):
-        click.echo(json.dumps(row) if as_json else _text_row(row))
-    verdict = _verdict(buf, path)
-    if as_json:
-        click.echo(json.dumps({k: v for k, v in verdict.items() if k != "text"}))
-    else:
-        click.echo(verdict["text"])
-    if verdict["end"] == "corrupt":
-        ctx.exit(1)

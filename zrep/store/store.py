@@ -63,20 +63,17 @@ from zrep.store.commands import (
     decode_command,
     has_control,
 )
-
-MAX_READ_LIMIT = 10_000
-
-BAD_COMMAND = "BAD_COMMAND"
-BAD_MAILBOX = "BAD_MAILBOX"
-BAD_SENDER = "BAD_SENDER"
-TOO_LARGE = "TOO_LARGE"
-NO_SUCH_MESSAGE = "NO_SUCH_MESSAGE"
-STALE_REQUEST = "STALE_REQUEST"
-CLIENT_EXPIRED = "CLIENT_EXPIRED"
-TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
-ERROR_CODES = frozenset(
-    {BAD_COMMAND, BAD_MAILBOX, BAD_SENDER, TOO_LARGE, NO_SUCH_MESSAGE,
-     STALE_REQUEST, CLIENT_EXPIRED, TOO_MANY_IN_FLIGHT}
+from zrep.wire.client_messages import (  # the client-protocol vocabulary the store implements
+    BAD_COMMAND,
+    BAD_MAILBOX,
+    BAD_SENDER,
+    CLIENT_EXPIRED,
+    MAX_READ_LIMIT,
+    NO_SUCH_MESSAGE,
+    STALE_REQUEST,
+    TOO_LARGE,
+    TOO_MANY_IN_FLIGHT,
+    Message,
 )
 
 _GLOB = frozenset("*?[]")
@@ -108,14 +105,6 @@ class StoreLimits:
             low = 0 if f.name == "max_expired" else 1
             if type(v) is not int or v < low:
                 raise ValueError(f"store limit {f.name} must be an int >= {low}, got {v!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    offset: int
-    sender: str
-    body: bytes
-    index: int  # log index that applied the send
 
 
 class _Mailbox:

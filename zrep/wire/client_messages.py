@@ -85,6 +85,32 @@ class Code(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"  # no majority reachable / node stopping
 
 
+# The store's refusals (zrep.store.store answers them in result["reason"]): nothing was
+# applied, and retrying the same request cannot help.
+BAD_COMMAND = "BAD_COMMAND"
+BAD_MAILBOX = "BAD_MAILBOX"
+BAD_SENDER = "BAD_SENDER"
+TOO_LARGE = "TOO_LARGE"
+NO_SUCH_MESSAGE = "NO_SUCH_MESSAGE"
+STALE_REQUEST = "STALE_REQUEST"
+CLIENT_EXPIRED = "CLIENT_EXPIRED"
+TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
+ERROR_CODES = frozenset(
+    {BAD_COMMAND, BAD_MAILBOX, BAD_SENDER, TOO_LARGE, NO_SUCH_MESSAGE,
+     STALE_REQUEST, CLIENT_EXPIRED, TOO_MANY_IN_FLIGHT}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One stored message, as a read returns it: one definition for the store and the client."""
+
+    offset: int
+    sender: str
+    body: bytes
+    index: int  # log index that applied the send
+
+
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1: as zrep.store.commands.has_control
 WRITE_OPS = frozenset({Op.SEND, Op.DELETE})
 ACK_LEVELS = frozenset({"majority", "all"})

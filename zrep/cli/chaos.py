@@ -1,24 +1,11 @@
-"""The `zrep chaos` command (and bin/chaos): options, the move into a
-private network namespace, `--cleanup`.
-
-Partitions need root and nft. Then, unless already in a private network
-namespace (or --no-netns), the command runs itself again inside
-`unshare --net --pid --fork` (netfaults.sandbox_command) as a child of this
-process: the rules, nodes and clients live and die with that namespace.
-`unshare` blocks SIGINT and SIGTERM, so this process forwards them to the
-tool inside, which stops the run, cleans up and reports; its exit code is
-ours.
+"""The `zrep chaos` command (and bin/chaos): options, `--cleanup`, and the move into a
+private network namespace for partitions (zrep.chaos.sandbox).
 """
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
 import click
 
@@ -26,39 +13,8 @@ from zrep.chaos import netfaults
 from zrep.chaos.leftovers import cleanup_leftovers
 from zrep.chaos.nemesis import FAULTS
 from zrep.chaos.runner import Options, Say, run_chaos
+from zrep.chaos.sandbox import partition_blocker, run_sandboxed
 from zrep.core.replica import BUGS
-
-
-def run_sandboxed(opts: Options, say: Say) -> int:
-    """Run this same command inside a fresh network + PID namespace; its exit code."""
-    argv = [sys.executable, "-m", "zrep", "chaos", *opts.argv()]
-    env = dict(os.environ, **{netfaults.NETNS_ENV: "1"})
-    proc = subprocess.Popen(netfaults.sandbox_command(argv), env=env)
-
-    def forward(signum: int, _frame: Any) -> None:
-        # unshare blocks SIGINT/SIGTERM; the tool inside must get them to clean up and report.
-        for pid in _children(proc.pid):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return proc.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if proc.poll() is None:
-            proc.kill()  # --kill-child then sends SIGTERM to the tool inside
-            proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        return []
 
 
 def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -130,15 +86,7 @@ def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, c
                    snapshot_entries=snapshot_entries)
     wants_partitions = faults is None or "partition" in faults
     if (wants_partitions and not no_netns and not netfaults.in_private_netns()
-            and not netfaults.sandbox_unavailable() and not _partition_blocker(opts)):
+            and not netfaults.sandbox_unavailable() and not partition_blocker(opts)):
         say.line(f"seed {seed}: moving into a private network namespace (unshare) for partitions")
         sys.exit(run_sandboxed(opts, say))
     sys.exit(run_chaos(opts))
-
-
-def _partition_blocker(opts: Options) -> str:
-    if opts.config is None:
-        return ""
-    from zrep.config import load_config
-
-    return netfaults.partitions_unavailable({n.id: n.host for n in load_config(opts.config).nodes})

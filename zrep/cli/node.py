@@ -1,0 +1,22 @@
+"""`zrep node` (and `python -m zrep.node`): run one node in the foreground; exits with the node's code."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from zrep.cli import NODE_EXIT_CODES_HELP, config_option
+
+
+@click.command(epilog=NODE_EXIT_CODES_HELP)
+@click.option("--id", "node_id", type=click.IntRange(min=1), required=True, help="This node's id in the cluster file.")
+@config_option
+@click.option("--unsafe-bug", "bugs", multiple=True, hidden=True, help="Plant a bug (tests only).")
+def node(node_id: int, config_path: str, bugs: tuple[str, ...]) -> None:
+    """Run one node of the cluster in the foreground until SIGTERM or Ctrl-C."""
+    from zrep.node.loop import (
+        run_node,  # lazily: the node loads the core, the WAL and the transport
+    )
+
+    sys.exit(run_node(config_path, node_id, bugs=frozenset(bugs)))
