@@ -573,7 +573,7 @@ def test_workload_matches_a_model_and_applies_each_command_at_most_once(ops: lis
 FORBIDDEN = {"zmq", "os", "time", "random", "socket", "threading", "asyncio", "subprocess", "datetime", "pathlib"}
 
 
-@pytest.mark.parametrize("module", ["commands", "store"])
+@pytest.mark.parametrize("module", ["commands", "store", "mailbox", "image"])
 def test_state_machine_modules_import_nothing_impure(module: str) -> None:
     path = Path(__file__).resolve().parents[2] / "zrep" / "store" / f"{module}.py"
     names: set[str] = set()
@@ -583,7 +583,8 @@ def test_state_machine_modules_import_nothing_impure(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
     assert not {n.split(".")[0] for n in names} & FORBIDDEN
-    assert {n for n in names if n.startswith("zrep")} <= {"zrep.store.commands", "zrep.errors", "zrep.wire.client_messages"}
+    assert {n for n in names if n.startswith("zrep")} <= {"zrep.store.commands", "zrep.store.mailbox", "zrep.store.image",
+                                                         "zrep.store.store", "zrep.errors", "zrep.wire.client_messages"}
 
 
 def test_last_key_names_the_command_just_applied():

@@ -36,7 +36,7 @@ Invariants
   member must run with the same ones; they travel in snapshots.
 
 Must not import zmq, os, time, random, socket, threading, or any zrep module
-but commands and errors.
+but commands, errors, the wire vocabulary, and its own mailbox and image modules.
 """
 
 from __future__ import annotations
@@ -45,12 +45,10 @@ import hashlib
 import heapq
 import struct
 import sys
-from array import array
 from collections import OrderedDict, deque
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from fnmatch import fnmatchcase
-from io import BytesIO
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import msgpack
 
@@ -63,6 +61,8 @@ from zrep.store.commands import (
     decode_command,
     has_control,
 )
+from zrep.store.image import read_image, write_image
+from zrep.store.mailbox import ANSWER_OVERHEAD, ClientRecord, Mailbox
 from zrep.wire.client_messages import (  # the client-protocol vocabulary the store implements
     BAD_COMMAND,
     BAD_MAILBOX,
@@ -78,12 +78,9 @@ from zrep.wire.client_messages import (  # the client-protocol vocabulary the st
 
 _GLOB = frozenset("*?[]")
 _CHAIN_START = bytes(32)
-_SNAPSHOT_MAGIC = b"zrep-store"
-_SNAPSHOT_VERSION = 2
 # One Packer for every kept answer: msgpack.packb builds a new one per call (4x the
 # cost). A Packer is not thread-safe; a store, like the node loop, is single-threaded.
 _pack = msgpack.Packer(use_bin_type=True).pack
-_ANSWER_OVERHEAD = 64  # rough per-answer bookkeeping, so the byte budget tracks memory
 
 Answer = dict[str, Any]
 
@@ -107,100 +104,6 @@ class StoreLimits:
                 raise ValueError(f"store limit {f.name} must be an int >= {low}, got {v!r}")
 
 
-class _Mailbox:
-    """Messages of one mailbox as parallel columns: no object per message.
-
-    Position p holds offset base + p; a deleted message keeps its slot with
-    body None. Leading holes are cut off now and then, since consumers usually
-    delete from the front.
-    """
-
-    __slots__ = ("base", "head", "senders", "bodies", "indexes", "live")
-    _TRIM_MIN = 1024
-
-    def __init__(self, base: int = 0) -> None:
-        self.base = base
-        self.head = 0  # positions < head are all holes
-        self.senders: list[str] = []
-        self.bodies: list[bytes | None] = []
-        self.indexes = array("q")  # 8 bytes per message, no int objects
-        self.live = 0
-
-    @property
-    def next_offset(self) -> int:
-        return self.base + len(self.bodies)
-
-    def append(self, sender: str, body: bytes, index: int) -> int:
-        self.senders.append(sender)
-        self.bodies.append(body)
-        self.indexes.append(index)
-        self.live += 1
-        return self.next_offset - 1
-
-    def pad_to(self, offset: int) -> None:
-        """Holes up to (not including) `offset`; used when restoring."""
-        gap = offset - self.next_offset
-        self.senders.extend([""] * gap)
-        self.bodies.extend([None] * gap)
-        self.indexes.extend([0] * gap)
-
-    def is_live(self, offset: int) -> bool:
-        p = offset - self.base
-        return 0 <= p < len(self.bodies) and self.bodies[p] is not None
-
-    def delete(self, offset: int) -> None:
-        p = offset - self.base
-        self.bodies[p] = None
-        self.senders[p] = ""
-        self.indexes[p] = 0
-        self.live -= 1
-
-    def trim(self) -> None:
-        n = len(self.bodies)
-        while self.head < n and self.bodies[self.head] is None:
-            self.head += 1
-        # Amortised O(1): cut only when the holes are at least half the columns.
-        if self.head >= self._TRIM_MIN and 2 * self.head >= n:
-            h = self.head
-            del self.senders[:h], self.bodies[:h], self.indexes[:h]
-            self.base += h
-            self.head = 0
-
-    def columns(self, name: str) -> list[Any]:
-        """The snapshot record (Store.to_bytes): live messages first to last, holes between kept."""
-        first, last = self.head, len(self.bodies) - 1
-        while first <= last and self.bodies[first] is None:
-            first += 1
-        while last >= first and self.bodies[last] is None:
-            last -= 1
-        end = last + 1
-        indexes = self.indexes[first:end]
-        if sys.byteorder == "big":
-            indexes.byteswap()
-        return [name, self.next_offset, self.live, self.base + first, self.senders[first:end],
-                self.bodies[first:end], indexes.tobytes()]
-
-    def messages(self, after: int = -1) -> Iterator[Message]:
-        start = max(after + 1 - self.base, self.head)
-        for p in range(start, len(self.bodies)):
-            body = self.bodies[p]
-            if body is not None:
-                yield Message(self.base + p, self.senders[p], body, self.indexes[p])
-
-
-class _Client:
-    """One client's exactly-once record: answers kept for seq >= low."""
-
-    __slots__ = ("low", "last_index", "answers", "seqs", "cost")
-
-    def __init__(self, low: int) -> None:
-        self.low = low
-        self.last_index = 0  # log index of its last applied command (LRU key)
-        self.answers: dict[int, bytes] = {}  # seq -> packed answer (immutable, compact)
-        self.seqs: list[int] = []  # min-heap of the keys of `answers`
-        self.cost = 0  # bytes charged to the answer budget
-
-
 class Store:
     """The replicated message store. See the module docstring for its rules."""
 
@@ -220,8 +123,8 @@ class Store:
         )
         self._applied = 0
         self._chain = _CHAIN_START
-        self._boxes: dict[str, _Mailbox] = {}
-        self._clients: OrderedDict[str, _Client] = OrderedDict()  # least recently used first
+        self._boxes: dict[str, Mailbox] = {}
+        self._clients: OrderedDict[str, ClientRecord] = OrderedDict()  # least recently used first
         self._answer_bytes = 0
         self._expired: deque[str] = deque()  # evicted ids, oldest first
         self._expired_set: set[str] = set()
@@ -268,7 +171,7 @@ class Store:
             if cmd.client in self._expired_set or cmd.low != 1:
                 return _error(CLIENT_EXPIRED, "client id unknown or expired; outcome of its pending "
                               "requests is unknown; use a new client id")
-            client = self._clients[cmd.client] = _Client(cmd.low)  # appended: most recently used
+            client = self._clients[cmd.client] = ClientRecord(cmd.low)  # appended: most recently used
         else:
             kept = client.answers.get(cmd.seq)
             if kept is not None:
@@ -296,7 +199,7 @@ class Store:
             if problem:
                 return problem
         if box is None:
-            box = self._boxes[cmd.to] = _Mailbox()
+            box = self._boxes[cmd.to] = Mailbox()
         # Interning shares one str among the many messages of one sender.
         offset = box.append(sys.intern(cmd.sender), cmd.body, index)
         return {"ok": True, "mailbox": cmd.to, "offset": offset, "index": index}
@@ -339,20 +242,20 @@ class Store:
 
     # --- the exactly-once table ---------------------------------------------
 
-    def _keep(self, client: _Client, seq: int, answer: Answer) -> None:
+    def _keep(self, client: ClientRecord, seq: int, answer: Answer) -> None:
         packed = _pack(answer)
         client.answers[seq] = packed
         heapq.heappush(client.seqs, seq)
-        cost = len(packed) + _ANSWER_OVERHEAD
+        cost = len(packed) + ANSWER_OVERHEAD
         client.cost += cost
         self._answer_bytes += cost
 
-    def _forget_below(self, client: _Client, low: int) -> None:
+    def _forget_below(self, client: ClientRecord, low: int) -> None:
         if low <= client.low:
             return  # out-of-order arrival: an older command carries an older low
         client.low = low
         while client.seqs and client.seqs[0] < low:
-            cost = len(client.answers.pop(heapq.heappop(client.seqs))) + _ANSWER_OVERHEAD
+            cost = len(client.answers.pop(heapq.heappop(client.seqs))) + ANSWER_OVERHEAD
             client.cost -= cost
             self._answer_bytes -= cost
 
@@ -448,38 +351,15 @@ class Store:
     # --- snapshots ------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """A deterministic snapshot: equal stores give equal bytes.
-
-        Layout, one msgpack value after another, nothing after the last (streamed,
-        so a million messages never become one nested list in memory):
-          header  [b"zrep-store", 1, applied_index, chain (32 bytes),
-                   [limits in StoreLimits order], n_mailboxes, n_clients, n_expired]
-          n_mailboxes times, name ascending, the messages as columns (restored
-          without a Python object per message) from the first live one to the last:
-            [name, next_offset, n_live, first_offset, [sender, ...], [body, ...],
-             indexes as 8-byte little-endian ints]; a deleted message in
-            between is sender "", body nil, index 0
-          n_clients times, least recently used first:
-            [client, low, last_index, [[seq, packed answer], ...] seq ascending]
-          n_expired times, oldest first: client id
-        """
-        p = msgpack.Packer(autoreset=False)
-        p.pack([_SNAPSHOT_MAGIC, _SNAPSHOT_VERSION, self._applied, self._chain, list(astuple(self._limits)),
-                len(self._boxes), len(self._clients), len(self._expired)])
-        for name in sorted(self._boxes):
-            p.pack(self._boxes[name].columns(name))
-        for cid, c in self._clients.items():
-            p.pack([cid, c.low, c.last_index, [[s, c.answers[s]] for s in sorted(c.answers)]])
-        for cid in self._expired:
-            p.pack(cid)
-        return p.bytes()
+        """A deterministic snapshot: equal stores give equal bytes (layout: zrep.store.image)."""
+        return write_image(self)
 
     @classmethod
     def from_bytes(cls, data: bytes, start: int = 0) -> Store:
         """Restore a snapshot made by to_bytes, held in data[start:] (a snapshot file's body
         is read in place: no copy of it); DecodeError if it is malformed."""
         try:
-            return _restore(cls, data, start)
+            return read_image(cls, data, start)
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException, RecursionError) as e:
             raise DecodeError(f"store snapshot: malformed ({type(e).__name__}: {e})") from None
 
@@ -514,122 +394,3 @@ def _chain(prev: bytes, index: int, data: bytes) -> bytes:
     h = _new_link_hash()
     h.update(_pack_link(prev, index) + data)
     return h.digest()
-
-
-# --- snapshot restore ---------------------------------------------------------
-
-
-def _need(ok: bool, what: str) -> None:
-    if not ok:
-        raise DecodeError(f"store snapshot: bad {what}")
-
-
-def _is_int(v: Any, low: int = 0) -> bool:
-    return type(v) is int and v >= low
-
-
-def _restore(cls: type[Store], data: bytes, start: int) -> Store:
-    _need(type(data) is bytes, "type (not bytes)")
-    _need(type(start) is int and 0 <= start <= len(data), "start")
-    # BytesIO shares the bytes: no second copy of a large snapshot.
-    stream = BytesIO(data)
-    stream.seek(start)
-    size = len(data) - start
-    u = msgpack.Unpacker(stream, raw=False, strict_map_key=True, max_buffer_size=max(size, 1))
-
-    def item() -> Any:
-        try:
-            return u.unpack()
-        except msgpack.OutOfData:
-            raise DecodeError("store snapshot: truncated") from None
-
-    head = item()
-    _need(type(head) is list and len(head) == 8 and head[0] == _SNAPSHOT_MAGIC, "header")
-    _need(head[1] == _SNAPSHOT_VERSION and type(head[1]) is int, "version")
-    applied, chain, limits, n_boxes, n_clients, n_expired = head[2:]
-    _need(_is_int(applied) and type(chain) is bytes and len(chain) == 32, "applied index or chain")
-    _need(type(limits) is list and all(_is_int(n) for n in (n_boxes, n_clients, n_expired)), "counts")
-    store = cls(*limits)
-    store._applied, store._chain = applied, chain
-    prev_name = ""
-    for _ in range(n_boxes):
-        name, box = _restore_box(item, applied)
-        _need(name > prev_name, "mailbox order")  # names are non-empty, so > "" holds for the first
-        _need(store._check_name(name) is None, "mailbox name")  # sends trust an existing box's name
-        store._boxes[name] = box
-        prev_name = name
-    last = 0
-    for _ in range(n_clients):
-        cid, client = _restore_client(item, applied)
-        _need(cid not in store._clients and client.last_index > last, "client order")
-        last = client.last_index
-        store._clients[cid] = client
-        store._answer_bytes += client.cost
-    for _ in range(n_expired):
-        cid = item()
-        _need(type(cid) is str and cid not in store._expired_set and cid not in store._clients, "expired id")
-        store._expired.append(cid)
-        store._expired_set.add(cid)
-    _need(u.tell() == size, "trailing data")  # counted from `start`
-    return store
-
-
-def _restore_box(item: Callable[[], Any], applied: int) -> tuple[str, _Mailbox]:
-    rec = item()
-    _need(type(rec) is list and len(rec) == 7 and type(rec[0]) is str, "mailbox record")
-    name, next_offset, n_live, first, senders, bodies, packed = rec
-    # Every offset came from one applied entry: next_offset <= applied bounds the holes to rebuild.
-    _need(_is_int(next_offset) and next_offset <= applied and _is_int(n_live) and _is_int(first), "mailbox counts")
-    _need(type(senders) is list and type(bodies) is list and type(packed) is bytes
-          and len(senders) == len(bodies) and len(packed) == 8 * len(bodies), "mailbox columns")
-    n = len(bodies)
-    _need(first + n <= next_offset and n_live == n - bodies.count(None), "mailbox counts")
-    _need(n == 0 or (bodies[0] is not None and bodies[-1] is not None), "mailbox columns (holes at an end)")
-    indexes = array("q")
-    indexes.frombytes(packed)
-    if sys.byteorder == "big":
-        indexes.byteswap()
-    if n_live == n:  # no deleted message: the loop below, as whole-column checks in C
-        _need(_all_of_type(senders, str) and _all_of_type(bodies, bytes)
-              and (n == 0 or (min(indexes) >= 1 and max(indexes) <= applied)), "message")
-        senders[:] = map(sys.intern, senders)
-    else:
-        _check_holed_columns(senders, bodies, indexes, applied)
-    box = _Mailbox(base=first if n else next_offset)
-    box.senders, box.bodies, box.indexes, box.live = senders, bodies, indexes, n_live
-    box.pad_to(next_offset)
-    return name, box
-
-
-def _all_of_type(values: list[Any], cls: type) -> bool:
-    return not values or set(map(type, values)) == {cls}
-
-
-def _check_holed_columns(senders: list[Any], bodies: list[Any], indexes: array, applied: int) -> None:
-    """Every message checked, the deleted ones as deletes; senders interned in place."""
-    intern = sys.intern
-    for p, (sender, body, index) in enumerate(zip(senders, bodies, indexes)):
-        if body is None:
-            _need(sender == "" and index == 0, "deleted message")
-        else:
-            _need(type(sender) is str and type(body) is bytes and 1 <= index <= applied, "message")
-            senders[p] = intern(sender)  # one str per sender, as apply keeps it
-
-
-def _restore_client(item: Callable[[], Any], applied: int) -> tuple[str, _Client]:
-    rec = item()
-    _need(type(rec) is list and len(rec) == 4 and type(rec[0]) is str, "client")
-    cid, low, last_index, answers = rec
-    _need(_is_int(low, 1) and _is_int(last_index, 1) and last_index <= applied, "client low or index")
-    _need(type(answers) is list, "client answers")
-    client = _Client(low)
-    client.last_index = last_index
-    prev = low - 1
-    for pair in answers:
-        _need(type(pair) is list and len(pair) == 2 and _is_int(pair[0], prev + 1) and type(pair[1]) is bytes,
-              "kept answer")
-        prev, packed = pair
-        client.answers[prev] = packed
-        client.seqs.append(prev)  # ascending: already a valid heap
-        client.cost += len(packed) + _ANSWER_OVERHEAD
-    return cid, client
