@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import zmq
 
 from zrep.config import ClusterConfig, load_config, source_endpoint, write_config
+from zrep.local.processes import kill_all, signal_group, spawn
 from zrep.wire.client_messages import ClientReply, ClientRequest
 from zrep.wire.codec import decode, encode
 
@@ -216,8 +217,7 @@ class LocalCluster:
                 out.write(f"{START_MARK}{i} ===\n".encode())
                 out.flush()
                 env = dict(os.environ, PYTHONUNBUFFERED="1")
-                p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=PACKAGE_ROOT, env=env,
-                                     start_new_session=True)
+                p = spawn(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=PACKAGE_ROOT, env=env)
             self.procs[i] = p
             life = Life(i, p.pid, time.monotonic())
             self.lives.append(life)
@@ -252,10 +252,7 @@ class LocalCluster:
             return
         if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
             self._life[node_id].signal = sig
-        try:
-            os.killpg(p.pid, sig)  # start_new_session: the pgid is the pid
-        except ProcessLookupError:
-            pass
+        signal_group(p, sig)
 
     def signal_nodes(self, nodes: Iterable[int], sig: int) -> None:
         """Send `sig` to each node's process group without waiting (kill several at one instant)."""
@@ -308,13 +305,8 @@ class LocalCluster:
         """Kill every process group ever started (paused ones too) and free the sockets."""
         for i, p in self.procs.items():
             if p.poll() is None:
-                self._signal(i, signal.SIGKILL)
-                self._signal(i, signal.SIGCONT)
-        for p in self.procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+                self._life[i].signal = signal.SIGKILL
+        kill_all(self.procs.values())
         self.reap()
         for s in self._socks.values():
             s.close(linger=0)
