@@ -180,11 +180,11 @@ def test_a_leader_ships_the_snapshot_to_a_follower_behind_its_log_and_appends_af
     r.step(InstallSnapshotAck(2, 1, 2, 25, 4096, False))
     assert r.ready().ship == (ShipOrder(2, 25, 4096, False),)
     r.step(InstallSnapshotAck(2, 1, 1, 25, 0, True))  # an older epoch's ack: ignored
-    assert r._progress[2].snapshot
+    assert r.tracker[2].snapshot
     r.step(InstallSnapshotAck(2, 1, 2, 25, 9000, True))
     ready = r.ready()
     appends = [m for m in ready.messages if type(m).__name__ == "Append" and m.dst == 2]
-    assert appends and appends[0].prev_index == 25 and r._progress[2].match == 25
+    assert appends and appends[0].prev_index == 25 and r.tracker[2].match == 25
 
 
 def test_a_follower_fences_stale_chunks_and_acks_an_install_only_when_told_it_is_durable() -> None:

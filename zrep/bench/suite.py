@@ -185,7 +185,7 @@ class _Bench:
         if stored < self.opts.messages:
             self.bulk(f"memory: storing {self.opts.messages - stored:,} more messages", self.opts.messages - stored)
         stored = self._stored(self.leader_rpc()[0])
-        c.wait_converged(BULK_SLACK_S)  # every node holds them all before we weigh it
+        c.wait_caught_up(BULK_SLACK_S)  # every node holds them all before we weigh it
         rss = {str(i): rss_mb(int(c.status(i)["pid"])) for i in c.ids}
         self.progress.step(f"memory: {stored:,} messages, RSS " + ", ".join(f"{mb:,.0f}" for mb in rss.values())
                            + " MiB")

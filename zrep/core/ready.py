@@ -13,10 +13,15 @@ The shell (real node or simulator) applies a Ready through
      shell's business, the decisions the core's.
 Splitting the two message lists in the type makes "an ack before its fsync"
 impossible to write by accident.
+
+`Outbox` gathers a replica's outputs between two `ready()` calls and builds the
+Ready from them; it owns no protocol state (the replica decides, the outbox
+only remembers what was decided, in order).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from zrep.core.messages import Entry, HardState, InstallSnapshot, Message
@@ -76,6 +81,78 @@ class Ready:
             or self.ship
             or self.chunks
         )
+
+
+class Outbox:
+    """A replica's outputs since the last Ready: messages, entries to persist, the
+    hard state and commit marks, reads, notes and snapshot work."""
+
+    __slots__ = ("msgs", "after", "entries", "truncate", "hs_dirty", "commit_dirty", "reads", "notes",
+                 "ship", "chunks")
+
+    def __init__(self) -> None:
+        self.msgs: list[Message] = []
+        self.after: list[Message] = []
+        self.entries: list[Entry] = []
+        self.truncate: int | None = None
+        self.hs_dirty = False
+        self.commit_dirty = False
+        self.reads: list[ReadState] = []
+        self.notes: list[str] = []
+        self.ship: list[ShipOrder] = []
+        self.chunks: list[InstallSnapshot] = []
+
+    def send(self, msg: Message) -> None:
+        self.msgs.append(msg)
+
+    def send_after_persist(self, msg: Message) -> None:
+        self.after.append(msg)
+
+    def truncate_from(self, index: int) -> None:
+        """Entries from `index` leave the log: drop the unpersisted ones; a persisted
+        one needs a TRUNCATE record (`durable`)."""
+        self.entries = [e for e in self.entries if e.index < index]
+
+    def truncate_durable(self, index: int) -> None:
+        self.truncate = index if self.truncate is None else min(self.truncate, index)
+
+    def pending(self) -> bool:
+        return bool(
+            self.msgs
+            or self.after
+            or self.entries
+            or self.hs_dirty
+            or self.truncate is not None
+            or self.commit_dirty
+            or self.reads
+            or self.notes
+            or self.ship
+            or self.chunks
+        )
+
+    def take(self, hard_state: HardState, commit: int, committed: Sequence[Entry], ship: bool,
+             chunk_epoch: int, chunk_leader: int) -> Ready:
+        """The Ready of everything gathered, and an empty outbox. `ship`: snapshot orders
+        go out (a leader's only); chunks only of `chunk_leader` in `chunk_epoch` (an
+        older leader's may not be installed)."""
+        ready = Ready(
+            hard_state=hard_state if self.hs_dirty else None,
+            truncate_from=self.truncate,
+            entries=tuple(self.entries),
+            commit=commit if self.commit_dirty else None,
+            messages=tuple(self.msgs),
+            after_persist=tuple(self.after),
+            committed=tuple(committed),
+            reads=tuple(self.reads),
+            notes=tuple(self.notes),
+            ship=tuple(self.ship) if ship else (),
+            chunks=tuple(c for c in self.chunks if c.epoch == chunk_epoch and c.src == chunk_leader),
+        )
+        self.msgs, self.after, self.entries, self.reads, self.notes = [], [], [], [], []
+        self.ship, self.chunks = [], []
+        self.truncate = None
+        self.hs_dirty = self.commit_dirty = False
+        return ready
 
 
 @dataclass(frozen=True, slots=True)

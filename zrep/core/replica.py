@@ -57,8 +57,10 @@ from zrep.core.messages import (
     Role,
 )
 from zrep.core.progress import Progress
-from zrep.core.quorum import majority, quorum_index
-from zrep.core.ready import ReadState, Ready, ShipOrder, Timing
+from zrep.core.quorum import majority
+from zrep.core.reads import ReadIndex
+from zrep.core.ready import Outbox, ReadState, Ready, ShipOrder, Timing
+from zrep.core.tracker import Tracker
 from zrep.errors import InvariantError
 
 # Test-only planted bugs: each switches one safety rule off, so that tests can
@@ -133,26 +135,13 @@ class Replica:
         self._promises: set[int] = set()
         self._verified = 0  # follower: last index verified to match the leader of _verified_epoch
         self._verified_epoch = 0
-        self._progress: dict[int, Progress] = {}
+        self.tracker = Tracker(node_id, self.members)  # leader: each follower's progress
         self._epoch_start = 0  # leader: index of its no-op
-        self._round = 0  # leader: read-index confirmation rounds sent
-        self._reads_unsent: list[tuple[int, int]] = []  # (requester, ctx); 0 = local
-        self._reads_waiting: list[tuple[int, int, int, int]] = []  # (round, index, requester, ctx)
-        self._remote_reads: set[int] = set()
+        self.reads = ReadIndex()
         self.dropped = 0  # messages ignored as malformed for this cluster
         self.snapshots_started = 0  # leader: transfers begun (status counters)
         self.snapshots_installed = 0  # follower: snapshots installed from a leader
-        self._ship: list[ShipOrder] = []
-        self._chunks: list[InstallSnapshot] = []
-        # Outputs gathered until the next ready().
-        self._msgs: list[Message] = []
-        self._after: list[Message] = []
-        self._entries: list[Entry] = []
-        self._truncate: int | None = None
-        self._hs_dirty = False
-        self._commit_dirty = False
-        self._reads: list[ReadState] = []
-        self._notes: list[str] = []
+        self.out = Outbox()  # outputs gathered until the next ready()
         self._timeout = self._new_timeout()
 
     # ----------------------------------------------------------------- API
@@ -199,10 +188,10 @@ class Replica:
         """Start a linearizable read; its `ReadState(ctx, index)` comes in a later
         Ready. False when no leader is known (answer the client NO_LEADER)."""
         if self.role == Role.LEADER:
-            self._reads_unsent.append((0, ctx))
+            self.reads.queue(0, ctx)
             return True
         if self.leader:
-            self._remote_reads.add(ctx)
+            self.reads.ask_remote(ctx)
             self._send(ReadIndexRequest(self.id, self.leader, self.hs.epoch, ctx))
             return True
         return False
@@ -211,50 +200,23 @@ class Replica:
         """Leader only: the members known to hold `index` on disk, in id order."""
         if self.role != Role.LEADER:
             return ()
-        have = [self.id] if self.stable >= index else []
-        have += [p for p, pr in self._progress.items() if pr.match >= index]
-        return tuple(sorted(have))
+        return self.tracker.durable_on(index, self.stable)
 
     def has_ready(self) -> bool:
-        return bool(
-            self._msgs
-            or self._after
-            or self._entries
-            or self._hs_dirty
-            or self._truncate is not None
-            or self._commit_dirty
-            or self._reads
-            or self._notes
-            or self._ship
-            or self._chunks
-            or (self._reads_unsent and self.role == Role.LEADER and self.commit >= self._epoch_start)
+        return (
+            self.out.pending()
+            or bool(self.reads.unsent and self.role == Role.LEADER and self.commit >= self._epoch_start)
             or min(self.commit, self.stable) > self.applied
         )
 
     def ready(self) -> Ready:
         self._flush_reads()
         top = min(self.commit, self.stable)
-        committed = tuple(self.log.slice(self.applied + 1, top)) if top > self.applied else ()
-        ready = Ready(
-            hard_state=self.hs if self._hs_dirty else None,
-            truncate_from=self._truncate,
-            entries=tuple(self._entries),
-            commit=self.commit if self._commit_dirty else None,
-            messages=tuple(self._msgs),
-            after_persist=tuple(self._after),
-            committed=committed,
-            reads=tuple(self._reads),
-            notes=tuple(self._notes),
-            ship=tuple(self._ship) if self.role == Role.LEADER else (),
-            # Only chunks of the leader we follow now: an older leader's may not be installed.
-            chunks=tuple(c for c in self._chunks if c.epoch == self.hs.epoch and c.src == self.leader),
-        )
-        self._msgs, self._after, self._entries, self._reads, self._notes = [], [], [], [], []
-        self._ship, self._chunks = [], []
-        self._truncate = None
+        committed = self.log.slice(self.applied + 1, top) if top > self.applied else ()
+        ready = self.out.take(self.hs, self.commit, committed, ship=self.role == Role.LEADER,
+                              chunk_epoch=self.hs.epoch, chunk_leader=self.leader)
         if "count_self_before_fsync" in self.bugs and ready.entries and self.role == Role.LEADER:
             self.stable = max(self.stable, ready.entries[-1].index)
-        self._hs_dirty = self._commit_dirty = False
         return ready
 
     def advance(self, ready: Ready) -> None:
@@ -337,52 +299,52 @@ class Replica:
         self.snapshots_started += 1
         self._note(f"node {peer} needs entry {pr.next} below the log start {self.log.first_index}; "
                    "sending the snapshot")
-        self._ship.append(ShipOrder(peer, 0, 0))
+        self.out.ship.append(ShipOrder(peer, 0, 0))
 
     def _snapshot_retry(self, peer: int, pr: Progress) -> None:
         retry = self.timing.snapshot_retry_ticks or 4 * self.timing.heartbeat_ticks
         if self.now - pr.last_ack_tick >= retry:  # chunks or acks were lost: resend from the last ack
             pr.last_ack_tick = self.now
-            self._ship.append(ShipOrder(peer, pr.snap_index, pr.snap_offset, resend=True))
+            self.out.ship.append(ShipOrder(peer, pr.snap_index, pr.snap_offset, resend=True))
 
     # ------------------------------------------------------------ outputs
 
     def _send(self, msg: Message) -> None:
-        self._msgs.append(msg)
+        self.out.msgs.append(msg)
 
     def _send_after_persist(self, msg: Message) -> None:
-        self._after.append(msg)
+        self.out.after.append(msg)
 
     def _note(self, text: str) -> None:
-        self._notes.append(f"node {self.id} epoch {self.hs.epoch} tick {self.now}: {text}")
+        self.out.notes.append(f"node {self.id} epoch {self.hs.epoch} tick {self.now}: {text}")
 
     def _set_hard_state(self, hs: HardState, persist: bool = True) -> None:
         if hs.epoch < self.hs.epoch:
             raise InvariantError(f"epoch going back from {self.hs.epoch} to {hs.epoch}")
         if hs != self.hs:
             self.hs = hs
-            self._hs_dirty = self._hs_dirty or persist
+            self.out.hs_dirty = self.out.hs_dirty or persist
 
     def _set_commit(self, index: int) -> None:
         if index > self.commit:
             if index > self.log.last_index:
                 raise InvariantError(f"commit {index} beyond last index {self.log.last_index}")
             self.commit = index
-            self._commit_dirty = True
+            self.out.commit_dirty = True
 
     def _append_own(self, data: bytes) -> None:
         entry = Entry(self.hs.epoch, self.log.last_index + 1, data)
         self.log.append(entry)
-        self._entries.append(entry)
+        self.out.entries.append(entry)
 
     def _truncate_from(self, index: int) -> None:
         if index <= self.commit:
             raise InvariantError(f"truncating committed entry {index} (commit {self.commit})")
         self.log.truncate_from(index)
-        self._entries = [e for e in self._entries if e.index < index]
+        self.out.truncate_from(index)
         if index <= self.stable:
             self.stable = index - 1
-            self._truncate = index if self._truncate is None else min(self._truncate, index)
+            self.out.truncate_durable(index)
 
     # ------------------------------------------------------------ timing
 
@@ -398,9 +360,7 @@ class Replica:
 
     def _heard_from(self, peer: int) -> None:
         self._last_heard[peer] = self.now
-        pr = self._progress.get(peer)
-        if pr is not None:
-            pr.last_contact_tick = self.now
+        self.tracker.contact(peer, self.now)
 
     def _hears_live_leader(self) -> int:
         """The leader this node currently trusts, 0 if none."""
@@ -418,7 +378,7 @@ class Replica:
             )
         )
         if self.role == Role.LEADER:
-            for peer, pr in self._progress.items():
+            for peer, pr in self.tracker.items():
                 if pr.snapshot:
                     self._snapshot_retry(peer, pr)
                     continue
@@ -434,7 +394,7 @@ class Replica:
             self._fail_reads()
         self.role = Role.FOLLOWER
         self.leader = leader
-        self._progress = {}
+        self.tracker.reset()
         self._elapsed = 0
         self._timeout = self._new_timeout()
 
@@ -513,8 +473,7 @@ class Replica:
         self.leader = self.id
         self.leader_since = self.now
         self._elapsed = 0
-        nxt = self.log.last_index + 1
-        self._progress = {p: Progress(next=nxt, last_ack_tick=self.now, last_contact_tick=self.now) for p in self.peers}
+        self.tracker.start(self.log.last_index + 1, self.now)
         self._append_own(b"")  # the no-op that lets us commit (and serve reads) in our epoch
         self._epoch_start = self.log.last_index
         self._note(f"is leader with promises from {sorted(self._promises)}")
@@ -539,7 +498,7 @@ class Replica:
         # Check-quorum: a leader that no majority has heard from steps down,
         # so a leader cut off with a minority stops taking writes.
         window = self.timing.election_ticks
-        heard = 1 + sum(1 for pr in self._progress.values() if self.now - pr.last_contact_tick < window)
+        heard = self.tracker.heard_within(self.now, window)
         if heard < majority(len(self.members)):
             self._note(f"heard from {heard} of {len(self.members)} nodes in {window} ticks; stepping down")
             self._become_follower(0)
@@ -548,7 +507,7 @@ class Replica:
 
     def _tell_commit(self) -> None:
         """Idle followers that have not heard our commit index get it now (once a tick)."""
-        for peer, pr in self._progress.items():
+        for peer, pr in self.tracker.items():
             if pr.told_commit < self.commit and pr.inflight == 0 and not pr.probing:
                 self._send_append(peer)
 
@@ -651,7 +610,7 @@ class Replica:
     def _append_entries(self, entries: Sequence[Entry]) -> None:
         if entries and entries[0].index == self.log.last_index + 1:
             self.log.extend(entries)  # the common case (and all of a catch-up): nothing to compare
-            self._entries.extend(entries)
+            self.out.entries.extend(entries)
             return
         for entry in entries:
             have = self.log.epoch_at(entry.index)
@@ -663,7 +622,7 @@ class Replica:
                 self._note(f"truncates conflicting suffix from {entry.index}")
                 self._truncate_from(entry.index)
             self.log.append(entry)
-            self._entries.append(entry)
+            self.out.entries.append(entry)
 
     def _ack(self, m: Append, success: bool, match: int, rejected: int = 0) -> None:
         ack = AppendAck(self.id, m.src, self.hs.epoch, success, match, m.round, rejected)
@@ -675,7 +634,7 @@ class Replica:
     def _on_append_ack(self, m: AppendAck) -> None:
         if self.role != Role.LEADER or m.epoch != self.hs.epoch:
             return
-        pr = self._progress[m.src]
+        pr = self.tracker[m.src]
         pr.last_ack_tick = self.now
         if m.round > pr.round:
             pr.round = m.round
@@ -723,12 +682,12 @@ class Replica:
             # Everything up to a committed index is equal on every node: we hold it already.
             self._send_after_persist(InstallSnapshotAck(self.id, m.src, self.hs.epoch, m.index, 0, True))
             return
-        self._chunks.append(m)
+        self.out.chunks.append(m)
 
     def _on_install_snapshot_ack(self, m: InstallSnapshotAck) -> None:
         if self.role != Role.LEADER or m.epoch != self.hs.epoch:
             return
-        pr = self._progress[m.src]
+        pr = self.tracker[m.src]
         if not pr.snapshot:
             return  # a late ack of a finished transfer
         pr.last_ack_tick = self.now
@@ -744,23 +703,22 @@ class Replica:
         # Another index than the one under way, or less than it had: it lost what it had, go back.
         resend = pr.snap_index != 0 and (m.index != pr.snap_index or m.offset < pr.snap_offset)
         pr.snap_index, pr.snap_offset = m.index, m.offset
-        self._ship.append(ShipOrder(m.src, m.index, m.offset, resend))
+        self.out.ship.append(ShipOrder(m.src, m.index, m.offset, resend))
 
     def _on_forward(self, m: Forward) -> None:
         if self.role == Role.LEADER and m.commands:
             self.propose(m.commands)
-            self._progress[m.src].forwarded = self.log.last_index
+            self.tracker[m.src].forwarded = self.log.last_index
 
     def _on_read_index_request(self, m: ReadIndexRequest) -> None:
         if self.role == Role.LEADER:
-            self._reads_unsent.append((m.src, m.ctx))
+            self.reads.queue(m.src, m.ctx)
         else:
             self._send(ReadIndexReply(self.id, m.src, self.hs.epoch, m.ctx, False, 0))
 
     def _on_read_index_reply(self, m: ReadIndexReply) -> None:
-        if m.ctx in self._remote_reads:
-            self._remote_reads.discard(m.ctx)
-            self._reads.append(ReadState(m.ctx, m.index if m.ok else -1))
+        if self.reads.remote_answered(m.ctx):
+            self.out.reads.append(ReadState(m.ctx, m.index if m.ok else -1))
 
     # ------------------------------------------------------------ leader work
 
@@ -771,7 +729,7 @@ class Replica:
             self._maybe_commit()
 
     def _send_more(self, peer: int) -> None:
-        pr = self._progress[peer]
+        pr = self.tracker[peer]
         if pr.snapshot:
             return
         # Bounded by appends and by entries past `match`: a follower far behind
@@ -782,7 +740,7 @@ class Replica:
             self._send_append(peer)
 
     def _send_append(self, peer: int) -> None:
-        pr = self._progress[peer]
+        pr = self.tracker[peer]
         if pr.snapshot:
             return
         prev = pr.next - 1
@@ -795,7 +753,7 @@ class Replica:
         entries = self.log.slice(
             pr.next, pr.next + self.timing.max_batch_entries - 1, self.timing.max_batch_bytes
         )
-        self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, tuple(entries), self.commit, self._round))
+        self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, tuple(entries), self.commit, self.reads.round))
         pr.told_commit = self.commit
         if entries and not pr.probing:
             pr.next = entries[-1].index + 1  # a probe keeps `next` until its answer comes
@@ -804,72 +762,58 @@ class Replica:
         pr.inflight += 1
 
     def _maybe_commit(self) -> None:
-        matches = [self.stable] + [pr.match for pr in self._progress.values()]
-        index = quorum_index(matches, len(self.members))
+        index = self.tracker.committed(self.stable)
         if index <= self.commit:
             return
         if self.log.epoch_at(index) != self.hs.epoch and "commit_old_epoch" not in self.bugs:
             return  # Raft 5.4.2: older epochs commit only under an entry of ours
         self._set_commit(index)
-        for peer, pr in self._progress.items():
+        for peer, pr in self.tracker.items():
             # A follower that forwarded writes answers its clients once it applies them:
             # tell it now. The others hear at the next tick (_tell_commit) or with the next
             # append, whichever is first: a message per commit to every idle follower costs
             # each of them a wake-up, an fsync-less turn and an ack, on the path of the answer.
             if pr.forwarded > pr.told_commit and pr.inflight == 0 and not pr.probing:
                 self._send_append(peer)
-        if self._reads_waiting or self._reads_unsent:
+        if self.reads.waiting or self.reads.unsent:
             self._confirm_reads()
 
     # ------------------------------------------------------------ reads
 
     def _flush_reads(self) -> None:
         """Start one confirmation round for every read that arrived since the last."""
-        if not self._reads_unsent or self.role != Role.LEADER:
+        if not self.reads.unsent or self.role != Role.LEADER:
             return
         if self.commit < self._epoch_start:
             return  # until our no-op commits we do not know the true commit index
-        self._round += 1
-        for requester, ctx in self._reads_unsent:
-            self._reads_waiting.append((self._round, self.commit, requester, ctx))
-        self._reads_unsent = []
-        for peer, pr in self._progress.items():
+        round_ = self.reads.start_round(self.commit)
+        for peer, pr in self.tracker.items():
             prev = pr.next - 1 if pr.probing else pr.match
             prev_epoch = self.log.epoch_at(prev)
             if prev_epoch is not None:
-                self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, (), self.commit, self._round))
+                self._send(Append(self.id, peer, self.hs.epoch, prev, prev_epoch, (), self.commit, round_))
                 pr.told_commit = self.commit
         self._confirm_reads()
 
     def _confirm_reads(self) -> None:
-        if not self._reads_waiting:
+        if not self.reads.waiting:
             return
-        rounds = [self._round] + [pr.round for pr in self._progress.values()]
-        confirmed = quorum_index(rounds, len(self.members))
-        still = []
-        for item in self._reads_waiting:
-            round_, index, requester, ctx = item
-            if round_ > confirmed:
-                still.append(item)
-            elif requester == 0:
-                self._reads.append(ReadState(ctx, index))
+        for index, requester, ctx in self.reads.confirm(self.tracker.confirmed_round(self.reads.round)):
+            if requester == 0:
+                self.out.reads.append(ReadState(ctx, index))
             else:
                 self._send(ReadIndexReply(self.id, requester, self.hs.epoch, ctx, True, index))
-        self._reads_waiting = still
 
     def _fail_reads(self) -> None:
-        pending = [(r, c) for _, _, r, c in self._reads_waiting] + self._reads_unsent
-        for requester, ctx in pending:
+        for requester, ctx in self.reads.fail():
             if requester == 0:
-                self._reads.append(ReadState(ctx, -1))
+                self.out.reads.append(ReadState(ctx, -1))
             else:
                 self._send(ReadIndexReply(self.id, requester, self.hs.epoch, ctx, False, 0))
-        self._reads_waiting, self._reads_unsent = [], []
 
     def _remote_reads_fail(self) -> None:
-        for ctx in sorted(self._remote_reads):
-            self._reads.append(ReadState(ctx, -1))
-        self._remote_reads.clear()
+        for ctx in self.reads.fail_remote():
+            self.out.reads.append(ReadState(ctx, -1))
 
 
 _STEP: dict[type, Callable[[Replica, Message], None]] = {

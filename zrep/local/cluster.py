@@ -431,14 +431,80 @@ class LocalCluster:
 
     def wait_converged(self, timeout: float = 15.0, nodes: Iterable[int] | None = None,
                        min_applied: int = 0) -> str:
-        """Wait until the given (default: all) nodes applied the same log; the digest."""
+        """Wait until the given (default: all) nodes applied the same log; the digest.
+
+        Needs a quiet cluster: the nodes must report one (digest, applied index) at
+        the same moment. With a writer running use `wait_caught_up`, which judges at
+        one fixed index instead. Nodes seen at one applied index with different
+        digests raise DivergedError at once."""
         want = list(nodes) if nodes is not None else list(self.ids)
+        states = _States()
 
         def check() -> str | None:
-            d = self.digests(want)
+            d = states.add(self.digests(want))
             if len(d) != len(want) or len(set(d.values())) != 1:
                 return None
             digest, applied = next(iter(d.values()))
             return digest if applied >= min_applied else None
 
-        return wait_until(f"nodes {want} to converge", check, timeout, interval=0.05)
+        try:
+            return wait_until(f"nodes {want} to converge", check, timeout, interval=0.05)
+        except DivergedError:
+            raise
+        except ClusterError:
+            raise ClusterError(f"timed out after {timeout:.1f}s waiting for nodes {want} to converge "
+                               f"(last applied index and digest: {states.describe()})") from None
+
+    def wait_caught_up(self, timeout: float = 15.0, nodes: Iterable[int] | None = None) -> int:
+        """Wait until the given (default: all) nodes applied the commit index the leader
+        reported when the wait began; that index. One fixed target, so a writer that keeps
+        writing cannot move it (`wait_converged` needs the nodes to line up by luck).
+        Nodes seen at one applied index with different digests raise DivergedError."""
+        want = list(nodes) if nodes is not None else list(self.ids)
+        deadline = time.monotonic() + timeout
+        leader = self.wait_for_leader(timeout)
+        reply = self.try_request(leader, "status", {}, max(0.1, deadline - time.monotonic()))
+        if reply is None or not reply.ok:
+            raise ClusterError(f"leader {leader} did not report its commit index ({reply!r})")
+        target = int(reply.result["commit"])
+        states = _States()
+
+        def check() -> int | None:
+            d = states.add(self.digests(want))
+            done = len(d) == len(want) and all(applied >= target for _, applied in d.values())
+            return target if done else None
+
+        try:
+            return wait_until(f"nodes {want} to apply index {target}", check,
+                              max(0.0, deadline - time.monotonic()), interval=0.02)
+        except DivergedError:
+            raise
+        except ClusterError:
+            raise ClusterError(f"timed out after {timeout:.1f}s waiting for nodes {want} to apply the leader's "
+                               f"commit index {target} (last applied index and digest: {states.describe()})") from None
+
+
+class DivergedError(ClusterError):
+    """Two nodes applied the same index and hold different stores."""
+
+
+class _States:
+    """(digest, applied index) per node as polled; the digest seen at each applied index.
+    A store's digest at index i is fixed by the log up to i: two digests at one index
+    mean two histories."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, tuple[str, int]] = {}
+        self._at: dict[int, tuple[int, str]] = {}  # applied index -> (first node seen there, its digest)
+
+    def add(self, polled: Mapping[int, tuple[str, int]]) -> Mapping[int, tuple[str, int]]:
+        for node, (digest, applied) in polled.items():
+            first, want = self._at.setdefault(applied, (node, digest))
+            if want != digest:
+                raise DivergedError(f"nodes {first} and {node} both applied index {applied} with different "
+                                    f"digests ({want[:16]}, {digest[:16]}): their logs diverged")
+        self.last.update(polled)
+        return polled
+
+    def describe(self) -> str:
+        return ", ".join(f"node {i}: {a} {d[:12]}" for i, (d, a) in sorted(self.last.items())) or "no node answered"
