@@ -644,3 +644,46 @@ def test_replies_frames_split_by_count_and_size_in_order() -> None:
         pack_reply(ok_reply(1, {"b": b"x" * 200}), max_bytes=100)
     with pytest.raises(ValueError, match="cannot encode ClientReply"):
         pack_reply(error_reply(1, Code.TIMEOUT, "\ud800"))
+
+
+# ---------------------------------------------------------------- expansion bombs
+
+
+def _bomb(kind_code: int, items: int, nested: bool = False) -> bytes:
+    """msgpack written by hand (packing a 16-million-item list would itself cost the test 128 MiB)."""
+    if nested:  # many arrays of 255 nils: each under any per-array cap, all together huge
+        inner = b"\xdc\x00\xff" + b"\xc0" * 255
+        body = b"\xdd" + (items // 255).to_bytes(4, "big") + inner * (items // 255)
+    else:
+        body = b"\xdd" + items.to_bytes(4, "big") + b"\xc0" * items
+    return bytes((codec.VERSION, kind_code)) + body
+
+
+@pytest.mark.parametrize("kind", [ClientBatch, ClientRequest, Append, Forward])
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_frame_of_nils_is_refused_before_it_is_expanded(kind, nested):
+    import time
+    import tracemalloc
+
+    frame = _bomb(codec.KIND_OF[kind], 16_000_000, nested)
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(DecodeError, match="items|malformed"):
+        codec.decode(frame)
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # Unbounded, this is a 16-million-item tuple: +259 MiB and about 265 ms measured here.
+    assert peak < 24 << 20, f"peak {peak >> 20} MiB"
+    assert elapsed < 5.0  # generous: a bare decode of the refused prefix takes milliseconds
+
+
+def test_legitimate_large_frames_still_decode():
+    big_batch = ClientBatch(tuple(
+        ClientRequest(i + 1, Op.DELETE, {"mailbox": "box", "client": "c", "seq": i + 1, "low": 1, "ack": "majority",
+                                         "offsets": tuple(range(10_000)) if i < 3 else (i,)})
+        for i in range(1024)))
+    assert codec.decode(codec.encode(big_batch)) == big_batch
+    entries = tuple(Entry(1, i, b"x" * 200) for i in range(1, 513))
+    append = Append(1, 2, 1, 0, 0, entries, 0, 1)
+    assert codec.decode(codec.encode(append)) == append

@@ -58,7 +58,10 @@ Errors. `decode` raises `DecodeError` (its subclass `FrameTooLarge` for the
 size limit) and nothing else, for: a payload shorter than the header, an
 unknown version or kind, a body over `max_bytes` (checked before unpacking),
 malformed msgpack, trailing bytes, ext types, a wrong arity or field type, a
-broken entry run. The node drops such a peer frame and counts it; a client
+broken entry run, or a frame that expands into more items than its kind may
+(MAX_REQUEST_ITEMS for a client's request frames, a sixteenth of the byte
+limit for peer frames: counted while unpacking, so a hostile frame is stopped
+before it is expanded). The node drops such a peer frame and counts it; a client
 gets BAD_REQUEST or TOO_LARGE. `encode` raises TypeError for an object that is
 not a wire message and ValueError for a message that would not decode (a bug
 in the caller: we never send what a peer must refuse).
@@ -113,6 +116,13 @@ HEADER_BYTES = 2
 MAX_FRAME_BYTES = 16 << 20  # default body limit; a node passes its config's max_frame_bytes
 MAX_UINT = 2**63 - 1
 MAX_STR_BYTES = 4 * MAX_TEXT_CHARS  # UTF-8 needs at most 4 bytes per character
+# Item budgets (arrays' items and maps' entries, counted over the whole frame as it is unpacked):
+# a client's request frame never needs more than MAX_REQUEST_ITEMS (a full batch of 1,024
+# requests and a few deletes of 10,000 offsets); a peer frame's items each take several bytes
+# (an entry is [epoch, index, data], a forwarded command a whole encoded command).
+MAX_REQUEST_ITEMS = 65_536
+PEER_BYTES_PER_ITEM = 16
+FREE_EXPANSION_BYTES = 64 << 10  # below this body size a frame expands into under ~1 MiB: not counted
 
 Frame = Message | ClientRequest | ClientReply | ClientBatch | ClientReplies
 Check = Callable[[Any], Any]  # returns the value to store (maybe converted); raises DecodeError
@@ -422,6 +432,8 @@ _BY_CODE: dict[int, _Kind] = {k.code: k for k in KINDS}
 _BY_TYPE: dict[type, _Kind] = {k.cls: k for k in KINDS}
 KIND_OF: dict[type, int] = {k.cls: k.code for k in KINDS}
 CLIENT_REQUEST_KIND = KIND_OF[ClientRequest]
+_REQUEST_KINDS = frozenset({KIND_OF[ClientRequest], KIND_OF[ClientBatch]})
+_REPLY_KINDS = frozenset({KIND_OF[ClientReply], KIND_OF[ClientReplies]})
 _REPLIES_HEADER = bytes((VERSION, KIND_OF[ClientReplies])) + b"\x91"  # the body: an array of one field
 REPLIES_OVERHEAD = 1 + 3  # body bytes of a ClientReplies frame besides its packed replies
 
@@ -447,7 +459,33 @@ def _check_body(kind: _Kind, body: Any) -> list[Any]:
 # ---------------------------------------------------------------- bytes
 
 
-def _unpack(body: memoryview, max_bytes: int) -> Any:
+class _Budget:
+    """Counts the items of every array and map as msgpack builds them; past the budget the
+    unpacking stops, so a hostile frame costs at most about one budget of memory, not 16 times
+    its size (a 16 MiB frame of nils would otherwise become a 16-million-item tuple)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, items: int) -> None:
+        self.left = items
+
+    def take(self, container: Any) -> Any:
+        self.left -= len(container)
+        if self.left < 0:
+            raise _OverBudget
+        return container
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _unpack(body: memoryview, max_bytes: int, budget: int | None = None) -> Any:
+    items = max_bytes if budget is None else budget
+    hooks: dict[str, Any] = {}
+    if len(body) > FREE_EXPANSION_BYTES:  # a small frame cannot expand into much: no hook on the hot path
+        counter = _Budget(items)
+        hooks = {"list_hook": counter.take, "object_hook": counter.take}
     try:
         return msgpack.unpackb(
             body,
@@ -456,10 +494,13 @@ def _unpack(body: memoryview, max_bytes: int) -> Any:
             strict_map_key=True,
             max_str_len=MAX_STR_BYTES,
             max_bin_len=max_bytes,
-            max_array_len=max_bytes,
+            max_array_len=min(items, max_bytes),
             max_map_len=MAX_MAP_KEYS,  # arg and result maps are small; a huge one is abuse
             max_ext_len=0,
+            **hooks,
         )
+    except _OverBudget:
+        raise DecodeError(f"frame expands into more than {items:,} items (arrays and maps in all)") from None
     except Exception as e:  # msgpack documents that "other exceptions" can be raised too
         raise DecodeError(f"malformed msgpack body ({type(e).__name__}: {str(e)[:80]})") from None
 
@@ -482,8 +523,17 @@ def _header(payload: bytes | bytearray | memoryview, max_bytes: int) -> _Kind:
 def decode(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
     """One frame's bytes -> a message object. Raises DecodeError and nothing else."""
     kind = _header(payload, max_bytes)
-    body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes)
+    body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes, _item_budget(kind.code, max_bytes))
     return kind.build(_check_body(kind, body))
+
+
+def _item_budget(code: int, max_bytes: int) -> int:
+    """How many array items and map entries, in all, a frame of this kind may expand into."""
+    if code in _REQUEST_KINDS:
+        return MAX_REQUEST_ITEMS  # a client's frame never needs more, whatever its size
+    if code in _REPLY_KINDS:
+        return max_bytes  # only nodes send replies; a read of 10,000 tiny messages is legitimately dense
+    return max(MAX_REQUEST_ITEMS, max_bytes // PEER_BYTES_PER_ITEM)
 
 
 def request_id_of(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> int:
@@ -494,7 +544,7 @@ def request_id_of(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_
     try:
         if _header(payload, max_bytes).code != CLIENT_REQUEST_KIND:
             return 0
-        body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes)
+        body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes, MAX_REQUEST_ITEMS)
     except DecodeError:
         return 0
     if type(body) is tuple and body and type(body[0]) is int and 1 <= body[0] <= MAX_UINT:
