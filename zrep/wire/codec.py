@@ -74,13 +74,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import msgpack
 
 from zrep.core.messages import (
     Answer,
-    AnswerReason,
     Append,
     AppendAck,
     Coordinator,
@@ -93,22 +92,35 @@ from zrep.core.messages import (
     Promise,
     ReadIndexReply,
     ReadIndexRequest,
-    Role,
     entry_of,
 )
 from zrep.errors import DecodeError
 from zrep.wire.client_messages import (
     MAX_BATCH_REPLIES,
-    MAX_BATCH_REQUESTS,
     MAX_MAP_KEYS,
     MAX_TEXT_CHARS,
-    BadRequest,
     ClientBatch,
     ClientReplies,
     ClientReply,
     ClientRequest,
     check_reply,
     check_request,
+)
+from zrep.wire.fields import (
+    CHECK_BY_FIELD,
+    CHECK_BY_TYPE,
+    ENTRIES,
+    Check,
+    batch_fields,
+    batch_rule,
+    check_chunk,
+    check_run,
+    client_rule,
+    no_rule,
+    replies_fields,
+    replies_rule,
+    show,
+    trusted,
 )
 
 VERSION = 1
@@ -125,201 +137,10 @@ PEER_BYTES_PER_ITEM = 16
 FREE_EXPANSION_BYTES = 64 << 10  # below this body size a frame expands into under ~1 MiB: not counted
 
 Frame = Message | ClientRequest | ClientReply | ClientBatch | ClientReplies
-Check = Callable[[Any], Any]  # returns the value to store (maybe converted); raises DecodeError
 
 
 class FrameTooLarge(DecodeError):
     """The body is over the size limit: answer TOO_LARGE rather than BAD_REQUEST."""
-
-
-# ---------------------------------------------------------------- field checks
-
-
-def _show(v: object) -> str:
-    text = repr(v)
-    return (text[:40] + "...") if len(text) > 40 else text
-
-
-def _bad(expected: str, v: object) -> NoReturn:
-    raise DecodeError(f"expected {expected}, got {_show(v)}")
-
-
-def _uint(v: Any) -> int:
-    if type(v) is int and 0 <= v <= MAX_UINT:  # type() is int: a bool never passes
-        return v
-    _bad("an integer in 0..2**63-1", v)
-
-
-def _flag(v: Any) -> bool:
-    if type(v) is bool:
-        return v
-    _bad("a boolean", v)
-
-
-def _blobs(v: Any) -> tuple[bytes, ...]:
-    if type(v) is not tuple:
-        _bad("an array of bytes", v)
-    for item in v:
-        if type(item) is not bytes:
-            _bad("bytes in the array", item)
-    return v
-
-
-def _bin(v: Any) -> bytes:
-    if type(v) is bytes:
-        return v
-    _bad("bytes", v)
-
-
-def _array(v: Any) -> tuple[Any, ...]:
-    if type(v) is not tuple:
-        _bad("an array", v)
-    return v
-
-
-def _enum(enum: type) -> Check:
-    members = {m.value: m for m in enum}
-
-    def check(v: Any) -> Any:
-        member = members.get(v) if type(v) is int or type(v) is enum else None
-        if member is None:
-            _bad(f"a {enum.__name__} value {sorted(members)}", v)
-        return member
-
-    return check
-
-
-# Checks by field annotation (string: messages.py uses postponed annotations).
-_CHECK_BY_TYPE: dict[str, Check] = {
-    "int": _uint,
-    "bool": _flag,
-    "bytes": _bin,
-    "tuple[bytes, ...]": _blobs,
-    "tuple[Entry, ...]": _array,  # each entry is checked by _check_run, which knows prev_index
-}
-_CHECK_BY_FIELD: dict[tuple[type, str], Check] = {
-    (Heartbeat, "role"): _enum(Role),
-    (Answer, "reason"): _enum(AnswerReason),
-}
-
-
-# ---------------------------------------------------------------- rules across fields
-
-
-def _no_rule(values: list[Any]) -> None:
-    pass
-
-
-# Positions of Append's fields, so the rules below survive a reordering in messages.py.
-_AT = {f.name: i for i, f in enumerate(fields(Append))}
-_EPOCH, _PREV_INDEX, _PREV_EPOCH, _ENTRIES = _AT["epoch"], _AT["prev_index"], _AT["prev_epoch"], _AT["entries"]
-
-
-def _check_run(values: list[Any]) -> None:
-    """Append: entries must extend (prev_index, prev_epoch) contiguously, epochs sorted."""
-    epoch, prev_index = values[_EPOCH], values[_PREV_INDEX]
-    prev_epoch, entries = values[_PREV_EPOCH], values[_ENTRIES]
-    if prev_epoch > epoch:
-        raise DecodeError(f"Append.prev_epoch: {prev_epoch} is above the Append's epoch {epoch}")
-    expect, floor = prev_index + 1, prev_epoch
-    for item in entries:
-        k = expect - prev_index - 1
-        if not isinstance(item, tuple) or len(item) != 3:  # a decoded array, or an Entry being encoded
-            raise DecodeError(f"Append.entries[{k}]: expected [epoch, index, data], got {_show(item)}")
-        e, i, d = item
-        if type(e) is not int or type(i) is not int or type(d) is not bytes:
-            raise DecodeError(f"Append.entries[{k}]: expected [int, int, bytes], got {_show(item)}")
-        if i != expect:
-            raise DecodeError(f"Append.entries[{k}].index: expected {expect}, got {_show(i)}")
-        if not floor <= e <= epoch:  # floor >= prev_epoch >= 0 and epoch <= MAX_UINT bound e too
-            raise DecodeError(f"Append.entries[{k}].epoch: expected {floor}..{epoch}, got {_show(e)}")
-        expect, floor = expect + 1, e
-    if expect - 1 > MAX_UINT:
-        raise DecodeError(f"Append.entries: last index {expect - 1} is above 2**63-1")
-
-
-_SNAP = {f.name: i for i, f in enumerate(fields(InstallSnapshot))}
-
-
-def _check_chunk(values: list[Any]) -> None:
-    """InstallSnapshot: a leader's snapshot holds entries of epochs up to its own."""
-    if values[_SNAP["index_epoch"]] > values[_SNAP["epoch"]]:
-        raise DecodeError(f"InstallSnapshot.index_epoch: {values[_SNAP['index_epoch']]} is above the epoch "
-                          f"{values[_SNAP['epoch']]}")
-    if values[_SNAP["offset"]] + len(values[_SNAP["data"]]) > MAX_UINT:
-        raise DecodeError("InstallSnapshot.offset: the chunk ends past 2**63-1")
-
-
-def _client_rule(name: str, validate: Callable[..., None]) -> Callable[[list[Any]], None]:
-    def rule(values: list[Any]) -> None:
-        try:
-            validate(*values)
-        except ValueError as e:
-            raise DecodeError(f"{name}: {e}") from None
-
-    return rule
-
-
-def _items(name: str, values: list[Any], most: int) -> tuple[Any, ...]:
-    items = values[0]
-    if type(items) is not tuple or not 1 <= len(items) <= most:
-        raise DecodeError(f"{name}: expected an array of 1..{most} items, got {_show(items)}")
-    return items
-
-
-def _salvaged_id(item: Any) -> int:
-    if type(item) is tuple and item and type(item[0]) is int and 1 <= item[0] <= MAX_UINT:
-        return item[0]
-    return 0
-
-
-def _each_item(name: str, values: list[Any], most: int, fields: str, check: Callable[..., None],
-               build: Callable[[Any], Any], bad: Callable[[int, Any, str], Any]) -> None:
-    """Check every item of a batch as its single kind would be checked; a good one
-    becomes `build(item)`, a bad one `bad(k, item, why)` (which may raise instead)."""
-    arity = fields.count(",") + 1
-    out = []
-    for k, item in enumerate(_items(name, values, most)):
-        try:
-            if type(item) is not tuple or len(item) != arity:
-                raise ValueError(f"expected [{fields}], got {_show(item)}")
-            check(*item)
-        except ValueError as e:
-            out.append(bad(k, item, str(e)))
-            continue
-        out.append(build(item))
-    values[0] = tuple(out)
-
-
-def _batch_rule(values: list[Any]) -> None:
-    """ClientBatch: each item becomes a ClientRequest, or a BadRequest saying why not."""
-    def bad(k: int, item: Any, why: str) -> BadRequest:
-        return BadRequest(_salvaged_id(item), f"ClientBatch.requests[{k}]: {why}")
-
-    _each_item("ClientBatch.requests", values, MAX_BATCH_REQUESTS, "req_id, op, args", check_request,
-               _new_request, bad)
-
-
-def _replies_rule(values: list[Any]) -> None:
-    """ClientReplies: one bad reply fails the frame (only nodes send them)."""
-    def bad(k: int, item: Any, why: str) -> NoReturn:
-        raise DecodeError(f"ClientReplies.replies[{k}]: {why}")
-
-    _each_item("ClientReplies.replies", values, MAX_BATCH_REPLIES, "req_id, ok, code, message, result",
-               check_reply, _new_reply, bad)
-
-
-def _batch_fields(b: ClientBatch) -> tuple[Any, ...]:
-    # Each request is checked again on encode, as a single one is (args mutated after construction).
-    items = []
-    for r in b.requests:
-        check_request(r.req_id, r.op, r.args)  # type: ignore[union-attr]  # a BadRequest: AttributeError
-        items.append((r.req_id, r.op, r.args))  # type: ignore[union-attr]
-    return (tuple(items),)
-
-
-def _replies_fields(b: ClientReplies) -> tuple[Any, ...]:
-    return (tuple((r.req_id, r.ok, r.code, r.message, r.result) for r in b.replies),)
 
 
 # ---------------------------------------------------------------- the kinds table
@@ -341,52 +162,20 @@ class _Kind:
 _append_fields_of = attrgetter(*(f.name for f in fields(Append)))
 
 
-def _append_fields(m: Append) -> tuple[Any, ...]:
+def append_fields(m: Append) -> tuple[Any, ...]:
     return _append_fields_of(m)  # an Entry is a NamedTuple (epoch, index, data): packed as is
 
 
-def _build_append(values: list[Any]) -> Append:
-    values[_ENTRIES] = tuple(map(entry_of, values[_ENTRIES]))  # _check_run: tuples of three
+def build_append(values: list[Any]) -> Append:
+    values[ENTRIES] = tuple(map(entry_of, values[ENTRIES]))  # check_run: tuples of three
     return Append(*values)
-
-
-def _trusted(cls: type) -> Callable[[list[Any]], Any]:
-    """Build a self-validating message from values the decoder already checked with
-    the same function its __post_init__ would run: once is enough on the hot path."""
-    # The slots' own setters: a frozen dataclass refuses setattr, and object.__setattr__
-    # looks each name up again (twice the cost, per request).
-    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))
-    new = object.__new__
-    if len(setters) == 3:  # ClientRequest, one per request a node receives: no loop
-        set_0, set_1, set_2 = setters
-
-        def build_3(values: list[Any]) -> Any:
-            obj = new(cls)
-            set_0(obj, values[0])
-            set_1(obj, values[1])
-            set_2(obj, values[2])
-            return obj
-
-        return build_3
-
-    def build(values: list[Any]) -> Any:
-        obj = new(cls)
-        for set_field, v in zip(setters, values):
-            set_field(obj, v)
-        return obj
-
-    return build
-
-
-_new_request = _trusted(ClientRequest)
-_new_reply = _trusted(ClientReply)
 
 
 def _kind(code: int, cls: type, checks: tuple[Check, ...] | None = None, **custom: Any) -> _Kind:
     names = tuple(f.name for f in fields(cls))
     if checks is None:
         try:
-            checks = tuple(_CHECK_BY_FIELD.get((cls, f.name)) or _CHECK_BY_TYPE[f.type] for f in fields(cls))
+            checks = tuple(CHECK_BY_FIELD.get((cls, f.name)) or CHECK_BY_TYPE[f.type] for f in fields(cls))
         except KeyError as e:  # a new field type in messages.py needs a check here first
             raise TypeError(f"codec: no wire check for {cls.__name__} field type {e}") from None
     return _Kind(
@@ -396,7 +185,7 @@ def _kind(code: int, cls: type, checks: tuple[Check, ...] | None = None, **custo
         names=names,
         checks=checks,
         fields_of=custom.get("fields_of", attrgetter(*names)),
-        rule=custom.get("rule", _no_rule),
+        rule=custom.get("rule", no_rule),
         build=custom.get("build", lambda values: cls(*values)),
         checked_at_construction=custom.get("checked_at_construction", False),
     )
@@ -408,24 +197,24 @@ KINDS: tuple[_Kind, ...] = (
     _kind(3, Answer),
     _kind(4, Coordinator),
     _kind(5, Promise),
-    _kind(6, Append, fields_of=_append_fields, rule=_check_run, build=_build_append),
+    _kind(6, Append, fields_of=append_fields, rule=check_run, build=build_append),
     _kind(7, AppendAck),
     _kind(8, Forward),
     _kind(9, ReadIndexRequest),
     _kind(10, ReadIndexReply),
-    _kind(11, InstallSnapshot, rule=_check_chunk),
+    _kind(11, InstallSnapshot, rule=check_chunk),
     _kind(12, InstallSnapshotAck),
     # A request is checked again on encode: a client's args dict mutated after
     # construction is caught at home. A reply is made and encoded at once by the
     # node (the hot path), so its construction check is enough.
-    _kind(64, ClientRequest, (), rule=_client_rule("ClientRequest", check_request),
-          build=_trusted(ClientRequest)),
-    _kind(65, ClientReply, (), rule=_client_rule("ClientReply", check_reply),
-          build=_trusted(ClientReply), checked_at_construction=True),
+    _kind(64, ClientRequest, (), rule=client_rule("ClientRequest", check_request),
+          build=trusted(ClientRequest)),
+    _kind(65, ClientReply, (), rule=client_rule("ClientReply", check_reply),
+          build=trusted(ClientReply), checked_at_construction=True),
     # Batches: their rules check (and build) every item; encode checks through fields_of.
-    _kind(66, ClientBatch, (), rule=_batch_rule, fields_of=_batch_fields, build=_trusted(ClientBatch),
+    _kind(66, ClientBatch, (), rule=batch_rule, fields_of=batch_fields, build=trusted(ClientBatch),
           checked_at_construction=True),
-    _kind(67, ClientReplies, (), rule=_replies_rule, fields_of=_replies_fields, build=_trusted(ClientReplies),
+    _kind(67, ClientReplies, (), rule=replies_rule, fields_of=replies_fields, build=trusted(ClientReplies),
           checked_at_construction=True),
 )
 _BY_CODE: dict[int, _Kind] = {k.code: k for k in KINDS}
@@ -441,7 +230,7 @@ REPLIES_OVERHEAD = 1 + 3  # body bytes of a ClientReplies frame besides its pack
 def _check_body(kind: _Kind, body: Any) -> list[Any]:
     """Check every field, then the rules across fields; return the (converted) values."""
     if type(body) is not tuple or len(body) != len(kind.names):
-        raise DecodeError(f"{kind.cls.__name__}: expected an array of {len(kind.names)} fields, got {_show(body)}")
+        raise DecodeError(f"{kind.cls.__name__}: expected an array of {len(kind.names)} fields, got {show(body)}")
     if not kind.checks:  # checked as a whole by its rule (client frames)
         values = list(body)
         kind.rule(values)
