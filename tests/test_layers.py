@@ -22,24 +22,25 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "exit_codes": set(),
     "config": {"errors"},
+    "security": {"errors"},
     "core": {"errors"},
     "wire": {"core", "errors"},
     "store": {"wire", "errors"},
     "service": {"core", "store", "errors"},
     "storage": {"core", "store", "errors"},
     "sim": {"core", "store", "service", "errors"},
-    "node": {"core", "wire", "store", "service", "storage", "config", "errors", "exit_codes"},
-    "client": {"wire", "config", "errors"},
-    "local": {"client", "wire", "config", "errors"},
-    "chaos": {"local", "client", "wire", "storage", "core", "config", "errors"},
-    "bench": {"local", "client", "wire", "storage", "core", "config", "errors"},
+    "node": {"core", "wire", "store", "service", "storage", "config", "security", "errors", "exit_codes"},
+    "client": {"wire", "config", "security", "errors"},
+    "local": {"client", "wire", "config", "security", "errors"},
+    "chaos": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
+    "bench": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
     "cli": set(),  # anything: filled in below
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}
 
 WORLD = {"zmq", "os", "time", "socket", "select", "signal", "subprocess", "threading", "asyncio"}
 PURE = {"core", "store", "service", "sim"}
-ZMQ_USERS = {"node", "client", "local", "bench"}
+ZMQ_USERS = {"node", "client", "local", "bench", "security"}
 
 
 def package_of(path: Path) -> str:

@@ -1,0 +1,130 @@
+"""CurveZMQ keypairs on disk, in the zcert format that czmq and pyzmq's zmq.auth read.
+
+Job: `new_keypair` writes NAME.key (public) and NAME.key_secret (secret,
+0600, created exclusively: an existing key is never overwritten);
+`load_public` and `load_secret` read them back, checking every key (40 z85
+characters that decode to 32 bytes) and that a secret matches its public key;
+`fingerprint` names a key in logs and errors without showing it whole.
+Invariants: a secret file that group or others may read is refused with a
+line that says how to fix it; no function returns or prints a secret except
+`load_secret`, whose caller hands it to a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+from zmq.utils import z85
+
+from zrep.errors import ZrepError
+
+PUBLIC_SUFFIX = ".key"
+SECRET_SUFFIX = ".key_secret"
+_Z85 = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+_KEY_LINE = re.compile(r'^\s*(public|secret)-key\s*=\s*"([^"]*)"\s*$', re.M)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class KeyFileError(ZrepError):
+    """A key file is missing, malformed, mismatched or too widely readable."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    public: bytes  # z85, 40 bytes
+    secret: bytes  # z85, 40 bytes
+
+
+def check_z85(key: str | bytes, what: str) -> bytes:
+    """The key as z85 bytes, or KeyFileError saying what is wrong with it."""
+    text = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+    if not _Z85.fullmatch(text):
+        raise KeyFileError(f"{what}: not a CURVE key (40 z85 characters expected, got {len(text)})")
+    try:
+        if len(z85.decode(text)) != 32:
+            raise ValueError
+    except ValueError:
+        raise KeyFileError(f"{what}: not a CURVE key (does not decode to 32 bytes)") from None
+    return text.encode("ascii")
+
+
+def fingerprint(public: bytes | str) -> str:
+    """Eight characters that name a public key in logs and errors."""
+    text = public.decode("ascii") if isinstance(public, bytes) else public
+    return text[:8]
+
+
+def new_keypair(name: str, directory: str | os.PathLike[str]) -> tuple[Path, Path, KeyPair]:
+    """Write NAME.key and NAME.key_secret in `directory` (made 0700 if missing)."""
+    if not _NAME.fullmatch(name):
+        raise KeyFileError(f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    d = Path(directory)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    public, secret = zmq.curve_keypair()
+    pub_path, sec_path = d / f"{name}{PUBLIC_SUFFIX}", d / f"{name}{SECRET_SUFFIX}"
+    for path in (pub_path, sec_path):
+        if path.exists():
+            raise KeyFileError(f"{path} exists: a key is never overwritten; pick another name or remove it first")
+    _write_exclusive(sec_path, _zcert(name, public, secret), 0o600)
+    _write_exclusive(pub_path, _zcert(name, public, None), 0o644)
+    return pub_path, sec_path, KeyPair(public, secret)
+
+
+def load_public(path: str | os.PathLike[str]) -> bytes:
+    """The public key of a .key file (or of a .key_secret file: its public half)."""
+    keys = _read_keys(Path(path))
+    if "public" not in keys:
+        raise KeyFileError(f"{path}: no public-key line (a zcert file from `zrep keys new` has one)")
+    return check_z85(keys["public"], str(path))
+
+
+def load_secret(path: str | os.PathLike[str]) -> KeyPair:
+    """The keypair of a .key_secret file, refused if others may read it or its halves do not match."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        raise KeyFileError(f"{p}: cannot read the secret key ({e.strerror}); make one with: zrep keys new NAME") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{p}: the secret key may be read by group or others (mode {stat.S_IMODE(mode):04o}); "
+                        f"run: chmod 600 {p}")
+    keys = _read_keys(p)
+    if "secret" not in keys or "public" not in keys:
+        raise KeyFileError(f"{p}: not a secret key file (it needs public-key and secret-key lines)")
+    public, secret = check_z85(keys["public"], str(p)), check_z85(keys["secret"], str(p))
+    if zmq.curve_public(secret) != public:
+        raise KeyFileError(f"{p}: the secret key does not match the public key written beside it")
+    return KeyPair(public, secret)
+
+
+def _read_keys(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeyFileError(f"{path}: cannot read the key file ({getattr(e, 'strerror', None) or e})") from None
+    return {kind: value for kind, value in _KEY_LINE.findall(text)}
+
+
+def _zcert(name: str, public: bytes, secret: bytes | None) -> str:
+    kind = "secret" if secret else "public"
+    lines = [f"#   ****  {'Generated by zrep: do not share this file' if secret else 'Generated by zrep'}  ****",
+             f"#   zrep CURVE {kind} key for {name} (ZeroMQ zcert format)", "", "metadata",
+             f'    name = "{name}"', "curve", f'    public-key = "{public.decode()}"']
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    return "\n".join(lines) + "\n"
+
+
+def _write_exclusive(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed a public key's mode; never widened a secret's
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
