@@ -15,7 +15,7 @@ from zrep.cli import NODE_EXIT_CODES_HELP, config_option
 @click.option("--unsafe-bug", "bugs", multiple=True, hidden=True, help="Plant a bug (tests only).")
 def node(node_id: int, config_path: str, bugs: tuple[str, ...]) -> None:
     """Run one node of the cluster in the foreground until SIGTERM or Ctrl-C."""
-    from zrep.node.loop import (
+    from zrep.node.start import (
         run_node,  # lazily: the node loads the core, the WAL and the transport
     )
 
