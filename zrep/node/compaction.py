@@ -15,16 +15,20 @@ Invariants:
     the CPU spike and the pause of a compaction never hit a majority at once.
   * A failed snapshot only costs the log's length: every entry since the last
     durable one stays in the log.
+  * Each snapshot, failure, compaction and install is an event on the node's
+    timeline (zrep.node.journal) and counted in NodeStats.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from zrep.config import ClusterConfig
 from zrep.core.replica import Replica
 from zrep.errors import InvariantError
+from zrep.node.journal import Journal
+from zrep.node.stats import NodeStats
 from zrep.service.service import Service
 from zrep.storage.snapshot_files import Snapshot, write_snapshot
 from zrep.storage.snapshot_writer import SnapshotWriter
@@ -46,13 +50,15 @@ class Compaction:
     """When to snapshot and compact, and doing it; `writer` is None when snapshots are off."""
 
     def __init__(self, cfg: ClusterConfig, node_id: int, replica: Replica, service: Service, wal: Wal,
-                 say: Callable[[str], None], snapshot: Snapshot | None) -> None:
+                 journal: Journal, stats: NodeStats, snapshot: Snapshot | None) -> None:
         self.cfg = cfg
         self.id = node_id
         self.replica = replica
         self.service = service
         self.wal = wal
-        self.say = say
+        self.journal = journal
+        self.say = journal.say
+        self.stats = stats
         self.writer = SnapshotWriter(cfg.node_data_dir(node_id)) if cfg.snapshot_entries else None
         self.index = snapshot.index if snapshot else 0  # the durable snapshot's
         # A node that has none yet takes its first one at its own phase; later ones keep it.
@@ -76,11 +82,16 @@ class Compaction:
         done = writer.poll()
         if done is not None:
             if done.error:
-                self.say(f"warning: snapshot of index {done.index} failed: {done.error}; "
-                         f"the log still holds every entry since the last one, next try after {self.cfg.snapshot_entries:,} more")
+                self.stats.snapshot_failures += 1
+                self.journal.event("snapshot_failed", f"warning: snapshot of index {done.index} failed: {done.error}; "
+                                   f"the log still holds every entry since the last one, next try after "
+                                   f"{self.cfg.snapshot_entries:,} more", level="warning", index=done.index)
             else:
                 self.index = done.index
-                self.say(f"snapshot of index {done.index} written in {done.seconds:.2f} s")
+                self.stats.snapshots += 1
+                self.stats.snapshot_seconds += done.seconds
+                self.journal.event("snapshot", f"snapshot of index {done.index} written in {done.seconds:.2f} s",
+                                   index=done.index, seconds=round(done.seconds, 3))
         store = self.service.store
         if writer.running or store.applied_index < self.due_at:
             return
@@ -119,15 +130,19 @@ class Compaction:
         size = wal.rewrite(upto + 1, epoch)  # keeps its own records after upto, byte for byte
         rep.compact(upto)
         self.compactions += 1
-        self.say(f"log compacted up to {upto} (snapshot {self.index}): the WAL holds "
-                 f"{rep.log.first_index}..{rep.log.last_index}, {size:,} bytes, rewritten in "
-                 f"{(time.monotonic() - started) * 1000:.1f} ms")
+        seconds = time.monotonic() - started
+        self.stats.compactions += 1
+        self.stats.compaction_seconds += seconds
+        self.journal.event("compaction", f"log compacted up to {upto} (snapshot {self.index}): the WAL holds "
+                           f"{rep.log.first_index}..{rep.log.last_index}, {size:,} bytes, rewritten in "
+                           f"{seconds * 1000:.1f} ms", upto=upto, bytes=size, ms=round(seconds * 1000, 1))
 
     def before_install(self) -> None:
         if self.writer is not None:
             self.writer.stop()  # its older snapshot must not land over the one being installed
 
     def installed(self, snap: Snapshot) -> None:
+        self.stats.installs += 1
         self.index = snap.index
         self.due_at = snap.index + self.cfg.snapshot_entries  # (the core's note says it happened)
 
@@ -149,4 +164,6 @@ class Compaction:
                      f"index {self.index}")
             return
         self.index = store.applied_index
-        self.say(f"snapshot of index {store.applied_index} written at stop in {time.monotonic() - started:.2f} s")
+        self.stats.snapshots += 1
+        self.journal.event("snapshot", f"snapshot of index {store.applied_index} written at stop in "
+                           f"{time.monotonic() - started:.2f} s", index=store.applied_index)

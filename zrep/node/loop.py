@@ -52,7 +52,9 @@ from zrep.core.replica import Replica
 from zrep.errors import InvariantError
 from zrep.node.compaction import Compaction
 from zrep.node.file_snapshots import CHUNK_BYTES, FileSnapshots
+from zrep.node.journal import Journal, note_kind
 from zrep.node.requests import COMMAND_HEADROOM_BYTES, Requests
+from zrep.node.stats import MeteredWal, NodeStats
 from zrep.node.transport import Transport
 from zrep.service.service import ROLE_NAMES, Service
 from zrep.storage.snapshot_files import Snapshot
@@ -64,6 +66,14 @@ LATE_POLL_MS = 2  # how long a late loop waits for what arrived while it was not
 REQUEST_MS = 10_000  # a client request waits at most this long for its entry (then TIMEOUT)
 ACK_ALL_MS = 3_000  # an ack=all write waits this long for every member, then answers with who has it
 DRAIN_BUDGET = 1000  # frames read per socket per turn, so a flood cannot starve ticks
+HOUSEKEEPING_S = 1.0  # how often the loop refreshes its slow gauges and looks for timeline events
+BEHIND_ENTRIES = 1000  # a follower this far behind the leader's log is "behind" on the timeline
+SLOW_FSYNC_S = 0.1  # a WAL flush slower than this is an event on the timeline
+REFUSED_EVENT_S = 10.0  # refused frames are told on the timeline at most this often
+_ELECTION_COUNTERS = {"election_started": "elections_started", "election_won": "elections_won",
+                      "election_lost": "elections_lost", "stood_aside": "elections_stood_aside"}
+_PEER_REFUSALS = ("peer_undecodable", "peer_spoofed", "peer_bad_parts", "sub_refused")
+_CLIENT_REFUSALS = ("client_bad", "client_too_large")
 
 Log = Callable[[str], None]
 
@@ -75,12 +85,15 @@ class Node:
 
     def __init__(self, cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport,
                  store: Store, commit: int, *, bugs: frozenset[str], log: Log,
-                 snapshot: Snapshot | None = None) -> None:
+                 snapshot: Snapshot | None = None, log_format: str = "text") -> None:
         self.cfg = cfg
         self.id = node_id
         self.wal = wal
         self.transport = transport
-        self._log = log
+        self.journal = Journal(node_id, log, log_format)
+        self.stats = NodeStats()
+        if isinstance(wal, MeteredWal):
+            wal.stats, wal.slow_s, wal.on_slow = self.stats, SLOW_FSYNC_S, self._slow_fsync
         self._tick_s = cfg.tick_ms / 1000
         timing = Timing.from_ms(cfg.heartbeat_ms, cfg.election_timeout_ms, cfg.tick_ms)
         # An Append batch must fit in one frame, or replication would stall on it.
@@ -107,8 +120,8 @@ class Node:
             request_ticks=max(1, REQUEST_MS // cfg.tick_ms),
             all_ticks=max(1, ACK_ALL_MS // cfg.tick_ms),
         )
-        self.requests = Requests(cfg, self.service, transport, self.status)
-        self.compaction = Compaction(cfg, node_id, replica, self.service, wal, self.say, snapshot)
+        self.requests = Requests(cfg, self.service, transport, self.status, self.stats)
+        self.compaction = Compaction(cfg, node_id, replica, self.service, wal, self.journal, self.stats, snapshot)
         self._refused_seen = 0
         limits = StoreLimits(max_body_bytes=cfg.max_body_bytes)
         self.port = FileSnapshots(cfg.node_data_dir(node_id), wal, limits,
@@ -116,9 +129,13 @@ class Node:
                                   self.compaction.before_install)
         self.service.snapshots = self.port
         self.service.on_install = self.compaction.installed
-        self._started = time.monotonic()
+        self.started = self.turned_at = time.monotonic()
         self._seen = (replica.role, replica.leader)
-        self._leaderless_since: float | None = self._started
+        self._leaderless_since: float | None = self.started
+        self._last_suspicion = ""  # the core's last "suspects leader ..." note: why a leader was lost
+        self._housekeeping_at = 0.0
+        self._behind: set[int] = set()
+        self._refusals_told = (0, 0, 0.0)  # (peer, client) refusals already on the timeline, when told
 
     # ---------------------------------------------------------------- the loop
 
@@ -150,6 +167,9 @@ class Node:
                 next_tick += elapsed * tick_s
                 busy = True
                 compaction.turn()
+                self.turned_at = now
+                if now >= self._housekeeping_at:
+                    self._housekeeping(now)
             if busy:
                 self._process()
                 if compaction.due():
@@ -162,9 +182,11 @@ class Node:
         step = self.replica.step
         for msg in peer:
             step(msg)
-        on_request = self.requests.on_request
-        for ident, req, batched in clients:
-            on_request(ident, req, batched)
+        if clients:
+            on_request = self.requests.on_request
+            for ident, req, batched in clients:
+                on_request(ident, req, batched)
+            self.stats.turn_requests.observe(len(clients))
         return bool(peer or clients), bool(peer)
 
     def close(self) -> None:
@@ -199,14 +221,19 @@ class Node:
     # ---------------------------------------------------------------- logging
 
     def say(self, text: str) -> None:
-        t = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
-        self._log(f"{stamp} node {self.id}: {text}")
+        self.journal.say(text)
 
     def note(self, text: str) -> None:
         # The core's notes already start "node N epoch E tick T: ...".
         prefix = f"node {self.id} "
-        self.say(text[len(prefix):] if text.startswith(prefix) else text)
+        text = text[len(prefix):] if text.startswith(prefix) else text
+        kind = note_kind(text.split(": ", 1)[-1])
+        counter = _ELECTION_COUNTERS.get(kind)
+        if counter is not None:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        if kind == "election_started":
+            self._last_suspicion = text.split(": ", 1)[-1]
+        self.journal.event(kind, text)
 
     def _role_changed(self) -> None:
         rep = self.replica
@@ -214,14 +241,63 @@ class Node:
         self._seen = (rep.role, rep.leader)
         now = time.monotonic()
         where = f"epoch {rep.hs.epoch}"
+        event = self.journal.event
         if rep.role != old_role:
-            self.say(f"role {ROLE_NAMES[old_role]} -> {ROLE_NAMES[rep.role]} ({where}, leader {rep.leader or '-'})")
+            event("role", f"role {ROLE_NAMES[old_role]} -> {ROLE_NAMES[rep.role]} ({where}, leader {rep.leader or '-'})",
+                  role=ROLE_NAMES[rep.role], was=ROLE_NAMES[old_role], epoch=rep.hs.epoch, leader=rep.leader)
+        if rep.leader != old_leader:
+            self.stats.leader_changes += 1
         if rep.leader and self._leaderless_since is not None:
             took_ms = int((now - self._leaderless_since) * 1000)
-            self.say(f"leader is node {rep.leader} in {where}, after {took_ms} ms without a known leader")
+            event("leader", f"leader is node {rep.leader} in {where}, after {took_ms} ms without a known leader",
+                  leader=rep.leader, epoch=rep.hs.epoch, leaderless_ms=took_ms)
             self._leaderless_since = None
         elif not rep.leader and old_leader:
             self._leaderless_since = now
+            why = self._last_suspicion or "it stepped down or a higher epoch was seen"
+            event("leader_lost", f"lost leader {old_leader}: {why}", level="warning", leader=old_leader,
+                  epoch=rep.hs.epoch)
+        self._last_suspicion = ""
+
+    def _slow_fsync(self, seconds: float, flushed: int) -> None:
+        self.journal.event("slow_fsync", f"slow WAL flush: {seconds * 1000:.0f} ms for {flushed:,} bytes",
+                           level="warning", ms=round(seconds * 1000, 1), bytes=flushed)
+
+    def _housekeeping(self, now: float) -> None:
+        """Once a second: the store's gauges, followers behind or caught up, refused frames."""
+        self._housekeeping_at = now + HOUSEKEEPING_S
+        store, stats = self.service.store, self.stats
+        stats.store_messages = store.message_count()
+        stats.store_mailboxes = len(store._boxes)  # (no public count: mailboxes() sorts them all)
+        self._followers()
+        counters = self.transport.counters
+        peer = sum(getattr(counters, name) for name in _PEER_REFUSALS)
+        client = sum(getattr(counters, name) for name in _CLIENT_REFUSALS)
+        told_peer, told_client, told_at = self._refusals_told
+        if (peer != told_peer or client != told_client) and now - told_at >= REFUSED_EVENT_S:
+            if peer != told_peer:
+                self.journal.event("refused_peer", f"refused {peer - told_peer} bad peer frame(s) "
+                                   f"({peer} in all)", level="warning", count=peer - told_peer)
+            if client != told_client:
+                self.journal.event("refused_client", f"refused {client - told_client} bad client request(s) "
+                                   f"({client} in all)", level="warning", count=client - told_client)
+            self._refusals_told = (peer, client, now)
+
+    def _followers(self) -> None:
+        rep = self.replica
+        if rep.role != Role.LEADER:
+            self._behind.clear()
+            return
+        last = rep.log.last_index
+        for peer, pr in rep._progress.items():
+            lag = last - pr.match
+            if lag > BEHIND_ENTRIES and peer not in self._behind:
+                self._behind.add(peer)
+                self.journal.event("follower_behind", f"node {peer} is {lag:,} entries behind", level="warning",
+                                   follower=peer, lag=lag)
+            elif lag == 0 and peer in self._behind:
+                self._behind.discard(peer)
+                self.journal.event("follower_caught_up", f"node {peer} caught up", follower=peer)
 
     # ---------------------------------------------------------------- status
 
@@ -234,7 +310,7 @@ class Node:
         s["rpc"] = rpc_of(self.id)
         s["peers"] = [{"id": p, "heard_ms_ago": ms, "rpc": rpc_of(p)} for p, ms in heard.items()]
         s["pending"] = len(self.service.pending)
-        s["uptime_ms"] = int((time.monotonic() - self._started) * 1000)
+        s["uptime_ms"] = int((time.monotonic() - self.started) * 1000)
         s["counters"] = dict(self.transport.counters.as_dict(), core_dropped=self.replica.dropped)
         s["bugs"] = sorted(self.replica.bugs)
         s["snapshot_index"] = self.compaction.index

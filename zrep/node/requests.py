@@ -12,14 +12,18 @@ Invariants:
   * Store refusals other than the wire's own codes travel as BAD_REQUEST with
     the store's code in result["reason"].
   * Only sends replies through the Transport; never touches the disk.
+  * Counts each request and its answer (outcome, seconds) in NodeStats: plain
+    integers, nothing a metrics scrape could make the loop wait on.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from zrep.config import ClusterConfig
+from zrep.node.stats import NodeStats
 from zrep.node.transport import Transport
 from zrep.service.pending import Done
 from zrep.service.service import Service
@@ -36,7 +40,8 @@ from zrep.wire.client_messages import (
 
 COMMAND_HEADROOM_BYTES = 4096  # room around one command in an Append frame
 
-Route = tuple[bytes, int, bool]  # (client routing id, req_id, the request came in a ClientBatch)
+# (client routing id, req_id, the request came in a ClientBatch, op, monotonic time it was taken)
+Route = tuple[bytes, int, bool, str, float]
 
 # Wire codes the node passes through as they are; any other refusal (the
 # store's BAD_MAILBOX, NO_SUCH_MESSAGE, CLIENT_EXPIRED, ...) is BAD_REQUEST with
@@ -78,34 +83,40 @@ class Requests:
     """Client requests -> Service, and the Service's answers -> replies."""
 
     def __init__(self, cfg: ClusterConfig, service: Service, transport: Transport,
-                 status: Callable[[], dict[str, Any]]) -> None:
+                 status: Callable[[], dict[str, Any]], stats: NodeStats) -> None:
         self.service = service
         self.transport = transport
         self._status = status
+        self.stats = stats
         self._max_body_bytes = cfg.max_body_bytes
         self._max_command_bytes = cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES
         self._rpc = {n.id: n.rpc for n in cfg.nodes}
 
     def on_request(self, ident: bytes, req: ClientRequest, batched: bool = False) -> None:
-        _OPS[req.op](self, (ident, req.req_id, batched), req.args)
+        op = req.op
+        self.stats.took(op)
+        _OPS[op](self, (ident, req.req_id, batched, op, time.monotonic()), req.args)
 
     def answer(self, done: Done) -> None:
-        ident, req_id, batched = done.route
+        ident, req_id, batched, op, taken = done.route
         try:
             ok = ok_result(done.result)
             if ok is not None:
                 self.transport.reply_ok(ident, req_id, ok, batched)
+                self.stats.answered(op, Code.OK, time.monotonic() - taken)
                 return
             reply = reply_for(req_id, done.result, self.rpc_of)
         except ValueError as e:  # an answer the wire schema refuses: tell the client, keep serving
             reply = error_reply(req_id, Code.BAD_REQUEST, f"the answer cannot be sent: {e}"[:MAX_MESSAGE_CHARS])
         self.transport.reply(ident, reply, batched)
+        self.stats.answered(op, reply.code, time.monotonic() - taken)
 
     def rpc_of(self, node_id: int) -> str:
         return self._rpc.get(node_id, "")
 
     def _refuse(self, route: Route, code: str, why: str) -> None:
         self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]), route[2])
+        self.stats.answered(route[3], code, time.monotonic() - route[4])
 
     def _write(self, route: Route, encode_command: Callable[[], bytes], ack: str, key: tuple[str, int]) -> None:
         try:
@@ -146,6 +157,7 @@ class Requests:
 
     def _op_status(self, route: Route, a: dict[str, Any]) -> None:
         self.transport.reply(route[0], ok_reply(route[1], self._status()), route[2])
+        self.stats.answered("status", Code.OK, time.monotonic() - route[4])
 
 
 _OPS: dict[str, Callable[[Requests, Route, dict[str, Any]], None]] = {

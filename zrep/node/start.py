@@ -17,14 +17,21 @@ Invariants:
     to start (EXIT_NO_SNAPSHOT) and says to wipe its data directory.
   * Signals only set a flag (`_StopFlag`) the loop checks between turns, so a
     stop never lands in the middle of a persist.
+  * A node with a `metrics` address serves it (zrep.node.metrics) from the
+    moment its loop can start; one it cannot bind stops it (EXIT_NETWORK).
+    A node without one runs no HTTP server at all.
+  * With log_format "json" every line, the start-up errors included, is one
+    JSON object (time, node, level, event, message, fields).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +52,8 @@ from zrep.exit_codes import (
     NODE_USAGE,
 )
 from zrep.node.loop import Log, Node
+from zrep.node.metrics import MetricsServer
+from zrep.node.stats import MeteredWal
 from zrep.node.transport import Transport
 from zrep.storage.snapshot_files import (
     Snapshot,
@@ -69,6 +78,16 @@ WAL_NAME = "wal"
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _json_lines(log: Log, node_id: int) -> Log:
+    """`log` for start-up and exit lines in the JSON log format: one object per line."""
+    def write(line: str) -> None:
+        t = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        log(json.dumps({"time": stamp, "ts": round(t, 3), "node": node_id, "level": "error", "event": "exit",
+                        "message": line, "fields": {}}, ensure_ascii=False))
+    return write
 
 
 def rebuild_store(store: Store, replay: Replay, commit: int) -> None:
@@ -121,13 +140,17 @@ def _check_bugs(bugs: Iterable[str]) -> frozenset[str]:
 
 def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
              bugs: Iterable[str] = frozenset(), log: Log = _stderr,
-             stopping: Callable[[], bool] | None = None) -> int:
+             stopping: Callable[[], bool] | None = None, log_format: str = "text") -> int:
     """Run node `node_id` of the cluster until SIGTERM/SIGINT (or `stopping()`); the exit code.
 
     `bugs` plants test-only safety bugs in the core (zrep.core.replica.BUGS);
-    never use it outside tests. `log` receives one finished line at a time.
+    never use it outside tests. `log` receives one finished line at a time,
+    text or (log_format "json") one JSON object.
     """
     prefix = f"zrep node {node_id}"
+    journal_log = log
+    if log_format == "json":
+        log = _json_lines(log, node_id)
     try:
         cfg = config if isinstance(config, ClusterConfig) else load_config(config)
         cfg.node(node_id)
@@ -146,18 +169,18 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
             "is another process using the port, or is the address not local?")
         return EXIT_NETWORK
     try:
-        return _open(cfg, node_id, transport, bugs, log, stopping)
+        return _open(cfg, node_id, transport, bugs, log, stopping, journal_log=journal_log, log_format=log_format)
     finally:
         transport.close()
 
 
 def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozenset[str], log: Log,
-          stopping: Callable[[], bool] | None) -> int:
+          stopping: Callable[[], bool] | None, *, journal_log: Log, log_format: str) -> int:
     """Replay the WAL, load the snapshot, then serve; the exit code."""
     prefix = f"zrep node {node_id}"
     data_dir = Path(cfg.node_data_dir(node_id))
     try:
-        wal, replay = Wal.open(data_dir / WAL_NAME)
+        wal, replay = MeteredWal.open(data_dir / WAL_NAME)
     except CorruptLogError as e:
         log(f"{prefix}: {e}")
         return EXIT_CORRUPT_LOG
@@ -178,7 +201,8 @@ def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozense
             replay = _drop_log_for(snapshot, wal, replay)
             warnings.append(f"the snapshot of index {snapshot.index} is past or beside the compacted log "
                             "(an install that stopped before its WAL rewrite); the log was dropped for it")
-        return _serve(cfg, node_id, wal, replay, transport, bugs, log, stopping, snapshot, warnings)
+        return _serve(cfg, node_id, wal, replay, transport, bugs, log, stopping, snapshot, warnings,
+                      journal_log=journal_log, log_format=log_format)
     except StorageError as e:
         log(f"{prefix}: {e}")
         return EXIT_STORAGE
@@ -195,27 +219,38 @@ def _drop_log_for(snapshot: Snapshot, wal: Wal, replay: Replay) -> Replay:
 
 def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport, bugs: frozenset[str],
            log: Log, stopping: Callable[[], bool] | None, snapshot: Snapshot | None = None,
-           warnings: list[str] | None = None) -> int:
+           warnings: list[str] | None = None, *, journal_log: Log, log_format: str) -> int:
     prefix = f"zrep node {node_id}"
     flag = _StopFlag()
     flag.install()
     node: Node | None = None
+    metrics: MetricsServer | None = None
     try:
         store = snapshot.store if snapshot else Store(max_body_bytes=cfg.max_body_bytes)
         # A snapshot holds only committed entries; the WAL's commit hint may lag it.
         commit = max(replay.commit, snapshot.index) if snapshot else replay.commit
         rebuild_store(store, replay, commit)
-        node = Node(cfg, node_id, wal, replay, transport, store, commit, bugs=bugs, log=log, snapshot=snapshot)
+        node = Node(cfg, node_id, wal, replay, transport, store, commit, bugs=bugs, log=journal_log,
+                    snapshot=snapshot, log_format=log_format)
+        bind_metrics = cfg.node(node_id).bind_metrics
+        if bind_metrics is not None:
+            try:
+                metrics = MetricsServer(node, bind_metrics)
+            except OSError as e:
+                log(f"{prefix}: cannot serve metrics on {bind_metrics}: {e}; is another process using the port, "
+                    "or is the address not local? (remove metrics from the node's entry to run without)")
+                return EXIT_NETWORK
         for line in replay.warnings + (warnings or []) + list(cfg.warnings):
             node.say(f"warning: {line}")
         if bugs:
             node.say(f"UNSAFE: planted bugs {sorted(bugs)} are on; this node may lose acknowledged writes")
-        node.say(f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "
-                 f"log {replay.first_index}..{node.replica.log.last_index}, commit {node.replica.commit}"
-                 + (f", store from the snapshot of index {snapshot.index}" if snapshot else ""))
+        node.journal.event("started", f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "
+                           f"log {replay.first_index}..{node.replica.log.last_index}, commit {node.replica.commit}"
+                           + (f", store from the snapshot of index {snapshot.index}" if snapshot else "")
+                           + (f", metrics {cfg.node(node_id).metrics}" if metrics is not None else ""))
         node.run((lambda: flag.stop or stopping()) if stopping is not None else flag)
         node.compaction.on_stop()
-        node.say("stopped")
+        node.journal.event("stopped", "stopped")
         return EXIT_OK
     except StorageError as e:
         log(f"{prefix}: stopping: {e}")
@@ -224,6 +259,8 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport
         log(f"{prefix}: stopping: invariant broken (a bug, please report): {e}")
         return EXIT_INVARIANT
     finally:
+        if metrics is not None:
+            metrics.close()
         if node is not None:
             node.close()
         flag.restore()

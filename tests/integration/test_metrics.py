@@ -1,0 +1,168 @@
+"""Every node's HTTP side door on real processes: /metrics, /healthz, /events, and bad clients.
+
+`metrics_cluster(make_cluster)` (also used by test_dashboard.py) starts a 3-node
+cluster whose file gives every node a metrics address on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+from harness import LocalCluster, free_ports, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from zrep.config import ClusterConfig, config_from_dict, parse_http
+from zrep.node.metrics import MAX_CONNECTIONS, REQUEST_DEADLINE_S
+
+MakeCluster = Callable[..., LocalCluster]
+
+
+def metrics_config(nodes: int = 3, heartbeat_ms: int = 50, election_timeout_ms: int = 300) -> ClusterConfig:
+    taken: set[int] = set()
+    rows = []
+    for i in range(1, nodes + 1):
+        rpc, pub, metrics = free_ports("127.0.0.1", 3, taken)
+        rows.append({"id": i, "rpc": f"tcp://127.0.0.1:{rpc}", "pub": f"tcp://127.0.0.1:{pub}",
+                     "metrics": f"http://127.0.0.1:{metrics}"})
+    cluster = {"heartbeat_ms": heartbeat_ms, "election_timeout_ms": election_timeout_ms, "data_dir": "data"}
+    return config_from_dict({"cluster": cluster, "nodes": rows}, "/tmp")
+
+
+def metrics_cluster(make_cluster: MakeCluster, **kwargs: Any) -> LocalCluster:
+    return make_cluster(config=metrics_config(**kwargs))
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def scrape(c: LocalCluster, node_id: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """{sample name: {sorted labels: value}} of one node's /metrics."""
+    code, text = get(c.cfg.node(node_id).metrics + "/metrics")
+    assert code == 200, text
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def one(samples: dict[str, dict[Any, float]], name: str, **labels: str) -> float:
+    """A sample's value; 0 for a labelled series not yet seen (counted from its first event)."""
+    series = samples[name]
+    return series.get(tuple(sorted(labels.items())), 0.0) if labels else series[()]
+
+
+def test_every_node_serves_metrics_health_and_events(make_cluster: MakeCluster) -> None:
+    c = metrics_cluster(make_cluster)
+    leader = c.wait_for_leader()
+    for seq in range(1, 31):
+        c.send("m", seq, "box", b"x" * 10)
+    wait_until("every node applied the 30 sends and counted them (a gauge refreshed each second)", lambda: all(
+        one(scrape(c, i), "zrep_applied_index") >= 31 and one(scrape(c, i), "zrep_store_messages") == 30
+        for i in c.ids), timeout=10)
+    for i in c.ids:
+        m = scrape(c, i)
+        assert one(m, "zrep_role", role="leader") == (1.0 if i == leader else 0.0)
+        assert one(m, "zrep_leader_id") == leader
+        assert one(m, "zrep_epoch") >= 1
+        assert one(m, "zrep_commit_index") >= 31 and one(m, "zrep_log_last_index") >= 31
+        assert one(m, "zrep_wal_fsync_seconds_count") >= 1 and one(m, "zrep_wal_fsync_bytes_total") > 0
+        assert one(m, "zrep_store_mailboxes") == 1
+        assert "zrep_process_resident_memory_bytes" in m and "zrep_process_open_fds" in m
+        code, line = get(c.cfg.node(i).metrics + "/healthz")
+        assert code == 200 and f"leader {leader}" in line and line.count("\n") == 1
+    every = {i: scrape(c, i) for i in c.ids}  # a write is counted by the node that answered it
+    assert sum(one(m, "zrep_writes_acknowledged_total") for m in every.values()) == 30
+    assert sum(one(m, "zrep_client_request_seconds_count", op="send") for m in every.values()) >= 30
+    lm = every[leader]
+    assert one(lm, "zrep_elections_total", outcome="won") >= 1
+    assert {int(dict(k)["follower"]) for k in lm["zrep_follower_lag_entries"]} == set(c.ids) - {leader}
+    code, body = get(c.cfg.node(leader).metrics + "/events")
+    events = json.loads(body)
+    assert events["node"] == leader and {"started", "election_won", "leader"} <= {e["event"] for e in events["events"]}
+    after = events["seq"]
+    code, body = get(c.cfg.node(leader).metrics + f"/events?after={after}")
+    assert json.loads(body)["events"] == []
+    assert get(c.cfg.node(leader).metrics + "/events?after=x")[0] == 400
+    assert get(c.cfg.node(leader).metrics + "/nope")[0] == 404
+
+
+def test_healthz_is_503_with_a_reason_while_no_leader_is_known(make_cluster: MakeCluster) -> None:
+    c = make_cluster(config=metrics_config(), start=False)
+    c.start(1)  # alone: it can never be elected
+    url = c.cfg.node(1).metrics + "/healthz"
+    code, line = wait_until("node 1 serves /healthz", lambda: (lambda r: r if r[0] else None)(_try_get(url)),
+                            timeout=10)
+    assert code == 503 and "no leader known" in line and line.count("\n") == 1
+
+
+def _try_get(url: str) -> tuple[int, str]:
+    try:
+        return get(url, timeout=1)
+    except OSError:
+        return 0, ""
+
+
+def _refused(answer: bytes) -> bool:
+    """Closed, or an HTTP error (an HTTP/0.9-looking request gets the bare error page)."""
+    return answer == b"" or any(code in answer for code in (b"400", b"414", b"431", b"501"))
+
+
+def _connect(address: str) -> socket.socket:
+    host, port = parse_http(address)
+    return socket.create_connection((host, port), timeout=5)
+
+
+def test_garbage_huge_headers_and_slowloris_leave_the_node_serving(make_cluster: MakeCluster) -> None:
+    c = metrics_cluster(make_cluster)
+    leader = c.wait_for_leader()
+    address = c.cfg.node(leader).metrics
+    # Garbage: answered 400 (or closed), never a crash.
+    for junk in (b"\x00\xff" * 500 + b"\r\n\r\n", b"GET\r\n\r\n", b"BREW /pot HTCPCP/1.0\r\n\r\n"):
+        s = _connect(address)
+        s.sendall(junk)
+        answer = s.recv(200)
+        s.close()
+        assert _refused(answer), answer
+    # A header line of 100 KiB and 200 headers: refused by http.server's limits.
+    for request in (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+                    b"GET /metrics HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n"):
+        s = _connect(address)
+        try:
+            s.sendall(request)
+        except OSError:
+            pass  # the server may close before reading it all
+        answer = s.recv(200)
+        s.close()
+        assert _refused(answer), answer
+    # Slowloris: more half-sent requests than the server serves at once, kept open.
+    slow = []
+    for _ in range(MAX_CONNECTIONS + 8):
+        s = _connect(address)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        slow.append(s)
+    started = time.monotonic()
+    try:
+        # The node keeps serving clients and replicating meanwhile.
+        for seq in range(1, 21):
+            c.send("slow", seq, "box", b"y", timeout=10)
+        assert c.status(leader)["role"] == 3
+        # The held connections are cut at the deadline; then scrapes work again.
+        wait_until("a scrape succeeds after the deadline", lambda: _try_get(address + "/healthz")[0] == 200,
+                   timeout=REQUEST_DEADLINE_S + 10)
+        assert time.monotonic() - started < REQUEST_DEADLINE_S + 10
+    finally:
+        for s in slow:
+            s.close()
+    assert sum(one(scrape(c, i), "zrep_writes_acknowledged_total") for i in c.ids) >= 20
+    assert c.unexpected_exits() == []
