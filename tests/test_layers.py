@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "local": {"client", "wire", "config", "errors"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "errors"},
     "bench": {"local", "client", "wire", "storage", "core", "config", "errors"},
+    "dashboard": {"client", "config", "errors"},  # reads nodes over the network only: never node
     "cli": set(),  # anything: filled in below
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}

@@ -166,3 +166,35 @@ def test_garbage_huge_headers_and_slowloris_leave_the_node_serving(make_cluster:
             s.close()
     assert sum(one(scrape(c, i), "zrep_writes_acknowledged_total") for i in c.ids) >= 20
     assert c.unexpected_exits() == []
+
+
+def _zrep(*args: str, timeout: float = 30) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "zrep", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cluster_events_tells_a_failover_as_one_timeline(make_cluster: MakeCluster) -> None:
+    import signal
+
+    c = metrics_cluster(make_cluster)
+    old = c.wait_for_leader()
+    c.kill(old, signal.SIGKILL)
+    new = c.wait_for_leader(nodes=[i for i in c.ids if i != old], timeout=15)
+    wait_until("the new leader's event is served", lambda: any(
+        e["event"] == "leader" and e["fields"]["leader"] == new
+        for e in json.loads(get(c.cfg.node(new).metrics + "/events")[1])["events"]), timeout=5)
+    out = _zrep("cluster", "events", "--config", str(c.config_path), "--since", "5m", "--json")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [e["t"] for e in events] == sorted(e["t"] for e in events)
+    assert {e["node"] for e in events} == set(c.ids) - {old}
+    assert f"node {old}: not asked or no answer" in out.stderr  # the dead node is named, not waited on
+    lost = [e for e in events if e["event"] == "leader_lost" and e["fields"]["leader"] == old]
+    won = [e for e in events if e["event"] == "election_won" and e["node"] == new]
+    assert lost and won and lost[0]["t"] <= won[-1]["t"]
+    assert "suspects leader" in lost[0]["text"]  # why: it went silent (timeout)
+    text = _zrep("cluster", "events", "--config", str(c.config_path), "--since", "5m")
+    assert text.returncode == 0 and f"node {new}  election_won" in text.stdout
+    bad = _zrep("cluster", "events", "--config", str(c.config_path), "--since", "soon")
+    assert bad.returncode == 2 and "--since" in bad.stderr and bad.stderr.count("\n") == 1
