@@ -88,6 +88,7 @@ class ZrepGroup(click.Group):
         "sim": "zrep.cli.sim:sim",
         "chaos": "zrep.cli.chaos:chaos",
         "verify": "zrep.cli.verify:verify",
+        "dashboard": "zrep.cli.dashboard:dashboard",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
