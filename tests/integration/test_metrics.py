@@ -22,14 +22,15 @@ from zrep.node.metrics import MAX_CONNECTIONS, REQUEST_DEADLINE_S
 MakeCluster = Callable[..., LocalCluster]
 
 
-def metrics_config(nodes: int = 3, heartbeat_ms: int = 50, election_timeout_ms: int = 300) -> ClusterConfig:
+def metrics_config(nodes: int = 3, heartbeat_ms: int = 50, election_timeout_ms: int = 300,
+                   **more: Any) -> ClusterConfig:
     taken: set[int] = set()
     rows = []
     for i in range(1, nodes + 1):
         rpc, pub, metrics = free_ports("127.0.0.1", 3, taken)
         rows.append({"id": i, "rpc": f"tcp://127.0.0.1:{rpc}", "pub": f"tcp://127.0.0.1:{pub}",
                      "metrics": f"http://127.0.0.1:{metrics}"})
-    cluster = {"heartbeat_ms": heartbeat_ms, "election_timeout_ms": election_timeout_ms, "data_dir": "data"}
+    cluster = {"heartbeat_ms": heartbeat_ms, "election_timeout_ms": election_timeout_ms, "data_dir": "data", **more}
     return config_from_dict({"cluster": cluster, "nodes": rows}, "/tmp")
 
 
@@ -63,7 +64,7 @@ def one(samples: dict[str, dict[Any, float]], name: str, **labels: str) -> float
 
 
 def test_every_node_serves_metrics_health_and_events(make_cluster: MakeCluster) -> None:
-    c = metrics_cluster(make_cluster)
+    c = metrics_cluster(make_cluster, snapshot_entries=10)  # snapshots and compactions within the 30 sends
     leader = c.wait_for_leader()
     for seq in range(1, 31):
         c.send("m", seq, "box", b"x" * 10)
@@ -79,6 +80,7 @@ def test_every_node_serves_metrics_health_and_events(make_cluster: MakeCluster) 
         assert one(m, "zrep_wal_fsync_seconds_count") >= 1 and one(m, "zrep_wal_fsync_bytes_total") > 0
         assert one(m, "zrep_store_mailboxes") == 1
         assert "zrep_process_resident_memory_bytes" in m and "zrep_process_open_fds" in m
+        assert one(m, "zrep_wal_bytes") > 0
         code, line = get(c.cfg.node(i).metrics + "/healthz")
         assert code == 200 and f"leader {leader}" in line and line.count("\n") == 1
     every = {i: scrape(c, i) for i in c.ids}  # a write is counted by the node that answered it
@@ -87,9 +89,13 @@ def test_every_node_serves_metrics_health_and_events(make_cluster: MakeCluster) 
     lm = every[leader]
     assert one(lm, "zrep_elections_total", outcome="won") >= 1
     assert {int(dict(k)["follower"]) for k in lm["zrep_follower_lag_entries"]} == set(c.ids) - {leader}
+    wait_until("every node took a snapshot and compacted its log", lambda: all(
+        one(m, "zrep_snapshots_total") >= 1 and one(m, "zrep_snapshot_bytes") > 0 and one(m, "zrep_compactions_total") >= 1
+        for m in (scrape(c, i) for i in c.ids)), timeout=10)
     code, body = get(c.cfg.node(leader).metrics + "/events")
     events = json.loads(body)
-    assert events["node"] == leader and {"started", "election_won", "leader"} <= {e["event"] for e in events["events"]}
+    assert events["node"] == leader
+    assert {"started", "election_won", "leader", "snapshot", "compaction"} <= {e["event"] for e in events["events"]}
     after = events["seq"]
     code, body = get(c.cfg.node(leader).metrics + f"/events?after={after}")
     assert json.loads(body)["events"] == []
@@ -198,3 +204,35 @@ def test_cluster_events_tells_a_failover_as_one_timeline(make_cluster: MakeClust
     assert text.returncode == 0 and f"node {new}  election_won" in text.stdout
     bad = _zrep("cluster", "events", "--config", str(c.config_path), "--since", "soon")
     assert bad.returncode == 2 and "--since" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_cluster_events_follow_prints_new_events_as_they_happen(make_cluster: MakeCluster, tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    c = metrics_cluster(make_cluster)
+    c.wait_for_leader()
+    follower = next(i for i in c.ids if i != c.leader())
+    proc = subprocess.Popen([sys.executable, "-m", "zrep", "cluster", "events", "--config", str(c.config_path),
+                             "--since", "1m", "--follow", "--json"], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: [lines.append(json.loads(line)) for line in proc.stdout], daemon=True)
+    reader.start()
+    try:
+        wait_until("the events so far", lambda: any(e["event"] == "election_won" for e in lines), timeout=10)
+        seen = len(lines)
+        c.kill(follower, signal.SIGKILL)
+        c.start(follower)  # a new life: its sequence numbers start over
+        wait_until("the restarted node's events", lambda: any(
+            e["event"] == "started" and e["node"] == follower for e in lines[seen:]), timeout=15)
+        starts = [e for e in lines if e["event"] == "started" and e["node"] == follower]
+        assert len(starts) == 2 and starts[0]["t"] < starts[1]["t"]  # the first life's, then the new one's
+        keys = [(e["node"], e["t"], e["seq"]) for e in lines]
+        assert len(keys) == len(set(keys)), "an event printed twice"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)

@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
@@ -30,7 +31,7 @@ from zrep.errors import InvariantError
 from zrep.node.journal import Journal
 from zrep.node.stats import NodeStats
 from zrep.service.service import Service
-from zrep.storage.snapshot_files import Snapshot, write_snapshot
+from zrep.storage.snapshot_files import Snapshot, snapshot_path, write_snapshot
 from zrep.storage.snapshot_writer import SnapshotWriter
 from zrep.storage.wal import Wal
 
@@ -65,6 +66,8 @@ class Compaction:
         phase = 0 if snapshot else snapshot_phase(node_id, [n.id for n in cfg.nodes], cfg.snapshot_entries)
         self.due_at = self.index + cfg.snapshot_entries + phase
         self.compactions = 0
+        if snapshot is not None:
+            self._measure()
 
     @property
     def writing(self) -> bool:
@@ -90,6 +93,7 @@ class Compaction:
                 self.index = done.index
                 self.stats.snapshots += 1
                 self.stats.snapshot_seconds += done.seconds
+                self._measure()
                 self.journal.event("snapshot", f"snapshot of index {done.index} written in {done.seconds:.2f} s",
                                    index=done.index, seconds=round(done.seconds, 3))
         store = self.service.store
@@ -137,12 +141,20 @@ class Compaction:
                            f"{rep.log.first_index}..{rep.log.last_index}, {size:,} bytes, rewritten in "
                            f"{seconds * 1000:.1f} ms", upto=upto, bytes=size, ms=round(seconds * 1000, 1))
 
+    def _measure(self) -> None:
+        """The durable snapshot's size: the store's bytes as of its index (once per snapshot, a stat)."""
+        try:
+            self.stats.snapshot_bytes = os.stat(snapshot_path(self.cfg.node_data_dir(self.id))).st_size
+        except OSError:
+            pass
+
     def before_install(self) -> None:
         if self.writer is not None:
             self.writer.stop()  # its older snapshot must not land over the one being installed
 
     def installed(self, snap: Snapshot) -> None:
         self.stats.installs += 1
+        self._measure()
         self.index = snap.index
         self.due_at = snap.index + self.cfg.snapshot_entries  # (the core's note says it happened)
 
@@ -165,5 +177,6 @@ class Compaction:
             return
         self.index = store.applied_index
         self.stats.snapshots += 1
+        self._measure()
         self.journal.event("snapshot", f"snapshot of index {store.applied_index} written at stop in "
                            f"{time.monotonic() - started:.2f} s", index=store.applied_index)

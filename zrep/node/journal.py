@@ -59,7 +59,8 @@ def note_kind(text: str) -> str:
     return "note"
 
 
-def _stamp(t: float) -> str:
+def stamp(t: float) -> str:
+    """Local time with milliseconds, as every log line starts."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
@@ -85,11 +86,11 @@ class Journal:
             record["fields"] = fields
         self.ring.append(record)
         if self._json:
-            line = {"time": _stamp(t), "ts": round(t, 3), "node": self.node_id, "level": level, "event": kind,
+            line = {"time": stamp(t), "ts": round(t, 3), "node": self.node_id, "level": level, "event": kind,
                     "message": text, "fields": fields}
             self._write(json.dumps(line, ensure_ascii=False, default=str))
         else:
-            self._write(f"{_stamp(t)} node {self.node_id}: {text}")
+            self._write(f"{stamp(t)} node {self.node_id}: {text}")
 
     def say(self, text: str) -> None:
         """A line of the node's own (a warning if it says so)."""

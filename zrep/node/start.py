@@ -51,6 +51,7 @@ from zrep.exit_codes import (
     NODE_STORAGE,
     NODE_USAGE,
 )
+from zrep.node.journal import stamp
 from zrep.node.loop import Log, Node
 from zrep.node.metrics import MetricsServer
 from zrep.node.stats import MeteredWal
@@ -84,8 +85,7 @@ def _json_lines(log: Log, node_id: int) -> Log:
     """`log` for start-up and exit lines in the JSON log format: one object per line."""
     def write(line: str) -> None:
         t = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
-        log(json.dumps({"time": stamp, "ts": round(t, 3), "node": node_id, "level": "error", "event": "exit",
+        log(json.dumps({"time": stamp(t), "ts": round(t, 3), "node": node_id, "level": "error", "event": "exit",
                         "message": line, "fields": {}}, ensure_ascii=False))
     return write
 

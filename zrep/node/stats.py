@@ -74,6 +74,7 @@ class NodeStats:
     compactions: int = 0
     compaction_seconds: float = 0.0
     installs: int = 0
+    snapshot_bytes: int = 0  # size of the durable snapshot file: the store's bytes as of its index
     store_messages: int = 0  # refreshed by the loop once a second (not per scrape)
     store_mailboxes: int = 0
 
