@@ -354,3 +354,50 @@ def test_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert_one_line_error(e.value, str(path), "is not UTF-8 text")
+
+
+# ------------------------------------------------------------------ metrics addresses
+
+
+def test_shipped_files_set_a_metrics_address_per_node() -> None:
+    for name, count in (("cluster.toml", 3), ("cluster-5.toml", 5)):
+        cfg = load_config(REPO / "config" / name)
+        assert [n.metrics for n in cfg.nodes] == [f"http://127.0.0.1:910{i}" for i in range(1, count + 1)]
+        assert all(n.bind_metrics == n.metrics for n in cfg.nodes)
+
+
+def test_metrics_is_optional_and_bind_metrics_defaults_to_it(tmp_path: Path) -> None:
+    d = base()
+    d["nodes"][0]["metrics"] = "http://127.0.0.1:9101/"
+    d["nodes"][1]["metrics"] = "http://127.0.0.1:9102"
+    d["nodes"][1]["bind_metrics"] = "http://*:9102"
+    cfg = write_config(d, tmp_path / "m.toml")
+    assert (cfg.node(1).metrics, cfg.node(1).bind_metrics) == ("http://127.0.0.1:9101", "http://127.0.0.1:9101")
+    assert (cfg.node(2).metrics, cfg.node(2).bind_metrics) == ("http://127.0.0.1:9102", "http://*:9102")
+    assert (cfg.node(3).metrics, cfg.node(3).bind_metrics) == (None, None)
+    assert load_config(tmp_path / "m.toml") == cfg  # written and read back
+
+
+@pytest.mark.parametrize("node, expected", [
+    ({"metrics": "tcp://127.0.0.1:9101"}, "nodes[1] (id 1).metrics"),
+    ({"metrics": "http://127.0.0.1:0"}, "nodes[1] (id 1).metrics"),
+    ({"metrics": "http://*:9101"}, "nodes[1] (id 1).metrics"),
+    ({"metrics": 9101}, "nodes[1] (id 1).metrics"),
+    ({"bind_metrics": "http://*:9101"}, "nodes[1] (id 1).bind_metrics"),
+    ({"metrics": "http://127.0.0.1:7101"}, "nodes[1] (id 1).metrics"),  # the node's rpc port
+    ({"metrics": "http://127.0.0.1:9101", "bind_metrics": "http://*:7101"}, "nodes[1] (id 1).bind_metrics"),
+])
+def test_bad_metrics_addresses_are_refused_naming_the_key(node: dict[str, Any], expected: str) -> None:
+    d = base()
+    d["nodes"][0].update(node)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(d, "/tmp", path="c.toml")
+    assert_one_line_error(err.value, "c.toml", expected)
+
+
+def test_two_nodes_cannot_share_a_metrics_address() -> None:
+    d = base()
+    d["nodes"][0]["metrics"] = d["nodes"][1]["metrics"] = "http://127.0.0.1:9101"
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(d, "/tmp", path="c.toml")
+    assert_one_line_error(err.value, "c.toml", "nodes[2] (id 2).metrics")

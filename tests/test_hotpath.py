@@ -191,7 +191,7 @@ def test_read_rows_equals_read_for_every_window() -> None:
 
 import pytest  # noqa: E402
 
-from zrep.node.loop import ok_result, reply_for  # noqa: E402
+from zrep.node.requests import ok_result, reply_for  # noqa: E402
 from zrep.node.transport import Transport  # noqa: E402
 
 

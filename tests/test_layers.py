@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "local": {"client", "wire", "config", "security", "errors"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
     "bench": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
+    "dashboard": {"client", "config", "errors"},  # reads nodes over the network only: never node
     "cli": set(),  # anything: filled in below
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}

@@ -29,6 +29,9 @@ Schema (keys not listed are refused, so a typo never passes silently):
     pub = "tcp://127.0.0.1:7201"  # advertised PUB address, unique
     bind_rpc = "tcp://*:7101"     # optional, default: rpc
     bind_pub = "tcp://*:7201"     # optional, default: pub
+    metrics = "http://127.0.0.1:9101"  # optional: where the node serves /metrics (Prometheus),
+                                  # /healthz and /events over HTTP; none: no HTTP server
+    bind_metrics = "http://*:9101"     # optional, default: metrics
 
 Invariants of a loaded `ClusterConfig`: every rule above holds; `nodes` is
 sorted by id; `data_dir` is absolute. Imports only the standard library and
@@ -66,9 +69,10 @@ _CLUSTER_KEYS = (
     "fsync",
     "snapshot_entries",
 )
-_NODE_KEYS = ("id", "rpc", "pub", "bind_rpc", "bind_pub")
+_NODE_KEYS = ("id", "rpc", "pub", "bind_rpc", "bind_pub", "metrics", "bind_metrics")
 _WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::"})
 _ENDPOINT_RE = re.compile(r"tcp://(\[[^\]]*\]|[^:/\[\]]+):(\d{1,5})")
+_HTTP_RE = re.compile(r"http://(\[[^\]]*\]|[^:/\[\]]+):(\d{1,5})/?")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _DOTTED_DIGITS_RE = re.compile(r"[0-9.]+")
@@ -83,6 +87,8 @@ class NodeConfig:
     pub: str
     bind_rpc: str
     bind_pub: str
+    metrics: str | None = None  # http://HOST:PORT of its metrics server, None: it runs none
+    bind_metrics: str | None = None
 
     @property
     def host(self) -> str:
@@ -183,6 +189,14 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_http(address: str) -> tuple[str, int]:
+    """Split 'http://HOST:PORT' (a metrics address) into (host, port); ValueError says what is wrong."""
+    m = _HTTP_RE.fullmatch(address)
+    if m is None:
+        raise ValueError(f"{address!r} is not of the form http://HOST:PORT")
+    return parse_endpoint(f"tcp://{m.group(1)}:{m.group(2)}")
+
+
 # ---------------------------------------------------------------- reading
 
 
@@ -266,6 +280,21 @@ def _get_endpoint(
     return value
 
 
+def _get_http(src: _Source, table: Mapping[str, Any], key: str, label: str, default: str | None,
+              *, bind: bool) -> str | None:
+    if key not in table and default is None:
+        return None
+    value = _get_str(src, table, key, label, default)
+    try:
+        host, _ = parse_http(value)
+    except ValueError as e:
+        src.fail(label, str(e), 'write it as "http://HOST:PORT" with a port in 1-65535')
+    if not bind and host in _WILDCARD_HOSTS:
+        src.fail(label, f"{value!r} is a wildcard that a scraper cannot connect to",
+                 "advertise a reachable address here and put the wildcard in bind_metrics")
+    return value.rstrip("/")
+
+
 @dataclass(frozen=True, slots=True)
 class _Timing:
     heartbeat_ms: int
@@ -324,7 +353,12 @@ def _read_node(src: _Source, raw: object, position: int) -> NodeConfig:
     pub = _get_endpoint(src, raw, "pub", f"{where}.pub", None, bind=False)
     bind_rpc = _get_endpoint(src, raw, "bind_rpc", f"{where}.bind_rpc", rpc, bind=True)
     bind_pub = _get_endpoint(src, raw, "bind_pub", f"{where}.bind_pub", pub, bind=True)
-    return NodeConfig(node_id, rpc, pub, bind_rpc, bind_pub)
+    metrics = _get_http(src, raw, "metrics", f"{where}.metrics", None, bind=False)
+    if metrics is None and "bind_metrics" in raw:
+        src.fail(f"{where}.bind_metrics", "is set without metrics",
+                 'add metrics = "http://HOST:PORT" (the address scrapers use) or remove bind_metrics')
+    bind_metrics = _get_http(src, raw, "bind_metrics", f"{where}.bind_metrics", metrics, bind=True)
+    return NodeConfig(node_id, rpc, pub, bind_rpc, bind_pub, metrics, bind_metrics)
 
 
 def _endpoints_clash(a: str, b: str) -> bool:
@@ -350,6 +384,12 @@ def _read_nodes(src: _Source, raw: object) -> tuple[NodeConfig, ...]:
                 f"{n.bind_pub!r} clashes with bind_rpc {n.bind_rpc!r}",
                 "give the PUB socket its own port",
             )
+        if n.bind_metrics is not None:
+            host, port = parse_http(n.bind_metrics)
+            for other in (n.bind_rpc, n.bind_pub):
+                if _endpoints_clash(f"tcp://{host}:{port}" if ":" not in host else f"tcp://[{host}]:{port}", other):
+                    src.fail(f"nodes[{pos}] (id {n.id}).bind_metrics",
+                             f"{n.bind_metrics!r} clashes with {other!r}", "give the metrics server its own port")
     return tuple(sorted(nodes, key=lambda n: n.id))
 
 
@@ -362,8 +402,11 @@ def _check_unique(src: _Source, nodes: list[NodeConfig]) -> None:
                 f"nodes[{pos}].id", f"id {n.id} is already used by nodes[{ids[n.id]}]", "give every node its own id"
             )
         ids[n.id] = pos
-        for key in ("rpc", "pub"):
-            host, port = parse_endpoint(getattr(n, key))
+        for key in ("rpc", "pub", "metrics"):
+            if getattr(n, key) is None:
+                continue
+            parse = parse_http if key == "metrics" else parse_endpoint
+            host, port = parse(getattr(n, key))
             ep = (host.lower(), port)
             label = f"nodes[{pos}] (id {n.id}).{key}"
             if ep in endpoints:
@@ -501,6 +544,10 @@ def config_to_toml(cfg: ClusterConfig, folder: str | os.PathLike[str]) -> str:
     for n in cfg.nodes:
         items = [("id", n.id), ("rpc", n.rpc), ("pub", n.pub)]
         items += [(k, getattr(n, k)) for k in ("bind_rpc", "bind_pub") if getattr(n, k) != getattr(n, k[5:])]
+        if n.metrics is not None:
+            items.append(("metrics", n.metrics))
+            if n.bind_metrics != n.metrics:
+                items.append(("bind_metrics", n.bind_metrics))
         parts.append(_toml_table("[[nodes]]", items))
     return "\n".join(parts)
 

@@ -31,7 +31,7 @@ from zrep.client import (
 )
 from zrep.config import ClusterConfig, config_from_dict
 from zrep.errors import ZrepError
-from zrep.node.loop import reply_for
+from zrep.node.requests import reply_for
 from zrep.wire import codec
 from zrep.wire.client_messages import (
     ClientBatch,

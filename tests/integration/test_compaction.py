@@ -35,7 +35,7 @@ from zrep.core.messages import (
 from zrep.core.ready import ShipOrder
 from zrep.core.replica import Replica
 from zrep.errors import DecodeError
-from zrep.node.loop import EXIT_NO_SNAPSHOT, WAL_NAME
+from zrep.node.start import EXIT_NO_SNAPSHOT, WAL_NAME
 from zrep.service.shipping import Receiver, Shipper
 from zrep.sim.snapshots import BufferSink, BytesSource
 from zrep.cli.log import log as log_cli

@@ -19,7 +19,7 @@ import zmq
 from harness import LocalCluster, wait_until
 
 from zrep.core.messages import Append, Entry, Heartbeat, Role
-from zrep.node.loop import EXIT_CORRUPT_LOG, EXIT_OK
+from zrep.node.start import EXIT_CORRUPT_LOG, EXIT_OK
 from zrep.node.transport import peer_identity
 from zrep.storage.wal_format import Scan
 from zrep.wire.client_messages import ClientReply, ClientRequest, Code

@@ -15,7 +15,7 @@ import pytest
 from harness import wait_until
 from test_node_real import Acked, MakeCluster, assert_exactly_once, send_seq
 
-from zrep.node.loop import WAL_NAME
+from zrep.node.start import WAL_NAME
 from zrep.storage.snapshot_files import (
     SNAPSHOT_NAME,
     load_snapshot,

@@ -18,7 +18,9 @@ from zrep.core.messages import Entry
 from zrep.core.replica import Replica
 from zrep.errors import InvariantError
 from zrep.local.cluster import free_ports
-from zrep.node.loop import (
+from zrep.node.compaction import snapshot_phase
+from zrep.node.requests import reply_for
+from zrep.node.start import (
     EXIT_CORRUPT_LOG,
     EXIT_INVARIANT,
     EXIT_NETWORK,
@@ -26,9 +28,7 @@ from zrep.node.loop import (
     EXIT_STORAGE,
     EXIT_USAGE,
     rebuild_store,
-    reply_for,
     run_node,
-    snapshot_phase,
 )
 from zrep.storage.wal import Replay
 from zrep.store.commands import encode_send

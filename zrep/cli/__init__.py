@@ -89,6 +89,7 @@ class ZrepGroup(click.Group):
         "chaos": "zrep.cli.chaos:chaos",
         "verify": "zrep.cli.verify:verify",
         "keys": "zrep.cli.keys:keys",
+        "dashboard": "zrep.cli.dashboard:dashboard",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

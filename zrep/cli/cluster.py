@@ -28,3 +28,18 @@ def up(config_path: str) -> None:
 
     cfg = load_config(config_path)
     sys.exit(run_cluster(cfg, show_status=lambda rows: [click.echo(line) for line in status_lines(rows)]))
+
+
+@cluster.command(epilog="Reads each node's /events on its metrics address (nodes[].metrics in the cluster file). "
+                        "Exit code 0; 3 when no node could be asked; 2 for a bad config or --since.")
+@config_option
+@click.option("--since", "since", default="10m", show_default=True, metavar="DURATION",
+              help="Only events this recent: 90s, 10m, 2h, 1d.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they happen (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line.")
+def events(config_path: str, since: str, follow: bool, as_json: bool) -> None:
+    """Every node's recent events (elections, role changes, snapshots, slow fsyncs, ...)
+    merged into one timeline sorted by time, so a failover reads as one story."""
+    from zrep.cli.events import show_events
+
+    show_events(load_config(config_path), since, follow, as_json)

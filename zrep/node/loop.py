@@ -1,17 +1,19 @@
-"""`run_node`: the one event loop of a zrep node (DESIGN section 3).
+"""`Node`: the one event loop of a zrep node (DESIGN section 3).
 
 Each turn of the loop:
   1. poll the sockets for at most the time left to the next tick;
   2. decode and feed what arrived (at most DRAIN_BUDGET frames per socket, so
      a flood cannot starve the ticks): peer messages to `replica.step`,
-     client requests to the `Service` (writes are batched, reads registered);
+     client requests to the op table (zrep.node.requests: writes are batched,
+     reads registered);
   3. run `replica.tick()` once per tick that has elapsed (capped after a
      long pause, which only ever makes timeouts longer; one tick only if a
      peer's message was read in this turn: the time the loop did not read
-     is not that peer's silence);
+     is not that peer's silence), and the snapshot schedule's turn
+     (zrep.node.compaction);
   4. `service.process(wal, send, note)`: the shared driver sends, persists
      with one fsync (group commit), sends acks, applies; then every answer
-     becomes a ClientReply;
+     becomes a ClientReply; then the log is compacted if a snapshot allows it;
   5. `transport.flush()`: the replies to requests that came in a ClientBatch
      leave, coalesced per client into ClientReplies frames. The requests of
      a batch take the same path as single ones (its writes are proposed
@@ -20,30 +22,15 @@ Each turn of the loop:
 
 Invariants:
   * Nothing touches the network or the disk except through `apply_ready`
-    (via Service.process), the Transport and the Wal: an ack can never leave
-    before its fsync.
-  * A failed fsync (StorageError) or a broken invariant (InvariantError)
-    stops the node at once with one line and a distinct exit code; a failed
-    fsync is never retried. A corrupt log refuses to start (EXIT_CORRUPT_LOG).
+    (via Service.process), the Transport, the Wal and the compaction between
+    turns: an ack can never leave before its fsync.
   * Bad frames from clients or peers never raise: the transport answers or
     drops and counts them.
-  * Only the loop thread touches sockets; signals only set a flag, so a stop
-    never lands in the middle of a persist.
+  * Only the loop thread touches sockets.
   * No per-message logging: one line per role change, election note from the
     core, and leader found (with how long the cluster was without one).
-  * Compaction (DESIGN 4): once a snapshot of index S is durable, the log
-    keeps only the entries after S - snapshot_entries (a follower a little
-    behind is still served from the log); the WAL is rewritten to match
-    (zrep.storage.wal.Wal.rewrite), between loop turns, when every entry is on disk.
-    Nodes snapshot and compact in turn (`snapshot_phase`), not at one index.
-  * A compacted WAL needs its snapshot: without a usable one the node refuses
-    to start (EXIT_NO_SNAPSHOT) and says to wipe its data directory.
-  * Start order: bind the sockets, replay the WAL (its fsyncs and checks),
-    load the snapshot, apply the committed entries after it (rebuild_store),
-    then loop. Peers and clients can connect from the first step; what they
-    send waits in the sockets until the loop reads it.
 
-Imports the shell pieces (transport, wal, config, service); the core stays
+Start-up, exit codes and signals are in zrep.node.start; the core stays
 unaware of this module.
 """
 
@@ -52,163 +39,66 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import zmq
-
-from zrep.config import ClusterConfig, load_config
+from zrep.config import ClusterConfig
 from zrep.core.log import LogView
 from zrep.core.messages import Forward, Message, Role
 from zrep.core.ready import Timing
-from zrep.core.replica import BUGS, Replica
-from zrep.errors import ConfigError, CorruptLogError, InvariantError, StorageError
-from zrep.exit_codes import (
-    NODE_CORRUPT_LOG,
-    NODE_INVARIANT,
-    NODE_NETWORK,
-    NODE_NO_SNAPSHOT,
-    NODE_OK,
-    NODE_STORAGE,
-    NODE_USAGE,
-)
+from zrep.core.replica import Replica
+from zrep.errors import InvariantError
+from zrep.node.compaction import Compaction
 from zrep.node.file_snapshots import CHUNK_BYTES, FileSnapshots
+from zrep.node.journal import Journal, note_kind
+from zrep.node.requests import COMMAND_HEADROOM_BYTES, Requests
+from zrep.node.stats import MeteredWal, NodeStats
 from zrep.node.transport import Transport
-from zrep.service.pending import Done
 from zrep.service.service import ROLE_NAMES, Service
-from zrep.storage.snapshot_files import (
-    Snapshot,
-    fits_log,
-    load_snapshot,
-    remove_stale_tmp,
-    write_snapshot,
-)
-from zrep.storage.snapshot_writer import SnapshotWriter
+from zrep.storage.snapshot_files import Snapshot
 from zrep.storage.wal import Replay, Wal
-from zrep.store.commands import encode_delete, pack_send
 from zrep.store.store import Store, StoreLimits
-from zrep.wire.client_messages import (
-    MAX_MESSAGE_CHARS,
-    ClientReply,
-    ClientRequest,
-    Code,
-    error_reply,
-    not_leader_reply,
-    ok_reply,
-)
 from zrep.wire.codec import encode
 
 LATE_POLL_MS = 2  # how long a late loop waits for what arrived while it was not reading
-
-# The node's exit codes: one table for the node, the CLI help and the README (zrep.exit_codes).
-EXIT_OK = NODE_OK
-EXIT_USAGE = NODE_USAGE
-EXIT_CORRUPT_LOG = NODE_CORRUPT_LOG
-EXIT_STORAGE = NODE_STORAGE
-EXIT_INVARIANT = NODE_INVARIANT
-EXIT_NETWORK = NODE_NETWORK
-EXIT_NO_SNAPSHOT = NODE_NO_SNAPSHOT
-
 REQUEST_MS = 10_000  # a client request waits at most this long for its entry (then TIMEOUT)
 ACK_ALL_MS = 3_000  # an ack=all write waits this long for every member, then answers with who has it
 DRAIN_BUDGET = 1000  # frames read per socket per turn, so a flood cannot starve ticks
-COMMAND_HEADROOM_BYTES = 4096  # room around one command in an Append frame
-WAL_NAME = "wal"
-SNAPSHOT_STORE_FRACTION = 4  # between snapshots, at least (messages held) / this applied entries
+HOUSEKEEPING_S = 1.0  # how often the loop refreshes its slow gauges and looks for timeline events
+BEHIND_ENTRIES = 1000  # a follower this far behind the leader's log is "behind" on the timeline
+SLOW_FSYNC_S = 0.1  # a WAL flush slower than this is an event on the timeline
+REFUSED_EVENT_S = 10.0  # refused frames are told on the timeline at most this often
+_ELECTION_COUNTERS = {"election_started": "elections_started", "election_won": "elections_won",
+                      "election_lost": "elections_lost", "stood_aside": "elections_stood_aside"}
+_PEER_REFUSALS = ("peer_undecodable", "peer_spoofed", "peer_bad_parts", "sub_refused")
+_CLIENT_REFUSALS = ("client_bad", "client_too_large")
 
 Log = Callable[[str], None]
-Route = tuple[bytes, int, bool]  # (client routing id, req_id, the request came in a ClientBatch)
-
-# Wire codes the node passes through as they are; any other refusal (the
-# store's BAD_MAILBOX, NO_SUCH_MESSAGE, CLIENT_EXPIRED, ...) is BAD_REQUEST with
-# the store's code in result["reason"].
-_PASS_THROUGH = frozenset({Code.NO_LEADER, Code.TIMEOUT, Code.BAD_REQUEST, Code.TOO_LARGE, Code.UNAVAILABLE})
-_HEADER_KEYS = ("ok", "error", "message")
-
-
-def snapshot_phase(node_id: int, member_ids: Sequence[int], every: int) -> int:
-    """How many entries after the first node's this node takes its snapshots: the nodes
-    snapshot (fork, pack, then compact and rewrite their WAL) in turn, not all at the
-    same index, so the CPU spike and the loop's pause of a compaction hit one node at a
-    time and never a whole majority at once."""
-    ids = sorted(member_ids)
-    return ids.index(node_id) * every // len(ids)
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def ok_result(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The result of the OK reply to a Service answer, None if the answer is an error."""
-    if not result.get("ok"):
-        return None
-    extra = result.copy()  # the hot path: a store answer has no error or message
-    del extra["ok"]
-    if "error" in extra or "message" in extra:
-        extra = {k: v for k, v in extra.items() if k not in _HEADER_KEYS}
-    return extra
-
-
-def reply_for(req_id: int, result: dict[str, Any], rpc_of: Callable[[int], str]) -> ClientReply:
-    """The wire reply for a Service answer (a store answer or an error dict)."""
-    ok = ok_result(result)
-    if ok is not None:
-        return ok_reply(req_id, ok)
-    extra = {k: v for k, v in result.items() if k not in _HEADER_KEYS}
-    code = result.get("error")
-    message = str(result.get("message", ""))[:MAX_MESSAGE_CHARS]
-    if code == Code.NOT_LEADER and result.get("leader"):
-        return not_leader_reply(req_id, result["leader"], rpc_of(result["leader"]))
-    if code == Code.NOT_LEADER:
-        code = Code.NO_LEADER
-    if code not in _PASS_THROUGH:
-        extra["reason"] = code
-        code = Code.BAD_REQUEST
-    return error_reply(req_id, code, message, extra)
-
-
-def rebuild_store(store: Store, replay: Replay, commit: int) -> None:
-    """Apply the replayed entries up to `commit` (and the log's end) that `store` (empty, or
-    a snapshot's) lacks: what the loop's first turn would apply, in the same order, but
-    before the loop starts, where nobody waits for an answer yet. Applied as one run
-    (Store.apply_run), without a committed Entry sliced out of the log and driven
-    through the Service for each, and without a first turn so long that the election
-    timer runs out while the leader's appends wait."""
-    first, applied = replay.first_index, store.applied_index
-    if applied < first - 1:
-        raise InvariantError(f"the store applied {applied}, the log starts at {first}: entries are missing")
-    top = min(commit, first - 1 + len(replay.entries))
-    if top > applied:
-        store.apply_run(replay.entries[applied + 1 - first : top + 1 - first])
 
 
 class Node:
-    """A running node: its WAL, Service, Transport, and the loop that joins them."""
+    """A running node: its WAL, Service, Transport, and the loop that joins them.
+
+    `store` is already rebuilt up to `commit` (zrep.node.start.rebuild_store)."""
 
     def __init__(self, cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport,
-                 *, bugs: frozenset[str], log: Log, snapshot: Snapshot | None = None) -> None:
+                 store: Store, commit: int, *, bugs: frozenset[str], log: Log,
+                 snapshot: Snapshot | None = None, log_format: str = "text") -> None:
         self.cfg = cfg
         self.id = node_id
         self.wal = wal
         self.transport = transport
-        self._log = log
+        self.journal = Journal(node_id, log, log_format)
+        self.stats = NodeStats()
+        if isinstance(wal, MeteredWal):
+            wal.stats, wal.slow_s, wal.on_slow = self.stats, SLOW_FSYNC_S, self._slow_fsync
         self._tick_s = cfg.tick_ms / 1000
         timing = Timing.from_ms(cfg.heartbeat_ms, cfg.election_timeout_ms, cfg.tick_ms)
         # An Append batch must fit in one frame, or replication would stall on it.
         timing = replace(timing, max_batch_bytes=min(timing.max_batch_bytes, cfg.max_frame_bytes // 2))
         self._max_catchup_ticks = 2 * timing.election_ticks
-        self._max_command_bytes = cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES
-        store = snapshot.store if snapshot else Store(max_body_bytes=cfg.max_body_bytes)
-        # A snapshot holds only committed entries; the WAL's commit hint may lag it.
-        commit = max(replay.commit, snapshot.index) if snapshot else replay.commit
-        rebuild_store(store, replay, commit)
         replica = Replica(
             node_id,
             cfg.node_ids,
@@ -230,30 +120,29 @@ class Node:
             request_ticks=max(1, REQUEST_MS // cfg.tick_ms),
             all_ticks=max(1, ACK_ALL_MS // cfg.tick_ms),
         )
-        self._rpc = {n.id: n.rpc for n in cfg.nodes}
-        self._snapshots = SnapshotWriter(cfg.node_data_dir(node_id)) if cfg.snapshot_entries else None
-        self._snapshot_index = snapshot.index if snapshot else 0
-        # A node that has none yet takes its first one at its own phase; later ones keep it.
-        phase = 0 if snapshot else snapshot_phase(node_id, [n.id for n in cfg.nodes], cfg.snapshot_entries)
-        self._snapshot_due = self._snapshot_index + cfg.snapshot_entries + phase
-        self._compactions = 0
+        self.requests = Requests(cfg, self.service, transport, self.status, self.stats)
+        self.compaction = Compaction(cfg, node_id, replica, self.service, wal, self.journal, self.stats, snapshot)
         self._refused_seen = 0
         limits = StoreLimits(max_body_bytes=cfg.max_body_bytes)
         self.port = FileSnapshots(cfg.node_data_dir(node_id), wal, limits,
                                   min(CHUNK_BYTES, cfg.max_frame_bytes - COMMAND_HEADROOM_BYTES),
-                                  self._before_install)
+                                  self.compaction.before_install)
         self.service.snapshots = self.port
-        self.service.on_install = self._installed
-        self._started = time.monotonic()
+        self.service.on_install = self.compaction.installed
+        self.started = self.turned_at = time.monotonic()
         self._seen = (replica.role, replica.leader)
-        self._leaderless_since: float | None = self._started
+        self._leaderless_since: float | None = self.started
+        self._last_suspicion = ""  # the core's last "suspects leader ..." note: why a leader was lost
+        self._housekeeping_at = 0.0
+        self._behind: set[int] = set()
+        self._refusals_told = (0, 0, 0.0)  # (peer, client) refusals already on the timeline, when told
 
     # ---------------------------------------------------------------- the loop
 
     def run(self, stopping: Callable[[], bool]) -> None:
         tick_s = self._tick_s
         next_tick = time.monotonic() + tick_s
-        poll, take = self.transport.poll, self._take
+        poll, take, compaction = self.transport.poll, self._take, self.compaction
         while not stopping():
             timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))
             ready = poll(timeout_ms)
@@ -277,12 +166,14 @@ class Node:
                     self.replica.tick()
                 next_tick += elapsed * tick_s
                 busy = True
-                if self._snapshots is not None:
-                    self._snapshot_turn(self._snapshots)
+                compaction.turn()
+                self.turned_at = now
+                if now >= self._housekeeping_at:
+                    self._housekeeping(now)
             if busy:
                 self._process()
-                if self._compaction_due():
-                    self._compact()
+                if compaction.due():
+                    compaction.compact()
             self.transport.flush()
 
     def _take(self, ready: list[Any]) -> tuple[bool, bool]:
@@ -291,100 +182,21 @@ class Node:
         step = self.replica.step
         for msg in peer:
             step(msg)
-        for ident, req, batched in clients:
-            self._on_request(ident, req, batched)
+        if clients:
+            on_request = self.requests.on_request
+            for ident, req, batched in clients:
+                on_request(ident, req, batched)
+            self.stats.turn_requests.observe(len(clients))
         return bool(peer or clients), bool(peer)
 
     def close(self) -> None:
-        if self._snapshots is not None:
-            self._snapshots.stop()
+        self.compaction.close()
         self.port.close()
 
-    def snapshot_on_stop(self) -> None:
-        """A clean stop writes the store as it stands (here, not in a child: nothing is
-        left to serve), so the next start applies nothing. Failing only costs that."""
-        store = self.service.store
-        if self._snapshots is None or store.applied_index <= self._snapshot_index:
-            return
-        self._snapshots.stop()
-        started = time.monotonic()
-        epoch = self.replica.log.epoch_at(store.applied_index)
-        try:
-            if epoch is None:
-                raise InvariantError(f"applied index {store.applied_index} is not in the log")
-            write_snapshot(self.cfg.node_data_dir(self.id), store.applied_index, epoch, store.to_bytes())
-        except (OSError, InvariantError) as e:
-            self.say(f"warning: snapshot at stop failed: {e}; the next start applies the log after "
-                     f"index {self._snapshot_index}")
-            return
-        self._snapshot_index = store.applied_index
-        self.say(f"snapshot of index {store.applied_index} written at stop in {time.monotonic() - started:.2f} s")
-
-    # ---------------------------------------------------------------- snapshots
-
-    def _snapshot_turn(self, writer: SnapshotWriter) -> None:
-        """Once a tick: note a finished snapshot, start one when due."""
-        done = writer.poll()
-        if done is not None:
-            if done.error:
-                self.say(f"warning: snapshot of index {done.index} failed: {done.error}; "
-                         f"the log still holds every entry since the last one, next try after {self.cfg.snapshot_entries:,} more")
-            else:
-                self._snapshot_index = done.index
-                self.say(f"snapshot of index {done.index} written in {done.seconds:.2f} s")
-        store = self.service.store
-        if writer.running or store.applied_index < self._snapshot_due:
-            return
-        # A snapshot rewrites every stored message: waiting for a quarter as many new entries
-        # bounds the bytes written to ~4x the log's, and a restart to a quarter of the store.
-        gap = max(self.cfg.snapshot_entries, store.message_count() // SNAPSHOT_STORE_FRACTION)
-        due = self._snapshot_index + gap
-        if store.applied_index < due:
-            self._snapshot_due = due
-            return
-        self._snapshot_due = store.applied_index + self.cfg.snapshot_entries
-        epoch = self.replica.log.epoch_at(store.applied_index)
-        if epoch is None:
-            raise InvariantError(f"applied index {store.applied_index} is not in the log")
-        try:
-            writer.start(store, epoch)
-        except OSError as e:  # no memory or processes left for a child: the log still has it all
-            self.say(f"warning: cannot start a snapshot ({e}); next try after {self.cfg.snapshot_entries:,} "
-                     "more entries")
-
-    def _compaction_due(self) -> bool:
-        keep = self.cfg.snapshot_entries
-        return keep > 0 and self._snapshot_index - keep >= self.replica.log.first_index - 1 + keep
-
-    def _compact(self) -> None:
-        """Drop the log up to S - snapshot_entries, S the durable snapshot (at least
-        snapshot_entries entries at once, so the WAL is rewritten once per snapshot)."""
-        rep, wal = self.replica, self.wal
-        if rep.log.last_index != wal.last_index:
-            return  # entries not yet on disk (cannot happen right after _process): next turn
-        upto = self._snapshot_index - self.cfg.snapshot_entries
-        started = time.monotonic()
-        epoch = rep.log.epoch_at(upto)
-        if epoch is None:
-            raise InvariantError(f"compaction point {upto} is not in the log {rep.log.first_index}..")
-        size = wal.rewrite(upto + 1, epoch)  # keeps its own records after upto, byte for byte
-        rep.compact(upto)
-        self._compactions += 1
-        self.say(f"log compacted up to {upto} (snapshot {self._snapshot_index}): the WAL holds "
-                 f"{rep.log.first_index}..{rep.log.last_index}, {size:,} bytes, rewritten in "
-                 f"{(time.monotonic() - started) * 1000:.1f} ms")
-
-    def _before_install(self) -> None:
-        if self._snapshots is not None:
-            self._snapshots.stop()  # its older snapshot must not land over the one being installed
-
-    def _installed(self, snap: Snapshot) -> None:
-        self._snapshot_index = snap.index
-        self._snapshot_due = snap.index + self.cfg.snapshot_entries  # (the core's note says it happened)
-
     def _process(self) -> None:
+        answer = self.requests.answer
         for done in self.service.process(self.wal, self._send, self.note):
-            self._answer(done)
+            answer(done)
         receiver = self.port.receiver
         if receiver.refused != self._refused_seen:  # a received snapshot failed its checks: say so once
             self._refused_seen = receiver.refused
@@ -406,32 +218,22 @@ class Node:
             raise InvariantError(f"cannot encode {type(msg).__name__} for node {msg.dst}: {e}") from None
         self.transport.send(msg, data)
 
-    def _answer(self, done: Done) -> None:
-        ident, req_id, batched = done.route
-        try:
-            ok = ok_result(done.result)
-            if ok is not None:
-                self.transport.reply_ok(ident, req_id, ok, batched)
-                return
-            reply = reply_for(req_id, done.result, self._rpc_of)
-        except ValueError as e:  # an answer the wire schema refuses: tell the client, keep serving
-            reply = error_reply(req_id, Code.BAD_REQUEST, f"the answer cannot be sent: {e}"[:MAX_MESSAGE_CHARS])
-        self.transport.reply(ident, reply, batched)
-
-    def _rpc_of(self, node_id: int) -> str:
-        return self._rpc.get(node_id, "")
-
     # ---------------------------------------------------------------- logging
 
     def say(self, text: str) -> None:
-        t = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
-        self._log(f"{stamp} node {self.id}: {text}")
+        self.journal.say(text)
 
     def note(self, text: str) -> None:
         # The core's notes already start "node N epoch E tick T: ...".
         prefix = f"node {self.id} "
-        self.say(text[len(prefix):] if text.startswith(prefix) else text)
+        text = text[len(prefix):] if text.startswith(prefix) else text
+        kind = note_kind(text.split(": ", 1)[-1])
+        counter = _ELECTION_COUNTERS.get(kind)
+        if counter is not None:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        if kind == "election_started":
+            self._last_suspicion = text.split(": ", 1)[-1]
+        self.journal.event(kind, text)
 
     def _role_changed(self) -> None:
         rep = self.replica
@@ -439,78 +241,82 @@ class Node:
         self._seen = (rep.role, rep.leader)
         now = time.monotonic()
         where = f"epoch {rep.hs.epoch}"
+        event = self.journal.event
         if rep.role != old_role:
-            self.say(f"role {ROLE_NAMES[old_role]} -> {ROLE_NAMES[rep.role]} ({where}, leader {rep.leader or '-'})")
+            event("role", f"role {ROLE_NAMES[old_role]} -> {ROLE_NAMES[rep.role]} ({where}, leader {rep.leader or '-'})",
+                  role=ROLE_NAMES[rep.role], was=ROLE_NAMES[old_role], epoch=rep.hs.epoch, leader=rep.leader)
+        if rep.leader != old_leader:
+            self.stats.leader_changes += 1
         if rep.leader and self._leaderless_since is not None:
             took_ms = int((now - self._leaderless_since) * 1000)
-            self.say(f"leader is node {rep.leader} in {where}, after {took_ms} ms without a known leader")
+            event("leader", f"leader is node {rep.leader} in {where}, after {took_ms} ms without a known leader",
+                  leader=rep.leader, epoch=rep.hs.epoch, leaderless_ms=took_ms)
             self._leaderless_since = None
         elif not rep.leader and old_leader:
             self._leaderless_since = now
+            why = self._last_suspicion or "it stepped down or a higher epoch was seen"
+            event("leader_lost", f"lost leader {old_leader}: {why}", level="warning", leader=old_leader,
+                  epoch=rep.hs.epoch)
+        self._last_suspicion = ""
 
-    # ---------------------------------------------------------------- clients
+    def _slow_fsync(self, seconds: float, flushed: int) -> None:
+        self.journal.event("slow_fsync", f"slow WAL flush: {seconds * 1000:.0f} ms for {flushed:,} bytes",
+                           level="warning", ms=round(seconds * 1000, 1), bytes=flushed)
 
-    def _on_request(self, ident: bytes, req: ClientRequest, batched: bool = False) -> None:
-        _OPS[req.op](self, (ident, req.req_id, batched), req.args)
+    def _housekeeping(self, now: float) -> None:
+        """Once a second: the store's gauges, followers behind or caught up, refused frames."""
+        self._housekeeping_at = now + HOUSEKEEPING_S
+        store, stats = self.service.store, self.stats
+        stats.store_messages = store.message_count()
+        stats.store_mailboxes = len(store._boxes)  # (no public count: mailboxes() sorts them all)
+        self._followers()
+        counters = self.transport.counters
+        peer = sum(getattr(counters, name) for name in _PEER_REFUSALS)
+        client = sum(getattr(counters, name) for name in _CLIENT_REFUSALS)
+        told_peer, told_client, told_at = self._refusals_told
+        if (peer != told_peer or client != told_client) and now - told_at >= REFUSED_EVENT_S:
+            if peer != told_peer:
+                self.journal.event("refused_peer", f"refused {peer - told_peer} bad peer frame(s) "
+                                   f"({peer} in all)", level="warning", count=peer - told_peer)
+            if client != told_client:
+                self.journal.event("refused_client", f"refused {client - told_client} bad client request(s) "
+                                   f"({client} in all)", level="warning", count=client - told_client)
+            self._refusals_told = (peer, client, now)
 
-    def _refuse(self, route: Route, code: str, why: str) -> None:
-        self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]), route[2])
-
-    def _write(self, route: Route, encode_command: Callable[[], bytes], ack: str, key: tuple[str, int]) -> None:
-        try:
-            cmd = encode_command()
-        except (ValueError, TypeError, OverflowError) as e:
-            self._refuse(route, Code.BAD_REQUEST, str(e))
+    def _followers(self) -> None:
+        rep = self.replica
+        if rep.role != Role.LEADER:
+            self._behind.clear()
             return
-        if len(cmd) > self._max_command_bytes:
-            # Refused before the log: an entry too big for an Append frame would stall replication.
-            self._refuse(route, Code.TOO_LARGE, f"the command is {len(cmd)} bytes, over the "
-                         f"{self._max_command_bytes} that fit in a frame; shorten names or body")
-            return
-        self.service.submit_write(route, cmd, ack_all=(ack == "all"), key=key)
+        last = rep.log.last_index
+        for peer, pr in rep.tracker.items():
+            lag = last - pr.match
+            if lag > BEHIND_ENTRIES and peer not in self._behind:
+                self._behind.add(peer)
+                self.journal.event("follower_behind", f"node {peer} is {lag:,} entries behind", level="warning",
+                                   follower=peer, lag=lag)
+            elif lag == 0 and peer in self._behind:
+                self._behind.discard(peer)
+                self.journal.event("follower_caught_up", f"node {peer} caught up", follower=peer)
 
-    def _op_send(self, route: Route, a: dict[str, Any]) -> None:
-        limit = self.cfg.max_body_bytes
-        if len(a["body"]) > limit:
-            self._refuse(route, Code.TOO_LARGE, f"body is {len(a['body'])} bytes, the limit is {limit}")
-            return
-        # The codec checked the args against the send schema (the command's rules).
-        self._write(route, lambda: pack_send(a["client"], a["seq"], a["low"], a["sender"], a["to"], a["body"]),
-                    a["ack"], (a["client"], a["seq"]))
-
-    def _op_delete(self, route: Route, a: dict[str, Any]) -> None:
-        self._write(route, lambda: encode_delete(a["client"], a["seq"], a["low"], a["mailbox"], list(a["offsets"])),
-                    a["ack"], (a["client"], a["seq"]))
-
-    def _op_read(self, route: Route, a: dict[str, Any]) -> None:
-        query = {"op": "read", "mailbox": a["mailbox"], "after": a["after"], "limit": a["limit"]}
-        self.service.submit_read(route, query)
-
-    def _op_stale_read(self, route: Route, a: dict[str, Any]) -> None:
-        query = {"op": "read", "mailbox": a["mailbox"], "after": a["after"], "limit": a["limit"]}
-        self.service.submit_read(route, query, stale=True)
-
-    def _op_mailboxes(self, route: Route, a: dict[str, Any]) -> None:
-        self.service.submit_read(route, {"op": "mailboxes", "pattern": a["pattern"]})
-
-    def _op_status(self, route: Route, a: dict[str, Any]) -> None:
-        self.transport.reply(route[0], ok_reply(route[1], self.status()), route[2])
+    # ---------------------------------------------------------------- status
 
     def status(self) -> dict[str, Any]:
         s: dict[str, Any] = self.service.status()
         heard = self.transport.heard_ms_ago()
+        rpc_of = self.requests.rpc_of
         s["node"] = self.id
         s["pid"] = os.getpid()  # so an operator (or the README's tour) can kill -9 the leader
-        s["rpc"] = self._rpc_of(self.id)
-        s["peers"] = [{"id": p, "heard_ms_ago": ms, "rpc": self._rpc_of(p)} for p, ms in heard.items()]
+        s["rpc"] = rpc_of(self.id)
+        s["peers"] = [{"id": p, "heard_ms_ago": ms, "rpc": rpc_of(p)} for p, ms in heard.items()]
         s["pending"] = len(self.service.pending)
-        s["uptime_ms"] = int((time.monotonic() - self._started) * 1000)
+        s["uptime_ms"] = int((time.monotonic() - self.started) * 1000)
         s["counters"] = dict(self.transport.counters.as_dict(), core_dropped=self.replica.dropped)
         s["bugs"] = sorted(self.replica.bugs)
-        s["snapshot_index"] = self._snapshot_index
-        s["snapshot_writing"] = self._snapshots is not None and self._snapshots.running
+        s["snapshot_index"] = self.compaction.index
+        s["snapshot_writing"] = self.compaction.writing
         s["log_first_index"] = self.replica.log.first_index
-        s["compactions"] = self._compactions
+        s["compactions"] = self.compaction.compactions
         shipper, receiver = self.port.shipper, self.port.receiver
         s["snapshot_shipping"] = {
             "sending_to": shipper.sending,
@@ -522,155 +328,3 @@ class Node:
             "refused": receiver.refused,
         }
         return s
-
-
-_OPS: dict[str, Callable[[Node, Route, dict[str, Any]], None]] = {
-    "send": Node._op_send,
-    "delete": Node._op_delete,
-    "read": Node._op_read,
-    "stale_read": Node._op_stale_read,
-    "mailboxes": Node._op_mailboxes,
-    "status": Node._op_status,
-}
-
-
-# -------------------------------------------------------------------- entry point
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT set a flag the loop checks each turn (never mid-persist)."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._old: dict[int, Any] = {}
-
-    def __call__(self) -> bool:
-        return self.stop
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals can only be handled in the main thread; the caller stops us otherwise
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.stop = True
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
-
-
-def _check_bugs(bugs: Iterable[str]) -> frozenset[str]:
-    bugs = frozenset(bugs)
-    unknown = bugs - BUGS
-    if unknown:
-        raise ConfigError(f"unknown planted bug(s) {sorted(unknown)}; known: {', '.join(sorted(BUGS))}")
-    return bugs
-
-
-def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
-             bugs: Iterable[str] = frozenset(), log: Log = _stderr,
-             stopping: Callable[[], bool] | None = None) -> int:
-    """Run node `node_id` of the cluster until SIGTERM/SIGINT (or `stopping()`); the exit code.
-
-    `bugs` plants test-only safety bugs in the core (zrep.core.replica.BUGS);
-    never use it outside tests. `log` receives one finished line at a time.
-    """
-    prefix = f"zrep node {node_id}"
-    try:
-        cfg = config if isinstance(config, ClusterConfig) else load_config(config)
-        cfg.node(node_id)
-        bugs = _check_bugs(bugs)
-    except ConfigError as e:
-        log(f"{prefix}: {e}")
-        return EXIT_USAGE
-    # Bound before the log is replayed: a leader's connection to this node, retried at up to
-    # RECONNECT_IVL_MAX_MS while the node was down, comes up while the store is rebuilt (its
-    # first messages wait in the sockets, as during any long turn) instead of after it.
-    try:
-        transport = Transport(cfg, node_id)
-    except zmq.ZMQError as e:
-        me = cfg.node(node_id)
-        log(f"{prefix}: cannot open sockets (bind {me.bind_rpc} and {me.bind_pub}, connect to peers): {e}; "
-            "is another process using the port, or is the address not local?")
-        return EXIT_NETWORK
-    try:
-        return _open(cfg, node_id, transport, bugs, log, stopping)
-    finally:
-        transport.close()
-
-
-def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozenset[str], log: Log,
-          stopping: Callable[[], bool] | None) -> int:
-    """Replay the WAL, load the snapshot, then serve; the exit code."""
-    prefix = f"zrep node {node_id}"
-    data_dir = Path(cfg.node_data_dir(node_id))
-    try:
-        wal, replay = Wal.open(data_dir / WAL_NAME)
-    except CorruptLogError as e:
-        log(f"{prefix}: {e}")
-        return EXIT_CORRUPT_LOG
-    except StorageError as e:
-        log(f"{prefix}: {e}")
-        return EXIT_STORAGE
-    try:
-        remove_stale_tmp(data_dir)
-        snapshot, why = load_snapshot(data_dir, replay, StoreLimits(max_body_bytes=cfg.max_body_bytes))
-        if replay.first_index > 1 and snapshot is None:
-            log(f"{prefix}: cannot start: the WAL {wal.path} is compacted (it starts at index "
-                f"{replay.first_index}) and {why}, so the store cannot be rebuilt. Do not edit the files: "
-                f"once the other nodes are up with a leader (zrep client status), wipe its data directory "
-                f"{data_dir} and start it again; it re-syncs everything from the leader.")
-            return EXIT_NO_SNAPSHOT
-        warnings = [why] if why else []
-        if snapshot is not None and replay.first_index > 1 and not fits_log(snapshot, replay):
-            replay = _drop_log_for(snapshot, wal, replay)
-            warnings.append(f"the snapshot of index {snapshot.index} is past or beside the compacted log "
-                            "(an install that stopped before its WAL rewrite); the log was dropped for it")
-        return _serve(cfg, node_id, wal, replay, transport, bugs, log, stopping, snapshot, warnings)
-    except StorageError as e:
-        log(f"{prefix}: {e}")
-        return EXIT_STORAGE
-    finally:
-        wal.close()
-
-
-def _drop_log_for(snapshot: Snapshot, wal: Wal, replay: Replay) -> Replay:
-    """Raft's install rule at start: no entry that disagrees with a (committed) snapshot is committed."""
-    wal.rewrite(snapshot.index + 1, snapshot.epoch, keep=False)
-    return replace(replay, entries=[], first_index=snapshot.index + 1, prev_epoch=snapshot.epoch,
-                   commit=snapshot.index)
-
-
-def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport, bugs: frozenset[str],
-           log: Log, stopping: Callable[[], bool] | None, snapshot: Snapshot | None = None,
-           warnings: list[str] | None = None) -> int:
-    prefix = f"zrep node {node_id}"
-    flag = _StopFlag()
-    flag.install()
-    node: Node | None = None
-    try:
-        node = Node(cfg, node_id, wal, replay, transport, bugs=bugs, log=log, snapshot=snapshot)
-        for line in replay.warnings + (warnings or []) + list(cfg.warnings):
-            node.say(f"warning: {line}")
-        if bugs:
-            node.say(f"UNSAFE: planted bugs {sorted(bugs)} are on; this node may lose acknowledged writes")
-        node.say(f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "
-                 f"log {replay.first_index}..{node.replica.log.last_index}, commit {node.replica.commit}"
-                 + (f", store from the snapshot of index {snapshot.index}" if snapshot else ""))
-        node.run((lambda: flag.stop or stopping()) if stopping is not None else flag)
-        node.snapshot_on_stop()
-        node.say("stopped")
-        return EXIT_OK
-    except StorageError as e:
-        log(f"{prefix}: stopping: {e}")
-        return EXIT_STORAGE
-    except InvariantError as e:
-        log(f"{prefix}: stopping: invariant broken (a bug, please report): {e}")
-        return EXIT_INVARIANT
-    finally:
-        if node is not None:
-            node.close()
-        flag.restore()
