@@ -49,6 +49,7 @@ import msgpack
 
 from zrep.core.messages import Entry, HardState
 from zrep.errors import CorruptLogError, InvariantError, StorageError
+from zrep.storage import bugs
 from zrep.storage.wal_format import (
     Commit,
     Record,
@@ -371,7 +372,12 @@ class Wal:
             _check_hard_state(self._hard_state, hs)
         except _Invalid as exc:
             raise InvariantError(f"{self.path}: {exc}") from None
-        self._buffer(encode_record(hs))
+        if bugs.planted(bugs.HARD_STATE_NO_FSYNC):  # PLANTED BUG: no flush for it
+            frame = encode_record(hs)
+            self._pending.append(frame)
+            self._end += len(frame)
+        else:
+            self._buffer(encode_record(hs))
         self._hard_state = hs
 
     def set_commit(self, index: int) -> None:
@@ -444,7 +450,8 @@ class Wal:
         old, self._fd = self._fd, fd
         os.close(old)  # type: ignore[arg-type]
         try:
-            sync_dir(os.path.dirname(self.path))
+            if not bugs.planted(bugs.RENAME_WITHOUT_DIR_FSYNC):  # PLANTED BUG when it is
+                sync_dir(os.path.dirname(self.path))
         except OSError as exc:
             raise self._fail(f"fsync of the directory after a rewrite failed: {exc}") from exc
         self._written = self._synced = len(data)
@@ -458,6 +465,8 @@ class Wal:
         every non-hint record buffered so far is durable (`synced_offset`).
         """
         self._usable()
+        if bugs.PLANTED and bugs.planted(bugs.WAL_ACK_BEFORE_FSYNC):
+            return self._sync_late()
         if self._pending:
             pending = self._pending
             data = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -470,6 +479,22 @@ class Wal:
             except OSError as exc:
                 raise self._fail(f"fsync failed: {exc}") from exc
             self._synced = self._written
+
+    def _sync_late(self) -> None:
+        """PLANTED BUG (bugs.WAL_ACK_BEFORE_FSYNC): flush the previous batch, write this one and
+        return before flushing it, so what the caller acknowledges now is not durable yet."""
+        if self._written > self._synced:
+            written = self._written
+            try:
+                sync_data(self._fd)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise self._fail(f"fsync failed: {exc}") from exc
+            self._synced = written
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._write_all(data)
+        self._pending_durable = False
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
