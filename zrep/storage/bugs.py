@@ -2,9 +2,10 @@
 a power cut shows (zrep.chaos.powerfs), never a SIGKILL (the page cache survives
 a killed process).
 
-  wal_ack_before_fsync      Wal.sync returns once the batch is written, and
-                            flushes it only at the start of the next sync: an
-                            append is acknowledged before its fdatasync.
+  wal_ack_before_fsync      Wal.sync returns once the batch is written; what
+                            was written is flushed only every LATE_FLUSH_S
+                            ("fsync every so often"): an append is
+                            acknowledged before its fdatasync.
   rename_without_dir_fsync  a snapshot (written or received) and a compacted
                             WAL are renamed into place without fsyncing the
                             directory: after a power cut the old names are back.
@@ -26,6 +27,7 @@ RENAME_WITHOUT_DIR_FSYNC = "rename_without_dir_fsync"
 HARD_STATE_NO_FSYNC = "hard_state_no_fsync"
 STORAGE_BUGS = frozenset({WAL_ACK_BEFORE_FSYNC, RENAME_WITHOUT_DIR_FSYNC, HARD_STATE_NO_FSYNC})
 
+LATE_FLUSH_S = 0.5
 PLANTED: set[str] = set()
 
 

@@ -40,6 +40,7 @@ import errno
 import fcntl
 import os
 import sys
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -288,6 +289,7 @@ class Wal:
         self._pack = msgpack.Packer(use_bin_type=True).pack  # reused: a Wal belongs to one thread
         self._offsets = replay.offsets  # where each entry's record starts (for `rewrite`)
         self._end = size  # where the next buffered record will start
+        self._late_flushed = time.monotonic()  # for the planted bug WAL_ACK_BEFORE_FSYNC only
 
     # -- opening ---------------------------------------------------------------
 
@@ -481,20 +483,21 @@ class Wal:
             self._synced = self._written
 
     def _sync_late(self) -> None:
-        """PLANTED BUG (bugs.WAL_ACK_BEFORE_FSYNC): flush the previous batch, write this one and
-        return before flushing it, so what the caller acknowledges now is not durable yet."""
-        if self._written > self._synced:
-            written = self._written
-            try:
-                sync_data(self._fd)  # type: ignore[arg-type]
-            except OSError as exc:
-                raise self._fail(f"fsync failed: {exc}") from exc
-            self._synced = written
+        """PLANTED BUG (bugs.WAL_ACK_BEFORE_FSYNC): write the batch and return before flushing it,
+        flushing what was written only once LATE_FLUSH_S passed since the last flush ("fsync every
+        so often", as some stores offer): what the caller acknowledges now is not durable yet."""
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
             self._write_all(data)
         self._pending_durable = False
+        now = time.monotonic()
+        if self._written > self._synced and now - self._late_flushed >= bugs.LATE_FLUSH_S:
+            try:
+                sync_data(self._fd)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise self._fail(f"fsync failed: {exc}") from exc
+            self._synced, self._late_flushed = self._written, now
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)

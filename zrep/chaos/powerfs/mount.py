@@ -251,3 +251,10 @@ class PowerMount:
 
     def __exit__(self, *exc: object) -> None:
         self.unmount()
+
+
+def unmount_leftover(mountpoint: Path) -> None:
+    """Take down a mount whose PowerMount is gone (a killed run): lazily, its daemon is gone or dies with it."""
+    tool = _fusermount() or "fusermount"
+    if subprocess.run([tool, "-uz", str(mountpoint)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
