@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from zrep.chaos import netfaults
 from zrep.chaos.command import chaos
 from zrep.chaos.history import HistoryWriter, load_history, pair_ops
-from zrep.chaos.nemesis import FAULTS, Draw, Nemesis, majority, tear_tail
+from zrep.chaos.nemesis import FAULTS, Draw, Nemesis, majority, power_cut_targets, tear_tail
 from zrep.chaos.report import Check, RunReport, from_verify
 from zrep.chaos.runner import Options
 from zrep.chaos.verify import check
@@ -215,3 +215,22 @@ def test_a_check_verify_skipped_has_not_passed() -> None:
     assert not run.ok and "SKIP" in run.format()
     assert not RunReport({}, {}, [], {}, {}, 0.0, [], [], {}).ok  # no checks: nothing shown
     assert RunReport({}, {}, [], {}, {}, 0.0, [], [Check("x", True, "d")], {}).ok
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_power_cuts_often_take_every_node_else_a_minority(n: int) -> None:
+    ids = list(range(1, n + 1))
+    scopes: dict[str, int] = {}
+    torn = 0
+    for seed in range(400):
+        d = Draw.of(random.Random(seed), tuple(ids))
+        nodes, scope, torn_seed = power_cut_targets(d, ids, leader=1)
+        scopes[scope] = scopes.get(scope, 0) + 1
+        torn += torn_seed is not None
+        if scope == "all":
+            assert nodes == ids
+        else:
+            assert 1 <= len(nodes) < majority(n) and set(nodes) <= set(ids)
+    assert 150 <= scopes["all"] <= 250  # about half: the case that proves durability
+    assert scopes.get("one", 0) > 0 and (scopes.get("minority", 0) > 0) == (n == 5)
+    assert 60 <= torn <= 180

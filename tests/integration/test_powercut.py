@@ -10,7 +10,12 @@ the reason where /dev/fuse, root, fusermount or fusepy is missing.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -96,3 +101,44 @@ def test_a_planted_storage_bug_loses_acknowledged_writes_in_the_same_run(
     acked: Acked = {}
     load_until_compacted(c, acked)
     assert lost_after_cut(c, d, acked), f"{bug}: nothing lost in an all-node power cut"
+
+
+# ------------------------------------------------------------------ the chaos tool's power cuts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def mounts_under(root: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(root))]
+
+
+def test_a_power_cut_chaos_run_passes_and_unmounts_every_disk(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "zrep", "chaos", "--power-cut", "--duration", "8", "--seed", "4", "--json",
+           "--dir", str(run_dir), "--keep"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    report = json.loads(proc.stdout) if proc.stdout.strip() else None
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report is not None and report["faults"].get("power-cut", 0) >= 1, report
+    assert report["settings"]["faults"] == ["power-cut"]
+    assert mounts_under(tmp_path) == []
+
+
+def test_an_interrupted_power_cut_run_unmounts_every_disk(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "zrep", "chaos", "--power-cut", "--duration", "60", "--seed", "5",
+           "--dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+    try:
+        wait_until("the run's disks mounted and nodes serving",
+                   lambda: len(mounts_under(tmp_path)) == 3 and (run_dir / "history.jsonl").exists()
+                   and (run_dir / "history.jsonl").stat().st_size > 2000, 60, interval=0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert mounts_under(tmp_path) == []

@@ -118,6 +118,18 @@ def tear_tail(path: Path, rng: random.Random) -> str:
     return f"appended {what} after byte {len(data)}"
 
 
+def power_cut_targets(d: Draw, ids: list[int], leader: int | None) -> tuple[list[int], str, int | None]:
+    """(nodes, scope "all"/"one"/"minority", torn seed or None) of one power cut."""
+    n = len(ids)
+    seed = int(d.u[5] * 1_000_000) if d.u[1] < TORN_CUT else None
+    if d.u[0] < ALL_NODES_CUT:
+        return list(ids), "all", seed
+    count = 1 if n < 5 or d.u[2] < 0.5 else majority(n) - 1
+    first = leader if leader in ids and d.u[3] < LEADER_BIAS else d.first(ids)[0]
+    nodes = sorted([first, *d.first([i for i in ids if i != first], count - 1)])
+    return nodes, "one" if count == 1 else "minority", seed
+
+
 @dataclass(frozen=True)
 class Draw:
     """The random numbers one fault uses, always drawn in full, so the next fault's are the same
@@ -348,15 +360,7 @@ class Nemesis:
         if self.disks is None:
             return
         leader, epoch = self._leader()
-        ids, n = list(self.c.ids), len(self.c.ids)
-        if d.u[0] < ALL_NODES_CUT:
-            nodes, scope = ids, "all"
-        else:
-            count = 1 if n < 5 or d.u[2] < 0.5 else majority(n) - 1
-            first = leader if leader in ids and d.u[3] < LEADER_BIAS else d.first(ids)[0]
-            nodes = sorted([first, *d.first([i for i in ids if i != first], count - 1)])
-            scope = "one" if count == 1 else "minority"
-        seed = int(d.u[5] * 1_000_000) if d.u[1] < TORN_CUT else None
+        nodes, scope, seed = power_cut_targets(d, list(self.c.ids), leader)
         how = "torn" if seed is not None else "plain"
         rec = self._begin("power-cut", nodes, f"{how} power cut to {'every node' if scope == 'all' else nodes}",
                           leader, epoch, leader in nodes, scope=scope, torn_seed=seed)
