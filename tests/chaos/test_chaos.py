@@ -14,6 +14,7 @@ Every run has a hard timeout and is killed by process group at the end.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
@@ -234,3 +235,14 @@ def test_power_cuts_often_take_every_node_else_a_minority(n: int) -> None:
     assert 150 <= scopes["all"] <= 250  # about half: the case that proves durability
     assert scopes.get("one", 0) > 0 and (scopes.get("minority", 0) > 0) == (n == 5)
     assert 60 <= torn <= 180
+
+
+def test_power_cuts_say_why_they_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zrep.chaos.powerfs import mount
+
+    real_exists = os.path.exists
+    monkeypatch.setattr(mount.os.path, "exists", lambda p: False if p == "/dev/fuse" else real_exists(p))
+    assert "no /dev/fuse" in mount.unavailable()
+    monkeypatch.setattr(mount.os.path, "exists", lambda p: True if p == "/dev/fuse" else real_exists(p))
+    monkeypatch.setattr(mount.os, "geteuid", lambda: 1000)
+    assert "need root" in mount.unavailable()

@@ -24,7 +24,8 @@ import pytest
 from zrep.chaos.powerfs.mount import PowerMount, holders, unavailable
 
 WHY = unavailable()
-pytestmark = pytest.mark.skipif(bool(WHY), reason=f"power-cut file system unavailable: {WHY}")
+pytestmark = [pytest.mark.skipif(bool(WHY), reason=f"power-cut file system unavailable: {WHY}"),
+              pytest.mark.processes]  # real mounts and daemons: not in the quick loop
 RECORD = 100
 COUNT = 1000
 

@@ -26,7 +26,8 @@ from zrep.storage.snapshot_files import SNAPSHOT_NAME
 from zrep.storage.wal import Wal
 
 WHY = unavailable()
-pytestmark = pytest.mark.skipif(bool(WHY), reason=f"power-cut file system unavailable: {WHY}")
+pytestmark = [pytest.mark.skipif(bool(WHY), reason=f"power-cut file system unavailable: {WHY}"),
+              pytest.mark.processes]  # real mounts and daemons: not in the quick loop
 ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent("""
