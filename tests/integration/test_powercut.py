@@ -103,6 +103,30 @@ def test_a_planted_storage_bug_loses_acknowledged_writes_in_the_same_run(
     assert lost_after_cut(c, d, acked), f"{bug}: nothing lost in an all-node power cut"
 
 
+def test_a_node_that_loses_power_right_after_a_snapshot_install_starts_and_catches_up(
+        on_disks: Callable[..., tuple[LocalCluster, Disks]]) -> None:
+    c, d = on_disks()
+    lead = c.wait_for_leader(15)
+    acked: Acked = {}
+    send_seq(c, "pi", range(1, 11), lambda s: "box", acked)
+    f = next(i for i in c.ids if i != lead)
+    c.kill(f, signal.SIGKILL)
+    d.power_cut([f], seed=None)
+    send_seq(c, "pi", range(11, 131), lambda s: "box", acked)  # the others compact past f's log
+    wait_until("the leader to compact", lambda: "log compacted" in c.node_log(lead), 15)
+    c.start(f)
+    wait_until(f"node {f} to install a snapshot",
+               lambda: c.statuses([f]).get(f, {}).get("snapshot_shipping", {}).get("installed", 0) >= 1, 20)
+    c.kill(f, signal.SIGKILL)  # power lost right after the install's renames
+    d.power_cut([f], seed=None)
+    c.start(f)
+    send_seq(c, "pi", range(131, 141), lambda s: "box", acked)
+    c.wait_converged(20)
+    assert [life.describe() for life in c.unexpected_exits()] == []
+    rows = {offset: body for offset, _, body, _ in c.read("box", node=f, stale=True)}
+    assert [body for body, (_, offset) in acked.items() if rows.get(offset) != body] == []
+
+
 # ------------------------------------------------------------------ the chaos tool's power cuts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +139,7 @@ def mounts_under(root: Path) -> list[str]:
 
 def test_a_power_cut_chaos_run_passes_and_unmounts_every_disk(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "zrep", "chaos", "--power-cut", "--duration", "8", "--seed", "4", "--json",
+    cmd = [sys.executable, "-m", "zrep", "chaos", "--power-cut", "--duration", "5", "--seed", "4", "--json",
            "--dir", str(run_dir), "--keep"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     report = json.loads(proc.stdout) if proc.stdout.strip() else None
