@@ -246,3 +246,15 @@ def test_power_cuts_say_why_they_cannot_run(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(mount.os.path, "exists", lambda p: True if p == "/dev/fuse" else real_exists(p))
     monkeypatch.setattr(mount.os, "geteuid", lambda: 1000)
     assert "need root" in mount.unavailable()
+
+
+def test_the_report_counts_power_cuts_by_scope() -> None:
+    from zrep.chaos.report import power_cut_summary
+
+    log = [{"kind": "power-cut", "scope": "all", "nodes": [1, 2, 3], "torn_seed": 5,
+            "dropped_bytes": {"1": 10, "2": 0, "3": 7}, "kept_torn_bytes": {"1": 3, "2": 0, "3": 0}},
+           {"kind": "power-cut", "scope": "one", "nodes": [2], "torn_seed": None, "dropped_bytes": {"2": 1},
+            "kept_torn_bytes": {"2": 0}},
+           {"kind": "kill", "nodes": [1]}]
+    assert power_cut_summary(log) == {"cuts": 2, "all_nodes": 1, "one_node": 1, "minority": 0, "torn": 1,
+                                      "disks_cut": 4, "unsynced_bytes_dropped": 18, "torn_bytes_kept": 3}

@@ -263,3 +263,12 @@ def test_a_hung_daemon_is_aborted(pm: PowerMount) -> None:
         if pm.daemon is not None:
             os.kill(pm.daemon.pid, signal.SIGCONT)
     assert not pm.mounted and pm.daemon is None
+
+
+def test_a_durable_directory_renamed_away_comes_back_with_its_files(pm: PowerMount) -> None:
+    (pm.mountpoint / "d").mkdir()
+    fsync_dir(pm.mountpoint)
+    durable(pm, "d/f", b"inside")
+    os.rename(pm.mountpoint / "d", pm.mountpoint / "e")
+    pm.reboot()
+    assert os.listdir(pm.mountpoint) == ["d"] and (pm.mountpoint / "d/f").read_bytes() == b"inside"

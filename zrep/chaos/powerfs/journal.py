@@ -174,7 +174,7 @@ class Journal:
                 f.truncate(keep)
                 for offset, old in reversed(undo.saved):  # the oldest save is the durable byte
                     os.pwrite(f.fileno(), old, offset)  # saves lie inside [0, durable_size)
-        removed, relinked = self._restore_names(where)
+        removed, relinked = self._restore_names()
         self.data.clear()
         self.names.clear()
         for d in (self.ghosts, self.limbo):
@@ -201,14 +201,15 @@ class Journal:
                 out[os.lstat(p).st_ino] = p
         return out
 
-    def _restore_names(self, where: dict[int, Path]) -> tuple[int, int]:
+    def _restore_names(self) -> tuple[int, int]:
         removed = relinked = 0
         # 1. every name that is not durable goes to limbo (its subtree with it)
+        dirs = self._dirs_by_inode()
         serial = 0
         for ino, undo in self.names.items():
-            d = self._dirs_by_inode().get(ino)
+            d = dirs.get(ino)
             if d is None:
-                continue
+                continue  # the directory itself went to limbo with its parent's names
             for entry in list(os.scandir(d)):
                 if undo.listing.get(entry.name) != entry.inode():
                     serial += 1
@@ -216,8 +217,9 @@ class Journal:
                     removed += 1
         # 2. every durable name that is missing is linked (or, a directory, moved) back
         where = self._paths_by_inode()
+        dirs = self._dirs_by_inode()
         for ino, undo in self.names.items():
-            d = self._dirs_by_inode().get(ino)
+            d = dirs.get(ino)
             if d is None:
                 continue
             for name, target in undo.listing.items():
@@ -227,10 +229,11 @@ class Journal:
                 src = where.get(target)
                 if src is None:
                     continue  # a durable directory removed for good: not modelled (see the package docs)
+                relinked += 1
                 if stat.S_ISDIR(os.lstat(src).st_mode):
-                    os.rename(src, dest)
+                    os.rename(src, dest)  # its whole subtree moves: look everything up again
+                    where, dirs = self._paths_by_inode(), self._dirs_by_inode()
                 else:
                     os.link(src, dest, follow_symlinks=False)
-                where[target] = dest
-                relinked += 1
+                    where[target] = dest
         return removed, relinked

@@ -121,7 +121,8 @@ class PowerMount:
 
     @property
     def mounted(self) -> bool:
-        return mount_entry(self.mountpoint) is not None and mount_entry(self.mountpoint)[1].startswith("fuse")  # type: ignore[index]
+        entry = mount_entry(self.mountpoint)
+        return entry is not None and entry[1].startswith("fuse")
 
     def mount(self) -> None:
         if self.mounted:
