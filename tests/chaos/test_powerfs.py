@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -272,3 +273,23 @@ def test_a_durable_directory_renamed_away_comes_back_with_its_files(pm: PowerMou
     os.rename(pm.mountpoint / "d", pm.mountpoint / "e")
     pm.reboot()
     assert os.listdir(pm.mountpoint) == ["d"] and (pm.mountpoint / "d/f").read_bytes() == b"inside"
+
+
+def test_cleanup_unmounts_what_a_killed_run_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zrep.chaos import leftovers
+
+    m = PowerMount(tmp_path / "pfs", tmp_path / "run" / "mnt")
+    m.mount()
+    try:
+        monkeypatch.setattr(leftovers, "STATE_DIR", tmp_path / "state")
+        monkeypatch.setattr(leftovers.netfaults, "cleanup_table", lambda: False)  # never another run's rules
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "run-dead.json").write_text(json.dumps(
+            {"pid": 1, "dir": str(tmp_path / "run"), "config": "", "keep": False, "mounts": [str(m.mountpoint)]}))
+        said: list[str] = []
+        assert leftovers.cleanup_leftovers(said.append) == 0
+        assert not m.mounted and any("unmounted" in line for line in said), said
+        assert m.daemon is not None and m.daemon.wait(10) == 0  # its daemon ends with its mount
+        assert not (tmp_path / "run").exists()
+    finally:
+        m.unmount()
