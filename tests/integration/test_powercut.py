@@ -33,7 +33,8 @@ SNAPSHOT_ENTRIES = 20  # small: snapshots and WAL compactions happen before the 
 
 
 @pytest.fixture
-def on_disks(make_cluster: Callable[..., LocalCluster], tmp_path: Path) -> Iterator[Callable[..., tuple[LocalCluster, Disks]]]:
+def on_disks(make_cluster: Callable[..., LocalCluster],
+             tmp_path: Path) -> Iterator[Callable[..., tuple[LocalCluster, Disks]]]:
     made: list[tuple[LocalCluster, Disks]] = []
 
     def make(planted: tuple[str, ...] = ()) -> tuple[LocalCluster, Disks]:

@@ -25,8 +25,8 @@ import click
 from zrep.chaos import netfaults
 from zrep.chaos.leftovers import cleanup_leftovers
 from zrep.chaos.nemesis import FAULTS
-from zrep.chaos.runner import Options, Say, run_chaos
 from zrep.chaos.powerfs.mount import unavailable as power_cuts_unavailable
+from zrep.chaos.runner import Options, Say, run_chaos
 from zrep.core.replica import BUGS
 from zrep.storage.bugs import STORAGE_BUGS
 
@@ -115,8 +115,9 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.option("--unsafe-bug", "bugs", multiple=True, type=click.Choice(sorted(BUGS | STORAGE_BUGS)), hidden=True,
               help="Start every node with this planted bug (tests of the checker).")
 def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, clients: int, mailboxes: int,
-          faults: tuple[str, ...] | None, power_cut: bool, nasty: bool, history: str | None, keep: bool, run_dir: str | None,
-          as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int, snapshot_entries: int,
+          faults: tuple[str, ...] | None, power_cut: bool, nasty: bool, history: str | None, keep: bool,
+          run_dir: str | None, as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int,
+          snapshot_entries: int,
           no_netns: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
     """Run a local cluster under load with a seeded nemesis (kills, pauses, partitions, torn WAL tails,
     restarts of every node, power cuts), then heal, converge and check the recorded history.

@@ -105,8 +105,8 @@ class RunReport:
             out.append(f"          {kind} skipped: {why}")
         cuts = power_cut_summary(self.fault_log)
         if cuts["cuts"]:
-            out.append(f"power:    {cuts['cuts']} cuts ({cuts['all_nodes']} of every node at once, {cuts['one_node']} of "
-                       f"one node, {cuts['minority']} of a minority; {cuts['torn']} torn), {cuts['disks_cut']} disks "
+            out.append(f"power:    {cuts['cuts']} cuts ({cuts['all_nodes']} of every node at once, "
+                       f"{cuts['one_node']} of one node, {cuts['minority']} of a minority; {cuts['torn']} torn), {cuts['disks_cut']} disks "
                        f"cut, {cuts['unsynced_bytes_dropped']} unsynced bytes dropped")
         out.append(f"ops:      {_counts(self.ops) or 'none'} ({self.ops_per_s:.1f} ops/s)")
         if self.failovers:

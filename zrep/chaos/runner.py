@@ -26,8 +26,9 @@ Invariants:
     the clients' timeouts).
   * Whatever happens (exception, signal), `Run.close` heals the network,
     kills every node process group, unmounts the power-cut disks, removes
-    the rules' table and the state file; a passing run also removes the directory it made (a failing one
-    keeps it: logs and history are the evidence).
+    the rules' table and the state file; a passing run also removes the
+    directory it made (a failing one keeps it: logs and history are the
+    evidence).
   * Signal handlers only set an Event; the main thread does the work.
 """
 
@@ -49,7 +50,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from zrep.chaos import netfaults
-from zrep.chaos.disks import Disks
 from zrep.chaos.cluster_checks import (
     Final,
     Interrupted,
@@ -58,6 +58,7 @@ from zrep.chaos.cluster_checks import (
     replicas_identical,
     writes_resume,
 )
+from zrep.chaos.disks import Disks
 from zrep.chaos.history import HistoryWriter, load_history, pair_ops
 from zrep.chaos.leftovers import StateFile
 from zrep.chaos.nemesis import FAULTS, Nemesis
