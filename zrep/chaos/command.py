@@ -117,8 +117,7 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, clients: int, mailboxes: int,
           faults: tuple[str, ...] | None, power_cut: bool, nasty: bool, history: str | None, keep: bool,
           run_dir: str | None, as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int,
-          snapshot_entries: int,
-          no_netns: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
+          snapshot_entries: int, no_netns: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
     """Run a local cluster under load with a seeded nemesis (kills, pauses, partitions, torn WAL tails,
     restarts of every node, power cuts), then heal, converge and check the recorded history.
 
