@@ -14,6 +14,7 @@ Every run has a hard timeout and is killed by process group at the end.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
@@ -25,7 +26,7 @@ from click.testing import CliRunner
 from zrep.chaos import netfaults
 from zrep.cli.chaos import chaos
 from zrep.chaos.history import HistoryWriter, load_history, pair_ops
-from zrep.chaos.nemesis import FAULTS, Draw, Nemesis, majority, tear_tail
+from zrep.chaos.nemesis import FAULTS, Draw, Nemesis, majority, power_cut_targets, tear_tail
 from zrep.chaos.report import Check, RunReport, from_verify
 from zrep.chaos.runner import Options
 from zrep.chaos.verify import check
@@ -215,3 +216,45 @@ def test_a_check_verify_skipped_has_not_passed() -> None:
     assert not run.ok and "SKIP" in run.format()
     assert not RunReport({}, {}, [], {}, {}, 0.0, [], [], {}).ok  # no checks: nothing shown
     assert RunReport({}, {}, [], {}, {}, 0.0, [], [Check("x", True, "d")], {}).ok
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_power_cuts_often_take_every_node_else_a_minority(n: int) -> None:
+    ids = list(range(1, n + 1))
+    scopes: dict[str, int] = {}
+    torn = 0
+    for seed in range(400):
+        d = Draw.of(random.Random(seed), tuple(ids))
+        nodes, scope, torn_seed = power_cut_targets(d, ids, leader=1)
+        scopes[scope] = scopes.get(scope, 0) + 1
+        torn += torn_seed is not None
+        if scope == "all":
+            assert nodes == ids
+        else:
+            assert 1 <= len(nodes) < majority(n) and set(nodes) <= set(ids)
+    assert 150 <= scopes["all"] <= 250  # about half: the case that proves durability
+    assert scopes.get("one", 0) > 0 and (scopes.get("minority", 0) > 0) == (n == 5)
+    assert 60 <= torn <= 180
+
+
+def test_power_cuts_say_why_they_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zrep.chaos.powerfs import mount
+
+    real_exists = os.path.exists
+    monkeypatch.setattr(mount.os.path, "exists", lambda p: False if p == "/dev/fuse" else real_exists(p))
+    assert "no /dev/fuse" in mount.unavailable()
+    monkeypatch.setattr(mount.os.path, "exists", lambda p: True if p == "/dev/fuse" else real_exists(p))
+    monkeypatch.setattr(mount.os, "geteuid", lambda: 1000)
+    assert "need root" in mount.unavailable()
+
+
+def test_the_report_counts_power_cuts_by_scope() -> None:
+    from zrep.chaos.report import power_cut_summary
+
+    log = [{"kind": "power-cut", "scope": "all", "nodes": [1, 2, 3], "torn_seed": 5,
+            "dropped_bytes": {"1": 10, "2": 0, "3": 7}, "kept_torn_bytes": {"1": 3, "2": 0, "3": 0}},
+           {"kind": "power-cut", "scope": "one", "nodes": [2], "torn_seed": None, "dropped_bytes": {"2": 1},
+            "kept_torn_bytes": {"2": 0}},
+           {"kind": "kill", "nodes": [1]}]
+    assert power_cut_summary(log) == {"cuts": 2, "all_nodes": 1, "one_node": 1, "minority": 0, "torn": 1,
+                                      "disks_cut": 4, "unsynced_bytes_dropped": 18, "torn_bytes_kept": 3}

@@ -1,7 +1,7 @@
 """What a chaos run leaves behind if it dies, and `zrep chaos --cleanup`.
 
 Job: every run keeps a state file (`STATE_DIR/run-*.json`: its directory,
-its cluster file, whether it used rules, whether to keep its directory),
+its cluster file, whether it used rules, its power-cut mounts, whether to keep its directory),
 locked with flock for as long as the run lives. `--cleanup` takes every
 state file it can lock (its run is dead), kills the node process groups
 started with that run's cluster file, deletes the rules' table, removes the
@@ -11,6 +11,7 @@ namespace is seen as alive too.
 
 Invariants: only processes whose command line is `zrep.node` with that
 run's own cluster file, and that lead their own process group, are killed;
+only the run's own mount points are unmounted, before its directory goes;
 nothing of a live run is touched.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zrep.chaos import netfaults
+from zrep.chaos.powerfs.mount import mount_entry, unmount_leftover
 
 STATE_DIR = Path(tempfile.gettempdir()) / "zrep-chaos"
 
@@ -70,6 +72,10 @@ def cleanup_leftovers(say: Callable[[str], None]) -> int:
                 say(f"killed leftover node process group {pid} ({config})")
             except ProcessLookupError:
                 pass
+        for mountpoint in info.get("mounts", []):
+            if mount_entry(Path(mountpoint)) is not None:
+                unmount_leftover(Path(mountpoint))
+                say(f"unmounted the power-cut disk {mountpoint}")
         run_dir = info.get("dir")
         if run_dir and not info.get("keep") and Path(run_dir).is_dir():
             shutil.rmtree(run_dir, ignore_errors=True)

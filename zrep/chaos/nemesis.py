@@ -11,6 +11,12 @@ Faults (FAULTS.md has the recipes):
   torn-tail    SIGKILL a node, leave its WAL ending in the middle of a record,
                restart it: the node must cut the torn tail and rejoin.
   restart-all  SIGKILL every node at once, restart them all.
+  power-cut    SIGKILL nodes, cut their disks' power (zrep.chaos.disks: each
+               node's data directory is a power-cut file system that drops
+               what was not fsynced, sometimes keeping a torn prefix of the
+               unsynced appends), remount, restart. Half the time every node
+               at once (nothing acknowledged may be lost when the whole
+               cluster loses power), else one node or a minority.
 
 The torn tail is a prefix of a copy of the last complete record (or a run of
 zeros) appended after it: the file ends mid-record as a crash during a write
@@ -52,13 +58,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zrep.chaos.disks import Disks
 from zrep.chaos.history import HistoryWriter
 from zrep.chaos.netfaults import NetFaults, Pair
 from zrep.local.cluster import ClusterError, LocalCluster, wait_until
 from zrep.storage.wal_format import Scan, StopKind
 
-FAULTS = ("kill", "pause", "partition", "torn-tail", "restart-all")
-WEIGHTS = {"kill": 3, "pause": 2, "partition": 3, "torn-tail": 1, "restart-all": 1}
+FAULTS = ("kill", "pause", "partition", "torn-tail", "restart-all", "power-cut")
+WEIGHTS = {"kill": 3, "pause": 2, "partition": 3, "torn-tail": 1, "restart-all": 1, "power-cut": 2}
+ALL_NODES_CUT = 0.5  # chance that a power cut takes every node (the case that proves durability)
+TORN_CUT = 0.3  # chance that a power cut keeps a random prefix of each file's unsynced appends
 LEADER_BIAS = 0.6  # chance to aim a single-node fault at the leader (chance alone: 1/n)
 MAX_REVIVALS = 3  # restarts of a node that died by itself
 STEP_S = 0.1
@@ -109,6 +118,18 @@ def tear_tail(path: Path, rng: random.Random) -> str:
     return f"appended {what} after byte {len(data)}"
 
 
+def power_cut_targets(d: Draw, ids: list[int], leader: int | None) -> tuple[list[int], str, int | None]:
+    """(nodes, scope "all"/"one"/"minority", torn seed or None) of one power cut."""
+    n = len(ids)
+    seed = int(d.u[5] * 1_000_000) if d.u[1] < TORN_CUT else None
+    if d.u[0] < ALL_NODES_CUT:
+        return list(ids), "all", seed
+    count = 1 if n < 5 or d.u[2] < 0.5 else majority(n) - 1
+    first = leader if leader in ids and d.u[3] < LEADER_BIAS else d.first(ids)[0]
+    nodes = sorted([first, *d.first([i for i in ids if i != first], count - 1)])
+    return nodes, "one" if count == 1 else "minority", seed
+
+
 @dataclass(frozen=True)
 class Draw:
     """The random numbers one fault uses, always drawn in full, so the next fault's are the same
@@ -141,8 +162,9 @@ class Nemesis:
 
     def __init__(self, cluster: LocalCluster, faults: list[str], rng: random.Random, *, nasty: bool,
                  net: NetFaults | None, history: HistoryWriter, stop: threading.Event,
-                 election_timeout_s: float) -> None:
+                 election_timeout_s: float, disks: Disks | None = None) -> None:
         self.c = cluster
+        self.disks = disks
         self.faults = [f for f in FAULTS if f in faults]
         self.rng = rng
         self.nasty = nasty
@@ -159,7 +181,7 @@ class Nemesis:
         self._majority_hit = False  # --nasty: a kill or pause has taken a majority down
         self._do: dict[str, Callable[[Draw], None]] = {
             "kill": self._kill, "pause": self._pause, "partition": self._partition,
-            "torn-tail": self._torn_tail, "restart-all": self._restart_all}
+            "torn-tail": self._torn_tail, "restart-all": self._restart_all, "power-cut": self._power_cut}
 
     # ------------------------------------------------------------ the loop
 
@@ -214,6 +236,8 @@ class Nemesis:
         for i in sorted(self.c.paused):
             self.c.resume(i)
         self.down.clear()
+        if self.disks is not None:
+            self.disks.ensure_mounted([i for i in self.c.ids if not self.c.running(i)])
         for i in self.c.ids:
             if not self.c.running(i) and self.revivals[i] <= MAX_REVIVALS:
                 self.c.start(i)
@@ -331,6 +355,34 @@ class Nemesis:
             if k + 1 < len(d.order):
                 self._sleep(d.between(k % 4, 0.0, 0.3))
         self._end(rec, "restarted every node")
+
+    def _power_cut(self, d: Draw) -> None:
+        if self.disks is None:
+            return
+        leader, epoch = self._leader()
+        nodes, scope, seed = power_cut_targets(d, list(self.c.ids), leader)
+        how = "torn" if seed is not None else "plain"
+        rec = self._begin("power-cut", nodes, f"{how} power cut to {'every node' if scope == 'all' else nodes}",
+                          leader, epoch, leader in nodes, scope=scope, torn_seed=seed)
+        self.c.signal_nodes(nodes, signal.SIGKILL)  # all first: they lose power together
+        self.down.update(nodes)
+        for i in nodes:
+            self.c.kill(i, signal.SIGKILL)
+        outcomes = self.disks.power_cut(nodes, seed)
+        rec.extra["dropped_bytes"] = {o.node: o.dropped_bytes for o in outcomes}
+        rec.extra["kept_torn_bytes"] = {o.node: o.kept_torn_bytes for o in outcomes}
+        rec.extra["names_removed"] = {o.node: o.names_removed for o in outcomes}
+        odd = [f"node {o.node}: {o.unmount}" for o in outcomes if o.unmount != "clean"]
+        if odd:
+            rec.extra["unmount"] = odd
+        self._sleep(d.between(4, 0.2, 1.5))
+        order = [i for i in d.order if i in nodes]
+        for k, i in enumerate(order):
+            self._restart([i])
+            if k + 1 < len(order):
+                self._sleep(d.between(k % 4, 0.0, 0.3))
+        dropped = sum(o.dropped_bytes for o in outcomes)
+        self._end(rec, f"remounted and restarted {nodes}; {dropped} unsynced bytes dropped")
 
     # ------------------------------------------------------------ partitions
 

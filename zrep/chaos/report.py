@@ -86,6 +86,7 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "settings": self.settings, "faults": self.faults,
                 "faults_run": sorted(k for k, v in self.faults.items() if v),
+                "power_cuts": power_cut_summary(self.fault_log),
                 "skipped_faults": self.skipped_faults, "fault_log": self.fault_log,
                 "ops": self.ops, "ops_per_s": self.ops_per_s, "failovers": self.failovers,
                 "checks": [c.to_dict() for c in ordered(self.checks)], "paths": self.paths,
@@ -102,6 +103,11 @@ class RunReport:
         out.append("faults:   " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"))
         for kind, why in sorted(self.skipped_faults.items()):
             out.append(f"          {kind} skipped: {why}")
+        cuts = power_cut_summary(self.fault_log)
+        if cuts["cuts"]:
+            out.append(f"power:    {cuts['cuts']} cuts ({cuts['all_nodes']} of every node at once, "
+                       f"{cuts['one_node']} of one node, {cuts['minority']} of a minority; {cuts['torn']} torn), {cuts['disks_cut']} disks "
+                       f"cut, {cuts['unsynced_bytes_dropped']} unsynced bytes dropped")
         out.append(f"ops:      {_counts(self.ops) or 'none'} ({self.ops_per_s:.1f} ops/s)")
         if self.failovers:
             out.append("failovers (leader lost -> first acknowledged send in a later epoch):")
@@ -126,6 +132,17 @@ class RunReport:
         out.append("RESULT: " + ("every check passed" if self.ok else
                                  "FAILED: " + ", ".join(c.name for c in ordered(self.checks) if not c.passed)))
         return "\n".join(out)
+
+
+def power_cut_summary(fault_log: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How many power cuts of which scope, and what the disks lost (the nemesis's power-cut records)."""
+    cuts = [f for f in fault_log if f.get("kind") == "power-cut"]
+    scopes = [f.get("scope") for f in cuts]
+    return {"cuts": len(cuts), "all_nodes": scopes.count("all"), "one_node": scopes.count("one"),
+            "minority": scopes.count("minority"), "torn": sum(1 for f in cuts if f.get("torn_seed") is not None),
+            "disks_cut": sum(len(f.get("nodes", [])) for f in cuts),
+            "unsynced_bytes_dropped": sum(sum(f.get("dropped_bytes", {}).values()) for f in cuts),
+            "torn_bytes_kept": sum(sum(f.get("kept_torn_bytes", {}).values()) for f in cuts)}
 
 
 def _counts(counts: Mapping[str, int]) -> str:

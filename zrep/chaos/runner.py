@@ -5,7 +5,8 @@ zrep.cli.chaos.
 Phases:
   1. a cluster (LocalCluster) from a cluster file or generated on free ports,
      each node on its own loopback address (127.0.0.1, .2, ...; clients on
-     127.0.0.100 when partitions run); its data in the run directory;
+     127.0.0.100 when partitions run); its data in the run directory, on a
+     power-cut file system of its own when power cuts run (disks.py);
   2. clients (workload.py) for the whole run, every op in the history;
   3. faults (nemesis.py) until the duration is over, a progress line on
      stderr meanwhile;
@@ -24,9 +25,10 @@ Invariants:
     own timeout (the recovery bound, CONVERGE_S, FINAL_READ_S, STOP_NODE_S,
     the clients' timeouts).
   * Whatever happens (exception, signal), `Run.close` heals the network,
-    kills every node process group, removes the rules' table and the state
-    file; a passing run also removes the directory it made (a failing one
-    keeps it: logs and history are the evidence).
+    kills every node process group, unmounts the power-cut disks, removes
+    the rules' table and the state file; a passing run also removes the
+    directory it made (a failing one keeps it: logs and history are the
+    evidence).
   * Signal handlers only set an Event; the main thread does the work.
 """
 
@@ -56,9 +58,11 @@ from zrep.chaos.cluster_checks import (
     replicas_identical,
     writes_resume,
 )
+from zrep.chaos.disks import Disks
 from zrep.chaos.history import HistoryWriter, load_history, pair_ops
 from zrep.chaos.leftovers import StateFile
 from zrep.chaos.nemesis import FAULTS, Nemesis
+from zrep.chaos.powerfs.mount import unavailable as power_cuts_unavailable
 from zrep.chaos.report import PROGRESS, RUN, Check, RunReport, from_verify
 from zrep.chaos.verify import check as verify_check
 from zrep.chaos.workload import Workload, WorkloadSettings
@@ -170,6 +174,7 @@ class Run:
         self.final_path = self.history_path.with_name(self.history_path.stem + ".final.json")
         self.cluster: LocalCluster | None = None
         self.net: netfaults.NetFaults | None = None
+        self.disks: Disks | None = None
         self.nemesis: Nemesis | None = None
         self.workload: Workload | None = None
         self.history: HistoryWriter | None = None
@@ -193,6 +198,8 @@ class Run:
         return out
 
     def _unavailable(self, fault: str) -> str:
+        if fault == "power-cut":
+            return power_cuts_unavailable()
         if fault != "partition":
             return ""
         if self.o.config is not None:
@@ -219,9 +226,14 @@ class Run:
                                     election_timeout_ms=o.election_timeout_ms, bugs=o.bugs, start=False,
                                     client_host=CLIENT_HOST if self.partitions else None, config=o.config,
                                     snapshot_entries=o.snapshot_entries)
+        if "power-cut" in self.faults:
+            self.disks = Disks(self.cluster, self.dir / "powerfs")
         self.state = StateFile({"pid": os.getpid(), "dir": str(self.dir) if self.dir_is_ours else None,
                                 "config": str(self.cluster.config_path), "keep": o.keep,
-                                "netns": netfaults.in_private_netns(), "nft": self.partitions})
+                                "netns": netfaults.in_private_netns(), "nft": self.partitions,
+                                "mounts": self.disks.mountpoints if self.disks else []})
+        if self.disks is not None:
+            self.disks.ensure_mounted()  # every node's data directory on its own power-cut disk
         if self.partitions:
             self.net = netfaults.NetFaults(self.cluster.hosts)
         self.history_path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +261,7 @@ class Run:
         assert self.history is not None
         self.workload = Workload(settings, cfg, self.history, c.client_host)
         self.nemesis = Nemesis(c, self.faults, self.rng, nasty=o.nasty, net=self.net, history=self.history,
-                               stop=self.stop, election_timeout_s=o.election_timeout_ms / 1000)
+                               stop=self.stop, election_timeout_s=o.election_timeout_ms / 1000, disks=self.disks)
         started = time.monotonic()
         self.origin_ns = time.monotonic_ns()
         self.workload.start()
@@ -391,6 +403,8 @@ class Run:
             steps.append(("remove the rules", self.net.remove))
         if self.cluster is not None:
             steps.append(("kill the nodes", self.cluster.close))
+        if self.disks is not None:
+            steps.append(("unmount the power-cut disks", self.disks.close))
         if self.history is not None:
             steps.append(("close the history", self.history.close))
         for what, step in steps:

@@ -12,9 +12,11 @@ import click
 from zrep.chaos import netfaults
 from zrep.chaos.leftovers import cleanup_leftovers
 from zrep.chaos.nemesis import FAULTS
+from zrep.chaos.powerfs.mount import unavailable as power_cuts_unavailable
 from zrep.chaos.runner import Options, Say, run_chaos
 from zrep.chaos.sandbox import partition_blocker, run_sandboxed
 from zrep.core.replica import BUGS
+from zrep.storage.bugs import STORAGE_BUGS
 
 
 def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -42,6 +44,9 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.option("--mailboxes", type=click.IntRange(min=1, max=100), default=4, show_default=True)
 @click.option("--faults", callback=_faults_option, default=None, metavar="LIST",
               help=f"Comma-separated subset of {','.join(FAULTS)}. Default: all this machine can do.")
+@click.option("--power-cut", "power_cut", is_flag=True,
+              help="Power cuts only (added to --faults if given): each node's data directory on a file system "
+                   "that drops what was not fsynced; needs /dev/fuse, root and fusepy.")
 @click.option("--nasty", is_flag=True, help="Faults may take down a majority at once (the cluster must stall "
                                             "safely, never diverge).")
 @click.option("--history", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -63,20 +68,25 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
                                                "(the rules then live in this one; removed at the end).")
 @click.option("--cleanup", is_flag=True, help="Remove what killed runs left behind (nodes, rules, "
                                               "directories) and exit.")
-@click.option("--unsafe-bug", "bugs", multiple=True, type=click.Choice(sorted(BUGS)), hidden=True,
+@click.option("--unsafe-bug", "bugs", multiple=True, type=click.Choice(sorted(BUGS | STORAGE_BUGS)), hidden=True,
               help="Start every node with this planted bug (tests of the checker).")
 def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, clients: int, mailboxes: int,
-          faults: tuple[str, ...] | None, nasty: bool, history: str | None, keep: bool, run_dir: str | None,
-          as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int, snapshot_entries: int,
-          no_netns: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
+          faults: tuple[str, ...] | None, power_cut: bool, nasty: bool, history: str | None, keep: bool,
+          run_dir: str | None, as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int,
+          snapshot_entries: int, no_netns: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
     """Run a local cluster under load with a seeded nemesis (kills, pauses, partitions, torn WAL tails,
-    restarts of every node), then heal, converge and check the recorded history.
+    restarts of every node, power cuts), then heal, converge and check the recorded history.
 
     The report gives the faults by type, the operations by outcome, the failovers and every check's
     verdict with evidence."""
     say = Say(sys.stderr)
     if cleanup:
         sys.exit(cleanup_leftovers(say.line))
+    if power_cut:
+        why = power_cuts_unavailable()
+        if why:
+            raise click.UsageError(f"--power-cut cannot run here: {why}")
+        faults = tuple(dict.fromkeys([*(faults or ()), "power-cut"]))
     if seed is None:
         seed = random.SystemRandom().randrange(1_000_000)
     opts = Options(nodes=int(nodes), duration_s=duration_s, seed=seed, clients=clients, mailboxes=mailboxes,

@@ -56,6 +56,7 @@ from zrep.node.loop import Log, Node
 from zrep.node.metrics import MetricsServer
 from zrep.node.stats import MeteredWal
 from zrep.node.transport import Transport
+from zrep.storage import bugs as storage_bugs
 from zrep.storage.snapshot_files import (
     Snapshot,
     fits_log,
@@ -132,10 +133,11 @@ class _StopFlag:
 
 def _check_bugs(bugs: Iterable[str]) -> frozenset[str]:
     bugs = frozenset(bugs)
-    unknown = bugs - BUGS
+    unknown = bugs - BUGS - storage_bugs.STORAGE_BUGS
     if unknown:
-        raise ConfigError(f"unknown planted bug(s) {sorted(unknown)}; known: {', '.join(sorted(BUGS))}")
-    return bugs
+        raise ConfigError(f"unknown planted bug(s) {sorted(unknown)}; known: "
+                          f"{', '.join(sorted(BUGS | storage_bugs.STORAGE_BUGS))}")
+    return storage_bugs.plant(bugs)  # the storage's planted now; the core's returned
 
 
 def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,

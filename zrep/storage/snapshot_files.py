@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 
 from zrep.errors import DecodeError
+from zrep.storage import bugs
 from zrep.storage.wal import Replay, sync_data, sync_dir
 from zrep.store.snapshot import (  # noqa: F401  (MAGIC, VERSION, encode_snapshot: re-exported)
     HEADER_READ_BYTES,
@@ -69,7 +70,8 @@ def write_snapshot(directory: str | os.PathLike[str], index: int, epoch: int, bo
         raise
     os.close(fd)
     os.replace(tmp, final)
-    sync_dir(str(final.parent))
+    if not bugs.planted(bugs.RENAME_WITHOUT_DIR_FSYNC):  # PLANTED BUG when it is
+        sync_dir(str(final.parent))
     return final
 
 
@@ -201,7 +203,8 @@ class ReceivedFile:
         """Rename the (durable) file over store.snap and flush the directory."""
         final = snapshot_path(self.path.parent)
         os.replace(self.path, final)
-        sync_dir(str(final.parent))
+        if not bugs.planted(bugs.RENAME_WITHOUT_DIR_FSYNC):  # PLANTED BUG when it is
+            sync_dir(str(final.parent))
         self._close()
 
     def discard(self) -> None:

@@ -40,6 +40,7 @@ import errno
 import fcntl
 import os
 import sys
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ import msgpack
 
 from zrep.core.messages import Entry, HardState
 from zrep.errors import CorruptLogError, InvariantError, StorageError
+from zrep.storage import bugs
 from zrep.storage.wal_format import (
     Commit,
     Record,
@@ -287,6 +289,7 @@ class Wal:
         self._pack = msgpack.Packer(use_bin_type=True).pack  # reused: a Wal belongs to one thread
         self._offsets = replay.offsets  # where each entry's record starts (for `rewrite`)
         self._end = size  # where the next buffered record will start
+        self._late_flushed = time.monotonic()  # for the planted bug WAL_ACK_BEFORE_FSYNC only
 
     # -- opening ---------------------------------------------------------------
 
@@ -371,7 +374,12 @@ class Wal:
             _check_hard_state(self._hard_state, hs)
         except _Invalid as exc:
             raise InvariantError(f"{self.path}: {exc}") from None
-        self._buffer(encode_record(hs))
+        if bugs.planted(bugs.HARD_STATE_NO_FSYNC):  # PLANTED BUG: no flush for it
+            frame = encode_record(hs)
+            self._pending.append(frame)
+            self._end += len(frame)
+        else:
+            self._buffer(encode_record(hs))
         self._hard_state = hs
 
     def set_commit(self, index: int) -> None:
@@ -444,7 +452,8 @@ class Wal:
         old, self._fd = self._fd, fd
         os.close(old)  # type: ignore[arg-type]
         try:
-            sync_dir(os.path.dirname(self.path))
+            if not bugs.planted(bugs.RENAME_WITHOUT_DIR_FSYNC):  # PLANTED BUG when it is
+                sync_dir(os.path.dirname(self.path))
         except OSError as exc:
             raise self._fail(f"fsync of the directory after a rewrite failed: {exc}") from exc
         self._written = self._synced = len(data)
@@ -458,6 +467,8 @@ class Wal:
         every non-hint record buffered so far is durable (`synced_offset`).
         """
         self._usable()
+        if bugs.PLANTED and bugs.planted(bugs.WAL_ACK_BEFORE_FSYNC):
+            return self._sync_late()
         if self._pending:
             pending = self._pending
             data = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -470,6 +481,23 @@ class Wal:
             except OSError as exc:
                 raise self._fail(f"fsync failed: {exc}") from exc
             self._synced = self._written
+
+    def _sync_late(self) -> None:
+        """PLANTED BUG (bugs.WAL_ACK_BEFORE_FSYNC): write the batch and return before flushing it,
+        flushing what was written only once LATE_FLUSH_S passed since the last flush ("fsync every
+        so often", as some stores offer): what the caller acknowledges now is not durable yet."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._write_all(data)
+        self._pending_durable = False
+        now = time.monotonic()
+        if self._written > self._synced and now - self._late_flushed >= bugs.LATE_FLUSH_S:
+            try:
+                sync_data(self._fd)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise self._fail(f"fsync failed: {exc}") from exc
+            self._synced, self._late_flushed = self._written, now
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
