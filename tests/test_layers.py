@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "sim": {"core", "store", "service", "errors"},
     "node": {"core", "wire", "store", "service", "storage", "config", "errors", "exit_codes"},
     "client": {"wire", "config", "errors"},
+    "aio": {"client", "wire", "config", "errors"},  # zrep.aio: the asyncio client's public name
     "local": {"client", "wire", "config", "errors"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "errors"},
     "bench": {"local", "client", "wire", "storage", "core", "config", "errors"},

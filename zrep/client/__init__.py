@@ -2,7 +2,7 @@
 
 Job: re-export what a program that talks to a cluster needs (the `Client`,
 its results and its errors); everything else in `zrep.client` is private:
-_client (the blocking Client),
+_client (the blocking Client), _aio (the asyncio Client, public as zrep.aio),
 _calls (the calls as sans-I/O steps, seq/low bookkeeping), _retry (one
 request's attempts, backoff, hints, targets), _batch (send_many windows and
 frames), _links (per-node DEALERs), _results, _errors.

@@ -1,7 +1,7 @@
 """Per-node links: one DEALER per node, sending frames and taking the replies.
 
 Job: execute the Open/Send/Wait effects of zrep.client._retry over ZeroMQ,
-blocking (`Links`).
+blocking (`Links`) or on asyncio (`AsyncLinks`, zmq.asyncio).
 
 Wire: one DEALER per node, made on first use (LINGER 0, a random routing id,
 IMMEDIATE so a request never queues for a node we are not connected to);
@@ -13,16 +13,21 @@ Invariants
   `connect_by` for its first connection; a link whose connection was lost
   fails at once (waiting would leave other nodes' answers unread).
 - A garbled reply is dropped (the attempt times out and is retried).
-Not thread-safe (ZeroMQ sockets): one client per thread.
+- AsyncLinks hands each reply to the call that sent its req_id (`expect`);
+  a reply no call expects is dropped as stale.
+Not thread-safe (ZeroMQ sockets): one client per thread, or per event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterable
 
 import zmq
+import zmq.asyncio
 
 from zrep.client._errors import ClientError
 from zrep.errors import DecodeError
@@ -124,3 +129,101 @@ class Links:
                     break
                 out += _replies_in(node, payload, self._max_frame_bytes)
         return out
+
+
+class Inbox:
+    """The replies to one asyncio call, put by the link readers, taken by the call."""
+
+    __slots__ = ("_items", "_event")
+
+    def __init__(self) -> None:
+        self._items: Replies = []
+        self._event = asyncio.Event()
+
+    def put(self, item: tuple[int, ClientReply]) -> None:
+        self._items.append(item)
+        self._event.set()
+
+    async def take(self, until: float) -> Replies:
+        """What arrived, or [] at `until`."""
+        if not self._items:
+            delay = until - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._event.wait()
+        items, self._items = self._items, []
+        self._event.clear()
+        return items
+
+
+class AsyncLinks:
+    """asyncio links: one reader task per socket routes replies to the calls' inboxes."""
+
+    def __init__(self, addresses: dict[int, str], max_frame_bytes: int) -> None:
+        self._addresses = addresses
+        self._max_frame_bytes = max_frame_bytes
+        self._ctx = zmq.asyncio.Context()
+        self._sockets: dict[int, zmq.asyncio.Socket] = {}
+        self._readers: list[asyncio.Task[None]] = []
+        self._expected: dict[int, Inbox] = {}  # req_id -> the inbox of the call that sent it
+        self._connected_once: set[int] = set()
+        self._closed = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+        self._ctx.term()
+
+    def expect(self, req_ids: Iterable[int], inbox: Inbox) -> None:
+        for r in req_ids:
+            self._expected[r] = inbox
+
+    def forget(self, req_ids: Iterable[int]) -> None:
+        for r in req_ids:
+            self._expected.pop(r, None)
+
+    def open(self, nodes: Iterable[int]) -> None:
+        for node in nodes:
+            self._socket(node)
+
+    def _socket(self, node: int) -> zmq.asyncio.Socket:
+        sock = self._sockets.get(node)
+        if sock is None:
+            if self._closed:
+                raise _closed()
+            sock = self._ctx.socket(zmq.DEALER)
+            _configure(sock, self._addresses[node])
+            self._sockets[node] = sock
+            self._readers.append(asyncio.get_running_loop().create_task(self._read(node, sock)))
+        return sock
+
+    async def _read(self, node: int, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            payload = await sock.recv()
+            for item in _replies_in(node, payload, self._max_frame_bytes):
+                inbox = self._expected.get(item[1].req_id)
+                if inbox is not None:
+                    inbox.put(item)
+
+    async def send(self, node: int, payload: bytes, connect_by: float) -> str:
+        """Send one frame; '' on success, else why it could not leave."""
+        sock = self._socket(node)
+        while True:
+            try:
+                await sock.send(payload, zmq.NOBLOCK)
+                self._connected_once.add(node)
+                return ""
+            except zmq.Again:
+                if node in self._connected_once:
+                    return f"lost the connection to {self._addresses[node]}"
+                wait_ms = (connect_by - time.monotonic()) * 1000
+                if wait_ms <= 0 or not await sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):
+                    return f"cannot connect to {self._addresses[node]}"
