@@ -523,7 +523,7 @@ def test_after_a_store_refusal_low_leaves_1(fake_cluster, clients):
     (n1,), cfg = fake_cluster(refuse_with("BAD_MAILBOX"))
     c = clients(cfg)
     with pytest.raises(Rejected):
-        c.send("bad?", b"a")  # the store kept this answer: it knows the client now
+        c.send("box", b"a")  # the store refused it and kept the answer: it knows the client now
     n1.script = serve(store)
     store.known.add(c.client_id)
     c.send("inbox", b"b")
@@ -670,12 +670,33 @@ def test_send_many_retries_only_the_unanswered_with_the_same_seqs_exactly_once(f
     assert c2.seq == 10
 
 
+def test_a_bad_mailbox_name_is_refused_here_with_the_real_rule_and_sends_nothing(fake_cluster, clients):
+    (n1,), cfg = fake_cluster(serve(FakeMailboxes()))
+    c = clients(cfg)
+    for name in ("", "x" * 256, "é" * 128, "a*b", "tab\there"):
+        with pytest.raises(Rejected, match=r"1\.\.255 UTF-8 bytes"):
+            c.send(name, b"x")
+    with pytest.raises(Rejected, match=r"1\.\.255 UTF-8 bytes"):
+        c.read("")
+    assert n1.requests == [] and c.seq == 0
+    c.send("x" * 255, b"x")  # the longest name the store takes
+
+
+def test_every_node_refusing_the_connection_fails_fast(tmp_path, clients):
+    dead = config_for([], tmp_path, {i: closed_port_address() for i in (1, 2, 3)})
+    for call in (lambda c: c.send("box", b"x"), lambda c: c.read("box"), lambda c: c.send_many("box", [b"x"])):
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="cannot connect to any node"):
+            call(clients(dead, timeout_s=10.0))
+        assert time.monotonic() - started < 3.0  # three connect waits, not the 10 s timeout
+
+
 def test_send_many_refusals_and_a_dead_cluster(fake_cluster, clients, tmp_path):
     store = FakeMailboxes()
     (n1,), cfg = fake_cluster(refuse_with("BAD_MAILBOX"))
     c = clients(cfg)
     with pytest.raises(Rejected) as e:
-        c.send_many("a*b", ["x", "y"])
+        c.send_many("box", ["x", "y"])  # the fake store refuses it
     assert e.value.code == "BAD_MAILBOX" and e.value.receipts == [None, None]
     with pytest.raises(Rejected, match="limit") as e:
         c.send_many("box", [b"x" * (cfg.max_body_bytes + 1)])

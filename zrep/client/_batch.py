@@ -31,8 +31,10 @@ from zrep.client._retry import (
     Steps,
     Wait,
     answer_of,
+    cannot_connect,
     encode,
     final,
+    no_node_connects,
     receipt_of,
     refusal,
 )
@@ -62,6 +64,7 @@ def run_many(route: Route, many: Many, window: range, client_id: str, max_frame_
     maybe_accepted = False  # some write reached a node without a final answer
     problem, failures, hops = "no node answered", 0, 0
     target = route.first_target(False)
+    unreachable: set[int] = set()  # nodes whose link could not connect in this window
     while todo:
         if time.monotonic() >= deadline:
             raise _gave_up_many(route, many, todo, maybe_accepted, problem)
@@ -73,7 +76,10 @@ def run_many(route: Route, many: Many, window: range, client_id: str, max_frame_
             route.silent(target)
             problem = f"node {target}: {why}"
             maybe_accepted |= bool(current)
+            if not maybe_accepted and no_node_connects(route, unreachable, target, why):
+                raise cannot_connect(route)
         else:
+            unreachable.discard(target)
             until = min(time.monotonic() + route.attempt_timeout_s, deadline)
             answers: list[Answer] = []
             yield from _take_answers(route, many, sent, current, todo, refused, until, answers, whole=False)

@@ -24,6 +24,7 @@ Invariants
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -52,6 +53,27 @@ from zrep.wire.client_messages import ClientReply, ClientRequest, Message, Op
 from zrep.wire.client_messages import client_id as check_client_id
 
 UNKNOWN_KEPT = 1024  # OutcomeUnknown writes an asyncio client keeps for their retry (oldest forgotten first)
+MAX_MAILBOX_NAME_BYTES = 255  # the store's rule (zrep.store.store.StoreLimits.max_mailbox_name)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1: as zrep.store.commands.has_control
+_GLOB = frozenset("*?[]")
+
+
+def mailbox_name_problem(name: str) -> str:
+    """'' for a name the store accepts, else its rule: what a node would answer BAD_MAILBOX,
+    said before anything is sent."""
+    size = len(name.encode("utf-8", errors="surrogatepass"))
+    if 1 <= size <= MAX_MAILBOX_NAME_BYTES and not _CONTROL.search(name) and _GLOB.isdisjoint(name):
+        return ""
+    what = "empty" if not name else f"{size} UTF-8 bytes" if size > MAX_MAILBOX_NAME_BYTES else "refused"
+    return (f"mailbox name {name!r} is {what}: a name is 1..{MAX_MAILBOX_NAME_BYTES} UTF-8 bytes, without "
+            "control characters or the glob characters *?[]")
+
+
+def _check_name(name: object) -> None:
+    if isinstance(name, str):
+        problem = mailbox_name_problem(name)
+        if problem:
+            raise Rejected("BAD_REQUEST", f"{problem}; fix the name")  # refused here, as the wire checks are
 
 
 class Calls:
@@ -78,6 +100,7 @@ class Calls:
     # --- writes --------------------------------------------------------------
 
     def send(self, to: str, body: bytes | str, sender: str, ack: str) -> Steps[Receipt]:
+        _check_name(to)
         data = body.encode("utf-8") if isinstance(body, str) else body
         if len(data) > self.config.max_body_bytes:
             raise Rejected(
@@ -88,10 +111,12 @@ class Calls:
         return receipt_of(answer, to)
 
     def delete(self, mailbox: str, offsets: list[int] | tuple[int, ...]) -> Steps[list[int]]:
+        _check_name(mailbox)
         answer = yield from self._write(Op.DELETE, {"ack": "majority", "mailbox": mailbox, "offsets": list(offsets)})
         return list(answer.result.get("deleted", sorted(offsets)))
 
     def send_many(self, to: str, bodies: Iterable[bytes | str], sender: str, ack: str) -> Steps[list[Receipt]]:
+        _check_name(to)
         datas = [b.encode("utf-8") if isinstance(b, str) else b for b in bodies]
         if not datas:
             return []
@@ -210,6 +235,7 @@ class Calls:
     # --- reads ---------------------------------------------------------------
 
     def read(self, mailbox: str, after: int, limit: int, stale: bool) -> Steps[ReadResult]:
+        _check_name(mailbox)
         op = Op.STALE_READ if stale else Op.READ
         args = {"mailbox": mailbox, "after": after, "limit": limit}
         check(op, args)

@@ -30,6 +30,7 @@ import zmq
 import zmq.asyncio
 
 from zrep.client._errors import ClientError
+from zrep.client._retry import CANNOT_CONNECT
 from zrep.errors import DecodeError
 from zrep.wire import codec
 from zrep.wire.client_messages import ClientReplies, ClientReply
@@ -114,7 +115,7 @@ class Links:
                 # A fresh socket: wait briefly for its first connection.
                 wait_ms = (connect_by - time.monotonic()) * 1000
                 if wait_ms <= 0 or not sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):
-                    return f"cannot connect to {self._addresses[node]}"
+                    return CANNOT_CONNECT + self._addresses[node]
 
     def poll(self, until: float) -> Replies:
         """Replies that arrive before `until` (returns at the first batch)."""
@@ -226,4 +227,4 @@ class AsyncLinks:
                     return f"lost the connection to {self._addresses[node]}"
                 wait_ms = (connect_by - time.monotonic()) * 1000
                 if wait_ms <= 0 or not await sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):
-                    return f"cannot connect to {self._addresses[node]}"
+                    return CANNOT_CONNECT + self._addresses[node]

@@ -19,6 +19,9 @@ Invariants
   was accepted.
 - An OK answer for any attempt of the current call is accepted, even late
   and from a node we moved away from: it is the same (client, seq).
+- When, within one call, every node's link has failed to connect (none ever
+  did), the call fails at once with `Unavailable` (the nats CLI's "no servers
+  available"): no node can have taken anything, and waiting cannot help soon.
 - A named leader is tried at once, at most once per node in a row; otherwise
   the next attempt goes to the next node that never left an attempt
   unanswered, after a backoff with full jitter (BACKOFF_BASE_S..BACKOFF_MAX_S).
@@ -53,6 +56,7 @@ DEFAULT_ATTEMPT_TIMEOUT_S = 0.5  # a dead or paused node costs this much before 
 BACKOFF_BASE_S = 0.01
 BACKOFF_MAX_S = 0.1  # while a new leader is elected (a few hundred ms), retry at least this often
 CONNECT_WAIT_S = 0.2  # time for a fresh DEALER to complete its TCP connect
+CANNOT_CONNECT = "cannot connect to "  # how a Send result starts when the link never connected
 
 # Store answers that mean "refused, nothing applied or the request is wrong": never retried.
 REJECTED_CODES = frozenset(
@@ -254,6 +258,7 @@ class Call:
     failures: int = 0  # drives the backoff
     maybe_accepted: bool = False  # a write reached a node without a final answer
     last_problem: str = "no node answered"
+    refused: set[int] = field(default_factory=set)  # nodes whose link could not connect in this call
 
 
 def run(route: Route, call: Call, client_id: str, max_frame_bytes: int, *, anywhere: bool = False) -> Steps[Answer]:
@@ -285,7 +290,10 @@ def _attempt(route: Route, call: Call, node: int, max_frame_bytes: int) -> Steps
     if problem:
         route.silent(node)
         call.last_problem = f"node {node}: {problem}"
+        if no_node_connects(route, call.refused, node, problem) and not call.maybe_accepted:
+            raise cannot_connect(route)
         return None
+    call.refused.discard(node)
     call.req_ids.add(req_id)
     call.current = req_id
     answer = yield from _await(call, min(time.monotonic() + route.attempt_timeout_s, call.deadline))
@@ -323,6 +331,19 @@ def _await(call: Call, until: float) -> Steps[Answer | None]:
                 return answer
         if time.monotonic() >= until:
             return None
+
+
+def no_node_connects(route: Route, refused: set[int], node: int, problem: str) -> bool:
+    """Note a failed send; True once every node has failed to connect in this call."""
+    if problem.startswith(CANNOT_CONNECT):
+        refused.add(node)
+    return refused >= route.addresses.keys()
+
+
+def cannot_connect(route: Route) -> Unavailable:
+    where = ", ".join(route.addresses[n] for n in sorted(route.addresses))
+    return Unavailable(f"cannot connect to any node ({where}): is the cluster running? start it (bin/up), "
+                       "or check --config / $ZREP_CONFIG; nothing was sent")
 
 
 def gave_up(route: Route, call: Call) -> ClientError:

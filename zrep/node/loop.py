@@ -117,6 +117,7 @@ EXIT_NO_SNAPSHOT = NODE_NO_SNAPSHOT
 
 REQUEST_MS = 10_000  # a client request waits at most this long for its entry (then TIMEOUT)
 ACK_ALL_MS = 3_000  # an ack=all write waits this long for every member, then answers with who has it
+NOT_RUNNING_EVERY_S = 10.0  # an election note "...; not running" that repeats is logged at most this often
 DRAIN_BUDGET = 1000  # frames read per socket per turn, so a flood cannot starve ticks
 COMMAND_HEADROOM_BYTES = 4096  # room around one command in an Append frame
 WAL_NAME = "wal"
@@ -246,6 +247,7 @@ class Node:
         self.service.on_install = self._installed
         self._started = time.monotonic()
         self._seen = (replica.role, replica.leader)
+        self._not_running: dict[str, tuple[float, int]] = {}  # reason -> (last logged, repeats since)
         self._leaderless_since: float | None = self._started
 
     # ---------------------------------------------------------------- the loop
@@ -431,7 +433,16 @@ class Node:
     def note(self, text: str) -> None:
         # The core's notes already start "node N epoch E tick T: ...".
         prefix = f"node {self.id} "
-        self.say(text[len(prefix):] if text.startswith(prefix) else text)
+        text = text[len(prefix):] if text.startswith(prefix) else text
+        if text.endswith("; not running"):  # without quorum this repeats every election round
+            reason, now = text.split(": ", 1)[-1], time.monotonic()
+            last, repeats = self._not_running.get(reason, (-NOT_RUNNING_EVERY_S, 0))
+            if now - last < NOT_RUNNING_EVERY_S:
+                self._not_running[reason] = (last, repeats + 1)
+                return
+            self._not_running[reason] = (now, 0)
+            text += f" ({repeats} times more in the last {now - last:.0f} s)" if repeats else ""
+        self.say(text)
 
     def _role_changed(self) -> None:
         rep = self.replica
