@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,8 +36,8 @@ from zrep.cli import (
     EXIT_USAGE,
     main,
 )
-from zrep.config import write_config
-from zrep.exit_codes import EXIT_ACK_NOT_MET, EXIT_BROKEN_PIPE
+from zrep.config import parse_endpoint, write_config
+from zrep.exit_codes import EXIT_ACK_NOT_MET, EXIT_BROKEN_PIPE, UP_PORTS_TAKEN
 
 
 def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:
@@ -502,6 +503,32 @@ def test_cluster_up_says_when_a_node_dies_and_exits_1(tmp_path):
         assert "node 2 exited unexpectedly (killed by SIGKILL)" in line and "zrep node --id 2" in line
         assert stop(proc, signal.SIGINT) == 1
         assert node_pids(config.config_path) == {}
+
+
+def test_cluster_up_refuses_to_start_over_a_running_cluster_or_a_taken_port(tmp_path):
+    with cluster_up(tmp_path) as (config, proc):
+        Lines(proc).wait_for("last heard")
+        pids = node_pids(config.config_path)
+        second = zrep_process("cluster", "up", "--config", str(config.config_path))
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == UP_PORTS_TAKEN == 6
+        assert "a cluster is already running on these ports" in out
+        for node, pid in pids.items():
+            assert f"node {node} (pid {pid})" in out
+        assert f"kill {' '.join(str(pids[n]) for n in sorted(pids))}" in out
+        assert node_pids(config.config_path) == pids  # nothing started, nothing stopped
+        assert stop(proc, signal.SIGTERM) == 0
+    config = LocalCluster(tmp_path / "other", start=False)  # only its cluster file is used
+    config.close()
+    _, port = parse_endpoint(config.cfg.nodes[0].bind_rpc)
+    with socket.socket() as holder:  # another program on node 1's port
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = zrep_process("cluster", "up", "--config", str(config.config_path))
+        out, _ = result.communicate(timeout=30)
+    assert result.returncode == UP_PORTS_TAKEN
+    assert f"another program holds tcp://127.0.0.1:{port} (node 1)" in out
+    assert node_pids(config.config_path) == {}
 
 
 def test_cluster_up_with_a_bad_config_exits_2(tmp_path):

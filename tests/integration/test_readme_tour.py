@@ -1,4 +1,10 @@
-"""The README's tour, run as a script against `zrep cluster up` on free ports."""
+"""The README's tour, run as a script against `zrep cluster up` on free ports.
+
+It also holds the tour to what the README says around it: the tour writes
+nothing into the folder it runs in (the restarted node's log goes to
+$TMPDIR), and Ctrl-C of `cluster up` stops its own nodes and names, with its
+pid, the one the tour restarted by hand.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +70,10 @@ def test_readme_tour_runs_as_written(tmp_path):
         "nodes": [{"id": i + 1, "rpc": f"tcp://127.0.0.1:{ports[i]}", "pub": f"tcp://127.0.0.1:{ports[i + 3]}"}
                   for i in range(3)],
     }, cfg_path)
-    env = dict(os.environ, ZREP_CONFIG=str(cfg_path), PYTHONUNBUFFERED="1")
+    tour_dir, tour_tmp = tmp_path / "repo", tmp_path / "tmp"
+    tour_dir.mkdir()
+    tour_tmp.mkdir()
+    env = dict(os.environ, ZREP_CONFIG=str(cfg_path), PYTHONUNBUFFERED="1", TMPDIR=str(tour_tmp))
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     up = subprocess.Popen([sys.executable, "-m", "zrep", "cluster", "up", "--config", str(cfg_path)],
                           cwd=tmp_path, env=env, stdout=open(tmp_path / "up.log", "w"), stderr=subprocess.STDOUT,
@@ -73,7 +82,7 @@ def test_readme_tour_runs_as_written(tmp_path):
     try:
         wait_until("a leader", lambda: any(n.get("role") == "leader" for n in status(env)), 30)
         script = tour_script().replace('export PATH="$PWD/.venv/bin:$PATH"', ":")
-        tour = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+        tour = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=tour_dir, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         out, _ = tour.communicate(timeout=120)
@@ -87,6 +96,15 @@ def test_readme_tour_runs_as_written(tmp_path):
             return len(rows) == 3 and all(r["up"] for r in rows) and len({(r["last_index"], r["applied"])
                                                                           for r in rows}) == 1
         wait_until("the old leader to catch up", converged, 30)
+        assert list(tour_dir.iterdir()) == [], "the tour wrote into the folder it ran in"
+        (node_log,) = tour_tmp.glob("zrep-node-*.log")
+        restarted = int(node_log.stem.rsplit("-", 1)[1])
+        # Ctrl-C in terminal 1: its own nodes stop; the one restarted by hand is named with its pid.
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(timeout=30) == 1  # the tour killed a node it started
+        said = (tmp_path / "up.log").read_text()
+        assert "all nodes stopped" in said
+        assert f"still running, not started by this runner: node {restarted} (pid " in said, said
     finally:
         if tour is not None and tour.poll() is None:
             os.killpg(tour.pid, signal.SIGKILL)
@@ -95,9 +113,10 @@ def test_readme_tour_runs_as_written(tmp_path):
                 os.killpg(tour.pid, signal.SIGTERM)  # the restarted node runs in the tour's group
             except ProcessLookupError:
                 pass
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            up.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGTERM)
+            try:
+                up.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
         kill_everything_of(cfg_path)
