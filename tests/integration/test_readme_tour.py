@@ -24,6 +24,32 @@ from zrep.config import write_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def python_example(name: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(rf"<!-- python:{name}:start -->\s*```python\n(.*?)```\s*<!-- python:{name}:end -->", text, re.S)
+    assert block, f"README.md lost its python:{name} example"
+    return block.group(1)
+
+
+def test_readme_python_examples_run_as_written(make_cluster, tmp_path):
+    cluster = make_cluster()
+    cluster.wait_for_leader()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "cluster.toml").symlink_to(cluster.config_path)  # the path the examples name
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    outputs = {}
+    for name in ("blocking", "async"):
+        proc = subprocess.run([sys.executable, "-c", python_example(name)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        outputs[name] = proc.stdout
+    blocking = outputs["blocking"].splitlines()
+    assert blocking[0].startswith("stored at offset 0 on nodes ")
+    assert blocking[1] == "0 me hello from Python" and blocking[2] == "1 - bulk 0" and blocking[101] == "100 - bulk 99"
+    assert blocking[-1] == "[('alice', 101)]"
+    assert outputs["async"].splitlines() == ["100 sent concurrently", "watched up to 99"]
+
+
 def tour_script() -> str:
     text = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- tour:start -->\s*```sh\n(.*?)```\s*<!-- tour:end -->", text, re.S)
