@@ -797,6 +797,28 @@ def test_aio_outcome_unknown_and_the_same_call_retries_it_exactly_once(fake_clus
     assert {seq for seq, _ in node.writes()} == {1}
 
 
+def test_aio_a_cancelled_send_is_retried_by_the_same_call_exactly_once(fake_cluster):
+    store = FakeMailboxes()
+    mode = {"silent": True}
+
+    def flaky(node: FakeNode, request: ClientRequest) -> Reply | None:
+        answer = serve(store)(node, request)  # applied even when the answer is lost
+        return None if mode["silent"] else answer
+
+    (node,), config = fake_cluster(flaky)
+
+    async def body(c: AioClient) -> Receipt:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.send("box", "once"), 0.2)  # cancelled after its request left
+        mode["silent"] = False
+        await c.send("box", "other")  # another write meanwhile does not make the first one's seq stale
+        return await c.send("box", "once")
+
+    receipt = run_aio(config, body)
+    assert receipt.offset == 0 and store.applied_writes == 2
+    assert [seq for seq, _ in node.writes()].count(1) >= 2  # the retry carried the cancelled call's seq
+
+
 def test_aio_read_watch_mailboxes_status_and_errors(fake_cluster, tmp_path):
     store = FakeMailboxes()
     for i in range(3):

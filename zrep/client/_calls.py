@@ -16,7 +16,8 @@ Invariants
   answer from the store, `low` stays 1: the store admits an id it does not
   know only with low == 1 (else CLIENT_EXPIRED).
 - A local refusal (a request the wire would refuse) spends no seq.
-- After `OutcomeUnknown`, a later write call with the same op and arguments is
+- After `OutcomeUnknown`, or a write call abandoned midway (an asyncio task
+  cancelled, Ctrl-C), a later write call with the same op and arguments is
   a retry: it reuses the seq(s), so it is applied at most once in all. The
   blocking client keeps only its last such write (the next other write forgets
   it, as its low moves past it); the asyncio client keeps up to UNKNOWN_KEPT.
@@ -167,6 +168,9 @@ class Calls:
             self.known = self.known or e.code in KNOWN_CLIENT_CODES or any(many.receipts)
             e.receipts = list(many.receipts)
             raise
+        except GeneratorExit:  # the call was abandoned (asyncio cancel, Ctrl-C): as OutcomeUnknown
+            self._keep(self._unknown_many, first, many)
+            raise
         finally:
             self._inflight.discard(first)
         self.known = True
@@ -202,6 +206,9 @@ class Calls:
                                  "retry with the same client (safe), or check with a read") from None
         except Rejected as e:
             self.known = self.known or e.code in KNOWN_CLIENT_CODES
+            raise
+        except GeneratorExit:  # the call was abandoned (asyncio cancel, Ctrl-C): as OutcomeUnknown
+            self._keep(self._unknown, seq, (op, full))
             raise
         finally:
             self._inflight.discard(seq)
