@@ -31,10 +31,11 @@ ALLOWED: dict[str, set[str]] = {
     "sim": {"core", "store", "service", "errors"},
     "node": {"core", "wire", "store", "service", "storage", "config", "security", "errors", "exit_codes"},
     "client": {"wire", "config", "security", "errors"},
-    "local": {"client", "wire", "config", "security", "errors"},
+    "local": {"client", "wire", "config", "security", "errors", "exit_codes"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
     "bench": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
     "dashboard": {"client", "config", "errors"},  # reads nodes over the network only: never node
+    "aio": {"client", "wire", "config", "errors"},  # zrep.aio: the asyncio client's public name
     "cli": set(),  # anything: filled in below
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}

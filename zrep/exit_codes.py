@@ -16,6 +16,14 @@ EXIT_USAGE = 2  # bad input or usage (click's own code), bad config file
 EXIT_UNAVAILABLE = 3  # no leader / no quorum answered in time
 EXIT_OUTCOME_UNKNOWN = 4  # a write timed out and may have been applied
 EXIT_REJECTED = 5  # the cluster refused the request
+EXIT_ACK_NOT_MET = 6  # the write is committed, but --ack all was not met in time
+EXIT_BROKEN_PIPE = 141  # stdout was closed early (`| head`): stop quietly, 128 + SIGPIPE as git does
+
+# ---------------------------------------------------------------- zrep cluster up / bin/up
+UP_OK = 0  # stopped by Ctrl-C/SIGTERM, every node stopped cleanly
+UP_NODE_FAILED = 1  # a node died or had to be killed
+UP_USAGE = 2  # bad config file
+UP_PORTS_TAKEN = 6  # a cluster (or another program) already holds the cluster's ports
 
 # ---------------------------------------------------------------- zrep node / python -m zrep.node
 NODE_OK = 0  # stopped by SIGTERM/SIGINT
@@ -34,6 +42,15 @@ CLIENT_CODES: dict[int, str] = {
     EXIT_UNAVAILABLE: "unavailable: no leader or no quorum; retry later",
     EXIT_OUTCOME_UNKNOWN: "timed out: the write may or may not have been applied; retrying the same request is safe",
     EXIT_REJECTED: "rejected (bad mailbox, too large, no such message)",
+    EXIT_ACK_NOT_MET: "`--ack all` not met: the write is committed, but not every member had it on disk in time",
+    EXIT_BROKEN_PIPE: "stdout closed early (piped into `head`): stops quietly, as git does",
+}
+
+UP_CODES: dict[int, str] = {
+    UP_OK: "stopped by Ctrl-C or SIGTERM, every node cleanly",
+    UP_NODE_FAILED: "a node died or had to be killed",
+    UP_USAGE: "bad config file",
+    UP_PORTS_TAKEN: "a cluster (or another program) holds the ports: refuses to start, naming the pids",
 }
 
 NODE_CODES: dict[int, str] = {
@@ -56,8 +73,9 @@ def epilog(codes: dict[int, str]) -> str:
 
 
 def markdown_table() -> str:
-    """The README's table: one row per code, the client's and the node's meaning side by side."""
-    rows = ["| code | `zrep client ...` | `zrep node` |", "|---|---|---|"]
-    for code in sorted(CLIENT_CODES.keys() | NODE_CODES.keys()):
-        rows.append(f"| {code} | {CLIENT_CODES.get(code, '')} | {NODE_CODES.get(code, '')} |")
+    """The README's table: one row per code, the client's, the node's and bin/up's meaning side by side."""
+    rows = ["| code | `zrep client ...` | `zrep node` | `bin/up`, `zrep cluster up` |", "|---|---|---|---|"]
+    for code in sorted(CLIENT_CODES.keys() | NODE_CODES.keys() | UP_CODES.keys()):
+        rows.append(f"| {code} | {CLIENT_CODES.get(code, '')} | {NODE_CODES.get(code, '')} | "
+                    f"{UP_CODES.get(code, '')} |")
     return "\n".join(rows)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +36,8 @@ from zrep.cli import (
     EXIT_USAGE,
     main,
 )
-from zrep.config import write_config
+from zrep.config import parse_endpoint, write_config
+from zrep.exit_codes import EXIT_ACK_NOT_MET, EXIT_BROKEN_PIPE, UP_PORTS_TAKEN
 
 
 def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Result:
@@ -156,12 +159,36 @@ def silent_cluster(tmp_path):
     sock.close()
 
 
-def test_no_node_up_is_unavailable_exit_3(dead_cluster):
-    result = run("client", "--config", str(dead_cluster), "--timeout", "0.5", "send", "--to", "inbox", "hi")
+def test_no_node_up_is_unavailable_exit_3_at_once(dead_cluster):
+    for args in (["send", "--to", "inbox", "hi"], ["read", "inbox"], ["mailboxes"]):
+        started = time.monotonic()
+        result = run("client", "--config", str(dead_cluster), *args)  # the default 10 s timeout
+        assert result.exit_code == EXIT_UNAVAILABLE
+        assert "cannot connect to any node" in one_error_line(result) and "bin/up" in result.stderr
+        assert time.monotonic() - started < 3.0  # every node refused: no 10 s wait
+
+
+def test_options_work_after_the_command_name_and_from_the_environment(silent_cluster, tmp_path):
+    (tmp_path / "dead").mkdir()
+    dead_cluster = write_cluster_file(tmp_path / "dead", [closed_address(), closed_address(), closed_address()])
+    # --config after the subcommand (was: "No such option")
+    result = run("client", "status", "--wait", "0.3", "--config", str(dead_cluster))
+    assert result.exit_code == EXIT_UNAVAILABLE and result.stdout.count(" down ") == 3
+    # the later --config wins over the group's
+    result = run("client", "--config", str(tmp_path / "nope.toml"), "mailboxes", "--config", str(dead_cluster))
     assert result.exit_code == EXIT_UNAVAILABLE
-    assert "quorum" in one_error_line(result)
-    result = run("client", "--config", str(dead_cluster), "--timeout", "0.5", "read", "inbox")
-    assert result.exit_code == EXIT_UNAVAILABLE
+    # --timeout after the subcommand, and from ZREP_TIMEOUT
+    for args, env in ((["send", "--timeout", "0.5", "--to", "inbox", "hi"], None),
+                      (["send", "--to", "inbox", "hi"], {"ZREP_TIMEOUT": "0.5"})):
+        started = time.monotonic()
+        result = run("client", "--config", str(silent_cluster), *args, env=env)
+        assert result.exit_code == EXIT_OUTCOME_UNKNOWN, result.output
+        assert "0.5 s" in result.stderr and time.monotonic() - started < 5.0
+    # -v after `client` and after the subcommand
+    for args in (["client", "-v", "--config", str(dead_cluster), "send", "--to", "", "x"],
+                 ["client", "--config", str(dead_cluster), "status", "-v", "--wait", "0.3"]):
+        assert run(*args).exit_code in (EXIT_USAGE, EXIT_UNAVAILABLE)
+    assert "--config" in run("client", "read", "--help").output and "ZREP_TIMEOUT" in run("client", "--help").output
 
 
 def test_status_with_every_node_down_prints_the_table_and_exits_3(dead_cluster):
@@ -180,10 +207,42 @@ def test_a_write_nobody_answers_is_outcome_unknown_exit_4(silent_cluster):
     assert "may or may not have been applied" in line and "zrep client read inbox" in line
 
 
+def test_a_bad_mailbox_name_says_the_real_rule_and_exits_2(dead_cluster):
+    for name in ("", "x" * 256, "a*b"):
+        for args in (["send", "--to", name, "hi"], ["read", name], ["watch", name], ["delete", name, "0"]):
+            result = run("client", "--config", str(dead_cluster), *args)
+            assert result.exit_code == EXIT_USAGE, (args, result.output)
+            assert "1..255 UTF-8 bytes" in result.stderr
+
+
+def test_send_dash_strips_one_trailing_newline_and_refuses_empty_stdin(dead_cluster, monkeypatch):
+    sent: list[bytes] = []
+    monkeypatch.setattr(cli_client.Client, "send", lambda self, to, body, **kw: sent.append(body) or _a_receipt())
+    for stdin, body in ((b"x\n", b"x"), (b"x\n\n", b"x\n"), (b"x", b"x"), (b"\xff\n", b"\xff")):
+        assert run("client", "--config", str(dead_cluster), "send", "--to", "a", "-", input=stdin).exit_code == 0
+        assert sent.pop() == body
+    result = run("client", "--config", str(dead_cluster), "send", "--to", "a", "-", input=b"")
+    assert result.exit_code == EXIT_USAGE and "stdin was empty" in result.stderr and not sent
+    assert "trailing newline" in run("client", "send", "--help").output
+
+
+def _a_receipt(all_durable: bool | None = None) -> cli_client.Receipt:
+    return cli_client.Receipt("a", 0, 1, 1, [1, 2], all_durable, 1)
+
+
+def test_ack_all_not_met_exits_6_after_printing_the_receipt(dead_cluster, monkeypatch):
+    monkeypatch.setattr(cli_client.Client, "send", lambda self, to, body, **kw: _a_receipt(all_durable=False))
+    result = run("client", "--config", str(dead_cluster), "send", "--ack", "all", "--to", "a", "x")
+    assert result.exit_code == EXIT_ACK_NOT_MET == 6
+    assert result.stdout.startswith("sent to a at offset 0")
+    assert "--ack all not met" in one_error_line(result)
+    result = run("client", "--config", str(dead_cluster), "send", "--ack", "all", "--json", "--to", "a", "x")
+    assert result.exit_code == EXIT_ACK_NOT_MET and json.loads(result.stdout)["all_durable"] is False
+    monkeypatch.setattr(cli_client.Client, "send", lambda self, to, body, **kw: _a_receipt(all_durable=True))
+    assert run("client", "--config", str(dead_cluster), "send", "--ack", "all", "--to", "a", "x").exit_code == 0
+
+
 def test_a_request_the_cluster_would_refuse_is_rejected_exit_5(dead_cluster):
-    result = run("client", "--config", str(dead_cluster), "send", "--to", "", "hi")
-    assert result.exit_code == EXIT_REJECTED
-    assert "invalid send request" in one_error_line(result)
     result = run("client", "--config", str(dead_cluster), "send", "--to", "inbox", "-", input=b"x" * 1001)
     assert result.exit_code == EXIT_REJECTED
     assert "1000" in one_error_line(result)
@@ -247,7 +306,8 @@ def test_send_read_delete_mailboxes_as_json(live):
     assert client_cmd(live, "send", "--to", "box", "second").exit_code == 0
 
     got = json.loads(client_cmd(live, "read", "box", "--json").stdout)
-    assert set(got) == {"mailbox", "messages", "applied", "node"}
+    assert set(got) == {"mailbox", "messages", "applied", "node", "more", "next_after", "exists"}
+    assert (got["more"], got["next_after"], got["exists"]) == (False, 1, True)
     assert got["messages"] == [
         {"offset": 0, "sender": "", "index": receipt["index"], "body": "from stdin", "encoding": "utf-8"},
         {"offset": 1, "sender": "", "index": got["messages"][1]["index"], "body": "second", "encoding": "utf-8"},
@@ -262,6 +322,60 @@ def test_send_read_delete_mailboxes_as_json(live):
     again = client_cmd(live, "delete", "box", "0")
     assert again.exit_code == EXIT_REJECTED
     assert "NO_SUCH_MESSAGE" in one_error_line(again)
+
+
+def test_read_pages_say_there_is_more_and_all_reads_to_the_end(live):
+    lines = "".join(f"m{i}\n" for i in range(250)).encode()
+    assert client_cmd(live, "send", "--to", "paged", "--lines", "-", input=lines).exit_code == 0
+    first = client_cmd(live, "read", "paged")
+    assert first.exit_code == 0 and len(first.stdout.splitlines()) == 100
+    assert "more after offset 99" in first.stderr and "--after 99" in first.stderr and "--all" in first.stderr
+    page = json.loads(client_cmd(live, "read", "paged", "--json").stdout)
+    assert (len(page["messages"]), page["more"], page["next_after"]) == (100, True, 99)
+    last = json.loads(client_cmd(live, "read", "paged", "--after", "199", "--json").stdout)
+    assert (len(last["messages"]), last["more"], last["next_after"]) == (50, False, 249)
+    exact = client_cmd(live, "read", "paged", "--after", "149")  # exactly a page left: no false "more"
+    assert len(exact.stdout.splitlines()) == 100 and "more" not in exact.stderr
+    every = client_cmd(live, "read", "paged", "--all", "--limit", "60")
+    assert [line.split("\t")[2] for line in every.stdout.splitlines()] == [f"m{i}" for i in range(250)]
+    assert "more" not in every.stderr
+    every = json.loads(client_cmd(live, "read", "paged", "--all", "--json").stdout)
+    assert len(every["messages"]) == 250 and every["more"] is False
+
+
+def test_an_unknown_mailbox_is_told_apart_from_an_empty_one(live):
+    nobox = client_cmd(live, "read", "nosuchbox")
+    assert nobox.exit_code == 0 and nobox.stdout == "" and "no mailbox named 'nosuchbox'" in nobox.stderr
+    assert json.loads(client_cmd(live, "read", "nosuchbox", "--json").stdout)["exists"] is False
+    client_cmd(live, "send", "--to", "emptied", "x")
+    client_cmd(live, "delete", "emptied", "0")
+    emptied = client_cmd(live, "read", "emptied")
+    assert emptied.exit_code == 0 and emptied.stdout == "" and emptied.stderr == ""
+    assert json.loads(client_cmd(live, "read", "emptied", "--json").stdout)["exists"] is True
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(live):
+    bodies = "".join(f"{i:04d}" + "x" * 1000 + "\n" for i in range(200)).encode()
+    assert client_cmd(live, "send", "--to", "piped", "--lines", "-", input=bodies).exit_code == 0
+    zrep = f"{sys.executable} -m zrep client --config {live.config_path}"
+    proc = subprocess.run(["bash", "-c", f"{zrep} read piped --limit 200 | head -1; echo \"${{PIPESTATUS[0]}}\" >&2"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.startswith("0\t-\t0000")
+    assert proc.stderr.strip() == str(EXIT_BROKEN_PIPE), proc.stderr  # no traceback, no "internal error"
+
+
+def test_log_inspect_decodes_entries_and_refuses_a_file_that_is_not_a_wal(live):
+    client_cmd(live, "send", "--to", "inspected", "--from", "ann", "hello, wal")
+    wal = live.wal_path(live.live()[0])
+    wait_until("the entry on this node's disk", lambda: b"hello, wal" in wal.read_bytes(), 10)
+    rows = [json.loads(line) for line in run("log", "inspect", str(wal), "--json").stdout.splitlines()]
+    sent = [r for r in rows if r.get("op") == "send" and r.get("mailbox") == "inspected"]
+    assert sent and sent[0]["sender"] == "ann" and sent[0]["body"] == "hello, wal" and sent[0]["seq"] == 1
+    text = run("log", "inspect", str(wal)).stdout
+    assert "send to inspected from ann" in text and "hello, wal" in text
+    assert any(r.get("op") == "noop" for r in rows)  # a leader's first entry
+    readme = run("log", "inspect", str(REPO / "README.md"))
+    assert readme.exit_code == EXIT_USAGE and "is not a zrep WAL" in one_error_line(readme)
 
 
 def test_read_prints_one_line_per_message(live):
@@ -391,7 +505,60 @@ def test_cluster_up_says_when_a_node_dies_and_exits_1(tmp_path):
         assert node_pids(config.config_path) == {}
 
 
+def test_cluster_up_refuses_to_start_over_a_running_cluster_or_a_taken_port(tmp_path):
+    with cluster_up(tmp_path) as (config, proc):
+        Lines(proc).wait_for("last heard")
+        pids = node_pids(config.config_path)
+        second = zrep_process("cluster", "up", "--config", str(config.config_path))
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == UP_PORTS_TAKEN == 6
+        assert "a cluster is already running on these ports" in out
+        for node, pid in pids.items():
+            assert f"node {node} (pid {pid})" in out
+        assert f"kill {' '.join(str(pids[n]) for n in sorted(pids))}" in out
+        assert node_pids(config.config_path) == pids  # nothing started, nothing stopped
+        assert stop(proc, signal.SIGTERM) == 0
+    config = LocalCluster(tmp_path / "other", start=False)  # only its cluster file is used
+    config.close()
+    _, port = parse_endpoint(config.cfg.nodes[0].bind_rpc)
+    with socket.socket() as holder:  # another program on node 1's port
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = zrep_process("cluster", "up", "--config", str(config.config_path))
+        out, _ = result.communicate(timeout=30)
+    assert result.returncode == UP_PORTS_TAKEN
+    assert f"another program holds tcp://127.0.0.1:{port} (node 1)" in out
+    assert node_pids(config.config_path) == {}
+
+
 def test_cluster_up_with_a_bad_config_exits_2(tmp_path):
     result = run("cluster", "up", "--config", str(tmp_path / "nope.toml"))
     assert result.exit_code == EXIT_USAGE
     assert "not found" in one_error_line(result)
+
+
+def test_bench_wal_help_looks_like_the_other_commands():
+    out = run("bench", "wal", "--help").output
+    assert out.startswith("Usage: zrep bench wal [OPTIONS]") and "--seconds" in out and "-h, --help" in out
+
+
+def test_the_readme_documents_every_config_key():
+    from zrep.config import _CLUSTER_KEYS, _NODE_KEYS
+
+    readme = (REPO / "README.md").read_text()
+    for key in _CLUSTER_KEYS:
+        assert f"`cluster.{key}`" in readme, key
+    for key in _NODE_KEYS:
+        assert f"`nodes[].{key}`" in readme, key
+
+
+def test_a_node_without_quorum_logs_not_running_rate_limited(tmp_path):
+    c = LocalCluster(tmp_path / "alone", start=False)
+    try:
+        c.start(1)  # 1 of 3: it never has a quorum
+        wait_until("the first 'not running' line", lambda: "not running" in c.node_log(1), 20)
+        time.sleep(3)  # election rounds go on about twice a second
+        lines = [line for line in c.node_log(1).splitlines() if "not running" in line]
+        assert len(lines) == 1, lines
+    finally:
+        c.close()

@@ -9,6 +9,7 @@ skipped while that harness does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -29,6 +30,7 @@ from zrep.client import (
     Rejected,
     Unavailable,
 )
+from zrep.aio import Client as AioClient
 from zrep.config import ClusterConfig, config_from_dict
 from zrep.errors import ZrepError
 from zrep.node.requests import reply_for
@@ -521,7 +523,7 @@ def test_after_a_store_refusal_low_leaves_1(fake_cluster, clients):
     (n1,), cfg = fake_cluster(refuse_with("BAD_MAILBOX"))
     c = clients(cfg)
     with pytest.raises(Rejected):
-        c.send("bad?", b"a")  # the store kept this answer: it knows the client now
+        c.send("box", b"a")  # the store refused it and kept the answer: it knows the client now
     n1.script = serve(store)
     store.known.add(c.client_id)
     c.send("inbox", b"b")
@@ -668,12 +670,33 @@ def test_send_many_retries_only_the_unanswered_with_the_same_seqs_exactly_once(f
     assert c2.seq == 10
 
 
+def test_a_bad_mailbox_name_is_refused_here_with_the_real_rule_and_sends_nothing(fake_cluster, clients):
+    (n1,), cfg = fake_cluster(serve(FakeMailboxes()))
+    c = clients(cfg)
+    for name in ("", "x" * 256, "é" * 128, "a*b", "tab\there"):
+        with pytest.raises(Rejected, match=r"1\.\.255 UTF-8 bytes"):
+            c.send(name, b"x")
+    with pytest.raises(Rejected, match=r"1\.\.255 UTF-8 bytes"):
+        c.read("")
+    assert n1.requests == [] and c.seq == 0
+    c.send("x" * 255, b"x")  # the longest name the store takes
+
+
+def test_every_node_refusing_the_connection_fails_fast(tmp_path, clients):
+    dead = config_for([], tmp_path, {i: closed_port_address() for i in (1, 2, 3)})
+    for call in (lambda c: c.send("box", b"x"), lambda c: c.read("box"), lambda c: c.send_many("box", [b"x"])):
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="cannot connect to any node"):
+            call(clients(dead, timeout_s=10.0))
+        assert time.monotonic() - started < 3.0  # three connect waits, not the 10 s timeout
+
+
 def test_send_many_refusals_and_a_dead_cluster(fake_cluster, clients, tmp_path):
     store = FakeMailboxes()
     (n1,), cfg = fake_cluster(refuse_with("BAD_MAILBOX"))
     c = clients(cfg)
     with pytest.raises(Rejected) as e:
-        c.send_many("a*b", ["x", "y"])
+        c.send_many("box", ["x", "y"])  # the fake store refuses it
     assert e.value.code == "BAD_MAILBOX" and e.value.receipts == [None, None]
     with pytest.raises(Rejected, match="limit") as e:
         c.send_many("box", [b"x" * (cfg.max_body_bytes + 1)])
@@ -682,6 +705,150 @@ def test_send_many_refusals_and_a_dead_cluster(fake_cluster, clients, tmp_path):
     dead = config_for([], tmp_path, {1: closed_port_address()})
     with pytest.raises(Unavailable):
         clients(dead, timeout_s=0.5).send_many("box", ["x"])
+
+
+# ================================================================ the asyncio client (zrep.aio)
+
+
+def run_aio(config: ClusterConfig, body: Callable[[AioClient], Any], **kw: Any) -> Any:
+    """Run `await body(client)` in a fresh event loop with a test-timeout asyncio client."""
+    kw.setdefault("timeout_s", 2.0)
+    kw.setdefault("attempt_timeout_s", 0.3)
+
+    async def main() -> Any:
+        async with AioClient(config, **kw) as c:
+            return await body(c)
+
+    return asyncio.run(main())
+
+
+def test_aio_concurrent_sends_each_get_a_seq_and_low_stays_at_the_oldest_in_flight(fake_cluster):
+    store = FakeMailboxes()
+    (leader,), config = fake_cluster(serve(store))
+
+    async def body(c: AioClient) -> list[Receipt]:
+        return await asyncio.gather(*(c.send("box", f"m{i}") for i in range(50)))
+
+    receipts = run_aio(config, body)
+    assert sorted(r.offset for r in receipts) == list(range(50)) and store.applied_writes == 50
+    writes = leader.writes()
+    assert sorted(seq for seq, _ in writes) == list(range(1, 51))
+    assert all(low == 1 for seq, low in writes if seq <= 50)  # all started before the first answer
+    bodies = {bytes(b) for _, _, b, _ in store.boxes["box"]}
+    assert bodies == {f"m{i}".encode() for i in range(50)}
+
+
+def test_aio_low_never_passes_a_write_still_in_flight(fake_cluster):
+    store = FakeMailboxes()
+    held = threading.Event()
+
+    def slow_first(node: FakeNode, request: ClientRequest) -> Reply | None:
+        answer = serve(store)(node, request)
+        return Reply(answer.reply, 0.5) if request.args.get("body") == b"slow" else answer
+
+    (leader,), config = fake_cluster(slow_first)
+
+    async def body(c: AioClient) -> None:
+        await c.send("box", "first")  # the store knows the client id from now on
+        slow = asyncio.create_task(c.send("box", "slow"))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*(c.send("box", f"f{i}") for i in range(5)))
+        held.set()
+        await slow
+
+    run_aio(config, body)
+    writes = dict(leader.writes())
+    assert writes[2] == 2  # the slow one
+    assert all(writes[seq] == 2 for seq in range(3, 8)), writes  # never past seq 2 while it was in flight
+
+
+def test_aio_a_reply_goes_to_the_call_that_sent_it_and_not_leader_is_followed(fake_cluster):
+    store = FakeMailboxes()
+    (_, leader), config = fake_cluster(redirect_to(2), serve(store))
+
+    async def body(c: AioClient) -> list[Receipt]:
+        return await asyncio.gather(*(c.send(f"box{i % 3}", f"m{i}") for i in range(30)))
+
+    receipts = run_aio(config, body)
+    assert [r.mailbox for r in receipts] == [f"box{i % 3}" for i in range(30)]
+    for i, r in enumerate(receipts):
+        assert store.boxes[r.mailbox][r.offset][2] == f"m{i}".encode()
+    assert store.applied_writes == 30
+
+
+def test_aio_outcome_unknown_and_the_same_call_retries_it_exactly_once(fake_cluster):
+    store = FakeMailboxes()
+    mode = {"silent": True}
+
+    def flaky(node: FakeNode, request: ClientRequest) -> Reply | None:
+        answer = serve(store)(node, request)  # applied even when the answer is lost
+        return None if mode["silent"] else answer
+
+    (node,), config = fake_cluster(flaky)
+
+    async def body(c: AioClient) -> Receipt:
+        with pytest.raises(OutcomeUnknown):
+            await c.send("box", "once")
+        mode["silent"] = False
+        return await c.send("box", "once")
+
+    receipt = run_aio(config, body, timeout_s=1.0)
+    assert receipt.offset == 0 and store.applied_writes == 1
+    assert {seq for seq, _ in node.writes()} == {1}
+
+
+def test_aio_a_cancelled_send_is_retried_by_the_same_call_exactly_once(fake_cluster):
+    store = FakeMailboxes()
+    mode = {"silent": True}
+
+    def flaky(node: FakeNode, request: ClientRequest) -> Reply | None:
+        answer = serve(store)(node, request)  # applied even when the answer is lost
+        return None if mode["silent"] else answer
+
+    (node,), config = fake_cluster(flaky)
+
+    async def body(c: AioClient) -> Receipt:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.send("box", "once"), 0.2)  # cancelled after its request left
+        mode["silent"] = False
+        await c.send("box", "other")  # another write meanwhile does not make the first one's seq stale
+        return await c.send("box", "once")
+
+    receipt = run_aio(config, body)
+    assert receipt.offset == 0 and store.applied_writes == 2
+    assert [seq for seq, _ in node.writes()].count(1) >= 2  # the retry carried the cancelled call's seq
+
+
+def test_aio_read_watch_mailboxes_status_and_errors(fake_cluster, tmp_path):
+    store = FakeMailboxes()
+    for i in range(3):
+        store.add("feed", f"old{i}".encode())
+    (_, _), config = fake_cluster(serve(store), serve(store))
+
+    async def body(c: AioClient) -> tuple[Any, ...]:
+        got = await c.read("feed", after=0)
+        seen: list[Message] = []
+        stream = c.watch("feed", after=1, poll_s=0.01)
+        async for m in stream:
+            seen.append(m)
+            if len(seen) == 1:
+                store.add("feed", b"new")
+            if len(seen) == 2:
+                break
+        await stream.aclose()
+        rows = await c.status(timeout_s=0.5)
+        with pytest.raises(Rejected):
+            await c.read("feed", limit=0)
+        return got, seen, rows
+
+    got, seen, rows = run_aio(config, body)
+    assert [m.body for m in got.messages] == [b"old1", b"old2"]
+    assert [(m.offset, m.body) for m in seen] == [(2, b"old2"), (3, b"new")]
+    assert [(r.id, r.up) for r in rows] == [(1, True), (2, True)]  # the fakes answer status with an error
+    closed = closed_port_address()
+    dead = config_for([], tmp_path, {1: closed})
+    with pytest.raises(Unavailable):
+        run_aio(dead, lambda c: c.send("box", "x"), timeout_s=0.5)
 
 
 # ================================================================ a real cluster (tests/harness.py)
@@ -809,3 +976,46 @@ def test_send_many_of_more_writes_than_the_store_keeps_answers_for(cluster):
         got = c.send_many("windows", bodies)
     assert [r.offset for r in got] == list(range(5000))
     assert [body for _, _, body, _ in cluster.read("windows")] == bodies
+
+
+def test_aio_1000_concurrent_sends_through_a_leader_kill_none_lost_or_duplicated(cluster):
+    """One event loop, 1,000 concurrent send calls (their first attempts spread over 1.5 s),
+    the leader killed after the first 200 answers: every send returns a receipt, some
+    land in the new leader's epoch, and the mailbox holds each body exactly once."""
+    leader = cluster.wait_for_leader()
+    total, spread_s = 1000, 1.5
+    bodies = [f"a{i}".encode() for i in range(total)]
+
+    async def main() -> dict[bytes, Receipt]:
+        async with AioClient(cluster.config_path, timeout_s=30.0, attempt_timeout_s=0.5) as c:
+            finished = [0]
+            in_flight: list[int] = []
+
+            async def one(i: int, body: bytes) -> Receipt:
+                await asyncio.sleep(i * spread_s / total)  # all in flight at once, sends spread over time
+                for _ in range(5):  # OutcomeUnknown: the same call again retries it, exactly once
+                    try:
+                        receipt = await c.send("many", body)
+                        break
+                    except OutcomeUnknown:
+                        continue
+                else:
+                    raise AssertionError(f"{body!r} never succeeded")
+                finished[0] += 1
+                if finished[0] == total // 5:  # the leader dies while the others are in flight
+                    in_flight.append(total - finished[0])
+                    cluster.kill(leader)
+                return receipt
+
+            receipts = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+            assert in_flight and in_flight[0] > 100, f"only {in_flight} sends were in flight at the kill"
+            return dict(zip(bodies, receipts))
+
+    receipts = asyncio.run(main())
+    assert len(receipts) == total
+    rows = cluster.read("many")
+    stored = [body for _, _, body, _ in rows]
+    assert len(stored) == len(set(stored)) == total, "a message stored twice or lost"
+    at = {offset: body for offset, _, body, _ in rows}
+    assert all(at[r.offset] == body for body, r in receipts.items())
+    assert len({r.epoch for r in receipts.values()}) >= 2, "no send crossed the failover"

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,6 +34,7 @@ from zrep.client import OutcomeUnknown, Rejected, Unavailable
 from zrep.errors import ConfigError, ZrepError
 from zrep.exit_codes import (  # noqa: F401  (EXIT_* re-exported: tests and scripts read zrep.cli.EXIT_*)
     CLIENT_CODES,
+    EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_OUTCOME_UNKNOWN,
@@ -46,6 +49,7 @@ EXIT_CODES_HELP = epilog(CLIENT_CODES)
 NODE_EXIT_CODES_HELP = epilog(NODE_CODES)
 DEFAULT_CONFIG = "config/cluster.toml"
 CONFIG_ENV = "ZREP_CONFIG"
+TIMEOUT_ENV = "ZREP_TIMEOUT"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,6 +114,9 @@ class ZrepGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            _quiet_stdout()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except ZrepError as e:
             _show_traceback(ctx)
             raise CliError(str(e), _exit_code_of(e)) from None
@@ -121,8 +128,15 @@ class ZrepGroup(click.Group):
 
 
 def _show_traceback(ctx: click.Context) -> None:
-    if ctx.find_root().params.get("verbose"):
+    if ctx.find_root().params.get("verbose") or ctx.meta.get(VERBOSE_KEY):
         traceback.print_exc()
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout is gone (`| head`): send the rest, and Python's final flush, to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 # ---------------------------------------------------------------- shared options
@@ -139,6 +153,40 @@ def config_option(f: F) -> F:
         metavar="PATH",
         help="Cluster file (TOML).",
     )(f)
+
+
+CONFIG_KEY, TIMEOUT_KEY, VERBOSE_KEY = "zrep.config", "zrep.timeout", "zrep.verbose"
+
+
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and value is not False:
+            ctx.meta[key] = value  # ctx.meta is shared by the whole command line
+        return value
+
+    return callback
+
+
+def verbose_option(f: F) -> F:
+    return click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_remember(VERBOSE_KEY),
+                        help="On an error, print the traceback too.")(f)
+
+
+def late_options(f: F) -> F:
+    """`--config`, `--timeout` and `-v` once more, after a subcommand's name (git and etcdctl take
+    their global flags anywhere): a value given here wins over the group's. The command reads
+    them with `option_value(ctx, KEY, default)`."""
+    f = click.option("--config", "late_config", default=None, expose_value=False, metavar="PATH",
+                     callback=_remember(CONFIG_KEY), help=f"Cluster file (TOML); default ${CONFIG_ENV}, "
+                     f"else {DEFAULT_CONFIG}.")(f)
+    f = click.option("--timeout", "late_timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     expose_value=False, metavar="SECONDS", callback=_remember(TIMEOUT_KEY),
+                     help=f"Seconds the command may take, retries included; default ${TIMEOUT_ENV}, else 10.")(f)
+    return verbose_option(f)
+
+
+def option_value(ctx: click.Context, key: str, default: Any) -> Any:
+    return ctx.meta.get(key, default)
 
 
 def json_option(f: F) -> F:

@@ -80,16 +80,17 @@ def bench(ctx: click.Context, quick: bool, only: tuple[str, ...], skip: tuple[st
         click.echo(format_text(result))
 
 
-@bench.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def wal(args: tuple[str, ...]) -> None:
-    """Measure WAL appends on this disk (options: --dir DIR --seconds S --json; see --help)."""
+@bench.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="A directory on the disk to measure.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Seconds per case.")
+@json_option
+def wal(directory: str, seconds: float, as_json: bool) -> None:
+    """Measure WAL appends on this disk."""
     from zrep.bench.wal import main as bench_wal_main
 
-    sys.exit(bench_wal_main(list(args)))
+    sys.exit(bench_wal_main(["--dir", directory, "--seconds", str(seconds)] + (["--json"] if as_json else [])))
 
 
 @bench.command()

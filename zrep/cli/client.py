@@ -17,14 +17,22 @@ from typing import Any
 import click
 
 from zrep.cli import (
+    CONFIG_ENV,
+    CONFIG_KEY,
+    DEFAULT_CONFIG,
     EXIT_CODES_HELP,
     EXIT_OUTCOME_UNKNOWN,
     EXIT_UNAVAILABLE,
+    TIMEOUT_ENV,
+    TIMEOUT_KEY,
     CliError,
     _echo_json,
-    config_option,
     json_option,
+    late_options,
+    option_value,
+    verbose_option,
 )
+from zrep.exit_codes import EXIT_ACK_NOT_MET
 from zrep.client import (
     Client,
     Message,
@@ -34,6 +42,7 @@ from zrep.client import (
     Receipt,
     Unavailable,
 )
+from zrep.client._calls import mailbox_name_problem
 from zrep.config import ClusterConfig, load_config
 from zrep.wire.client_messages import MAX_READ_LIMIT
 
@@ -41,24 +50,41 @@ from zrep.wire.client_messages import MAX_READ_LIMIT
 
 
 @click.group(epilog=EXIT_CODES_HELP)
-@config_option
+@click.option("--config", "config_path", envvar=CONFIG_ENV, default=DEFAULT_CONFIG, show_default=True,
+              show_envvar=True, metavar="PATH", help="Cluster file (TOML).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, metavar="SECONDS",
+              envvar=TIMEOUT_ENV, show_envvar=True, show_default=True, metavar="SECONDS",
               help="Seconds a command may take, retries through failovers included.")
+@verbose_option
 @click.pass_context
 def client(ctx: click.Context, config_path: str, timeout_s: float) -> None:
-    """Talk to a running cluster: send, read, delete, list, watch, status."""
-    ctx.obj = _ClientFactory(config_path, timeout_s)
+    """Talk to a running cluster: send, read, delete, list, watch, status.
+
+    --config, --timeout and -v work before or after the command's name
+    (`zrep client status --config F`); the environment gives their defaults
+    (ZREP_CONFIG, ZREP_TIMEOUT).
+    """
+    ctx.obj = _ClientFactory(ctx, config_path, timeout_s)
     ctx.call_on_close(ctx.obj.close)
 
 
 class _ClientFactory:
-    """Makes the Client on first use, so `--help` and bad arguments never load the config."""
+    """Makes the Client on first use, so `--help` and bad arguments never load the config.
+    A --config or --timeout given after the command's name wins (zrep.cli.late_options)."""
 
-    def __init__(self, config_path: str, timeout_s: float) -> None:
-        self.config_path = config_path
-        self.timeout_s = timeout_s
+    def __init__(self, ctx: click.Context, config_path: str, timeout_s: float) -> None:
+        self._ctx = ctx
+        self._config_path = config_path
+        self._timeout_s = timeout_s
         self._client: Client | None = None
+
+    @property
+    def config_path(self) -> str:
+        return str(option_value(self._ctx, CONFIG_KEY, self._config_path))
+
+    @property
+    def timeout_s(self) -> float:
+        return float(option_value(self._ctx, TIMEOUT_KEY, self._timeout_s))
 
     def config(self) -> ClusterConfig:
         return load_config(self.config_path)  # ConfigError: exit 2 with the file, key and fix
@@ -78,20 +104,34 @@ def _client_of(ctx: click.Context) -> Client:
 
 
 def _read_text(text: str) -> bytes:
-    if text == "-":
-        return sys.stdin.buffer.read()  # bytes as they are: a body need not be text
-    return text.encode("utf-8")
+    """TEXT, or stdin for '-' without one trailing newline (as `$(...)` and `git commit -F -` do):
+    `echo hi | zrep client send --to a -` stores "hi". Empty stdin is refused."""
+    if text != "-":
+        return text.encode("utf-8")
+    data = sys.stdin.buffer.read()  # bytes as they are: a body need not be text
+    if not data:
+        raise click.UsageError("stdin was empty: nothing to send (an empty message needs TEXT '')")
+    return data[:-1] if data.endswith(b"\n") else data
 
 
-@client.command()
-@click.option("--to", "mailbox", required=True, help="Mailbox to append to.")
+def _mailbox_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        problem = mailbox_name_problem(value)
+        if problem:
+            raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
+@client.command(epilog="With TEXT '-' the body is stdin without one trailing newline; empty stdin is refused.")
+@click.option("--to", "mailbox", required=True, callback=_mailbox_name, help="Mailbox to append to.")
 @click.option("--from", "sender", default="", help="Sender name stored with the message.")
 @click.option("--ack", type=click.Choice(["majority", "all"]), default="majority", show_default=True,
-              help="Wait until a majority, or every member, has it on disk.")
+              help="Wait until a majority, or every member, has it on disk (not met in time: exit 6).")
 @click.option("--lines", is_flag=True, help="With TEXT '-': each line of stdin is a message of its own, "
               "all sent pipelined in batches.")
 @click.argument("text")
 @json_option
+@late_options
 @click.pass_context
 def send(ctx: click.Context, mailbox: str, sender: str, ack: str, lines: bool, text: str, as_json: bool) -> None:
     """Send TEXT (or stdin, with -) to a mailbox; print where it landed."""
@@ -103,9 +143,20 @@ def send(ctx: click.Context, mailbox: str, sender: str, ack: str, lines: bool, t
         receipt = _client_of(ctx).send(mailbox, body, sender=sender, ack=ack)
     if as_json:
         _echo_json(asdict(receipt))
-        return
-    for line in receipt_lines(receipt, len(_client_of(ctx).config.nodes)):
-        click.echo(line)
+    else:
+        for line in receipt_lines(receipt, len(_client_of(ctx).config.nodes)):
+            click.echo(line)
+    _check_ack_all([receipt])
+
+
+def _check_ack_all(receipts: list[Receipt]) -> None:
+    """--ack all asked for every member's disk: say so, with its own exit code, when not met."""
+    short = [r for r in receipts if r.all_durable is False]
+    if short:
+        where = f"offset {short[0].offset}" if len(receipts) == 1 else f"{len(short)} of {len(receipts)} messages"
+        raise CliError(f"--ack all not met for {where}: the write is committed on a majority but not every member "
+                       "had it on disk in time; check 'zrep client status' for a node down or behind",
+                       EXIT_ACK_NOT_MET)
 
 
 def _send_lines(ctx: click.Context, mailbox: str, sender: str, ack: str, text: str, as_json: bool) -> None:
@@ -122,6 +173,7 @@ def _send_lines(ctx: click.Context, mailbox: str, sender: str, ack: str, text: s
                    f"(log index {min(r.index for r in receipts)}..{max(r.index for r in receipts)})")
     else:
         click.echo("nothing to send: stdin was empty")
+    _check_ack_all(receipts)
 
 
 def _first_clause(error: Exception) -> str:
@@ -177,24 +229,61 @@ _after_option = click.option("--after", type=click.IntRange(min=-1), default=-1,
                              help="Only messages with a larger offset (-1: from the start).")
 
 
-@client.command()
-@click.argument("mailbox")
+@client.command(epilog="A full page ends with a line on stderr (JSON: \"more\": true, \"next_after\") saying "
+                      "how to read on; --all reads every page. An unknown mailbox prints nothing and says so on "
+                      "stderr (JSON: \"exists\": false).")
+@click.argument("mailbox", callback=_mailbox_name)
 @_after_option
 @click.option("--limit", type=click.IntRange(1, MAX_READ_LIMIT), default=100, show_default=True,
-              help="At most this many messages.")
+              help="At most this many messages (a page; with --all, per read).")
+@click.option("--all", "read_all", is_flag=True, help="Read every page to the end.")
 @click.option("--stale", is_flag=True, help="Read any node's local copy (faster, may lag; says how much).")
 @json_option
+@late_options
 @click.pass_context
-def read(ctx: click.Context, mailbox: str, after: int, limit: int, stale: bool, as_json: bool) -> None:
+def read(ctx: click.Context, mailbox: str, after: int, limit: int, read_all: bool, stale: bool,
+         as_json: bool) -> None:
     """Print the messages of MAILBOX (offset, sender, body), oldest first."""
-    result = _client_of(ctx).read(mailbox, after=after, limit=limit, stale=stale)
+    c = _client_of(ctx)
+    messages: list[Message] = []
+    while True:
+        page, more = read_page(c, mailbox, after, limit, stale)
+        if not as_json:
+            for m in page.messages:
+                click.echo(message_line(m))
+        messages += page.messages
+        after = page.messages[-1].offset if page.messages else after
+        if not (read_all and more):
+            break
+    exists = bool(messages) or mailbox_exists(c, mailbox)
     if as_json:
-        _echo_json(read_json(mailbox, result))
+        out = read_json(mailbox, ReadResult(messages, page.applied, page.node))
+        out.update(more=more, next_after=after, exists=exists)
+        _echo_json(out)
         return
-    for m in result.messages:
-        click.echo(message_line(m))
     if stale:
-        click.echo(f"(stale read from node {result.node}, applied up to log index {result.applied})", err=True)
+        click.echo(f"(stale read from node {page.node}, applied up to log index {page.applied})", err=True)
+    if more:
+        click.echo(f"(more after offset {after}: 'zrep client read {mailbox} --after {after}', or --all)", err=True)
+    if not exists:
+        click.echo(f"(no mailbox named {mailbox!r}: nothing was ever sent to it)", err=True)
+
+
+def read_page(c: Client, mailbox: str, after: int, limit: int, stale: bool) -> tuple[ReadResult, bool]:
+    """One page and whether more follows it: one message more is asked for, to know for sure
+    (at the largest limit a full page counts as 'more')."""
+    if limit >= MAX_READ_LIMIT:
+        page = c.read(mailbox, after=after, limit=limit, stale=stale)
+        return page, len(page.messages) == limit
+    page = c.read(mailbox, after=after, limit=limit + 1, stale=stale)
+    more = len(page.messages) > limit
+    return ReadResult(page.messages[:limit], page.applied, page.node), more
+
+
+def mailbox_exists(c: Client, mailbox: str) -> bool:
+    """Ever sent to (a mailbox whose messages are all deleted still exists). Names never hold
+    glob metacharacters, so the name as a pattern matches itself only."""
+    return any(b.name == mailbox for b in c.mailboxes(mailbox))
 
 
 def read_json(mailbox: str, result: ReadResult) -> dict[str, Any]:
@@ -203,9 +292,10 @@ def read_json(mailbox: str, result: ReadResult) -> dict[str, Any]:
 
 
 @client.command()
-@click.argument("mailbox")
+@click.argument("mailbox", callback=_mailbox_name)
 @click.argument("offsets", nargs=-1, required=True, type=click.IntRange(min=0))
 @json_option
+@late_options
 @click.pass_context
 def delete(ctx: click.Context, mailbox: str, offsets: tuple[int, ...], as_json: bool) -> None:
     """Delete messages of MAILBOX by offset: all of them, or none if one is missing."""
@@ -222,6 +312,7 @@ def delete(ctx: click.Context, mailbox: str, offsets: tuple[int, ...], as_json: 
 @client.command()
 @click.argument("pattern", default="*")
 @json_option
+@late_options
 @click.pass_context
 def mailboxes(ctx: click.Context, pattern: str, as_json: bool) -> None:
     """List mailboxes whose name matches PATTERN (a glob), with their message counts."""
@@ -234,10 +325,11 @@ def mailboxes(ctx: click.Context, pattern: str, as_json: bool) -> None:
 
 
 @client.command()
-@click.argument("mailbox")
+@click.argument("mailbox", callback=_mailbox_name)
 @_after_option
 @click.option("--stale", is_flag=True, help="Poll any node's local copy instead of the leader.")
 @json_option
+@late_options
 @click.pass_context
 def watch(ctx: click.Context, mailbox: str, after: int, stale: bool, as_json: bool) -> None:
     """Print new messages of MAILBOX as they are committed, until Ctrl-C."""
@@ -290,6 +382,7 @@ def status_json(r: NodeStatus) -> dict[str, Any]:
               metavar="SECONDS",
               help="Seconds to wait for each node's answer before calling it down.")
 @json_option
+@late_options
 @click.pass_context
 def status(ctx: click.Context, wait_s: float, as_json: bool) -> None:
     """Ask every node at once; one row per node ('last heard': by its peers)."""

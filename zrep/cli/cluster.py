@@ -7,6 +7,7 @@ import sys
 import click
 
 from zrep.cli import config_option
+from zrep.exit_codes import UP_CODES, epilog
 from zrep.cli.client import status_lines
 from zrep.config import load_config
 
@@ -18,12 +19,14 @@ def cluster() -> None:
     """Run a whole cluster on this machine."""
 
 
-@cluster.command(epilog="Exit code 0 when stopped by Ctrl-C/SIGTERM and every node stopped cleanly; "
-                        "1 if a node died or had to be killed; 2 for a bad config.")
+@cluster.command(epilog=epilog(UP_CODES))
 @config_option
 def up(config_path: str) -> None:
     """Start every node of the cluster file, print the status once there is a leader,
-    and stop them all on Ctrl-C or SIGTERM. Node log lines are prefixed with their id."""
+    and stop them all on Ctrl-C or SIGTERM. Node log lines are prefixed with their id.
+
+    It refuses to start when a cluster (or another program) already holds the ports,
+    and on stopping names any node it did not start that still runs."""
     from zrep.local.up import run_cluster
 
     cfg = load_config(config_path)

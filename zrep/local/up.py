@@ -5,9 +5,14 @@ its own process group (so a terminal's Ctrl-C reaches only this runner, which
 then stops the nodes itself); copy every line a node prints with its id in
 front; print the status table once the cluster has a leader; say so when a
 node dies; on SIGINT/SIGTERM stop them all: SIGTERM, then SIGKILL after
-GRACE_S.
+GRACE_S, then name any node still answering on the cluster's ports (one this
+runner did not start, e.g. restarted by hand) with its pid.
 
 Invariants
+- It owns its nodes: if any node of the file already answers, or a port it
+  would bind is taken, it starts nothing and exits UP_PORTS_TAKEN, naming
+  the pids (a half-started cluster mixed with an old one is never shown as
+  healthy). It stops only the processes it started.
 - Every child started is stopped before `run_cluster` returns, whatever
   happened (the stop runs in a `finally`).
 - Lines are printed whole, one writer at a time (a lock), and the status
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from zrep.client import Client, NodeStatus
-from zrep.config import ClusterConfig
+from zrep.config import ClusterConfig, parse_endpoint
+from zrep.exit_codes import UP_NODE_FAILED, UP_OK, UP_PORTS_TAKEN
 
 GRACE_S = 5.0  # SIGTERM, then this long for a node to stop, then SIGKILL
 STATUS_EVERY_S = 0.25  # how often to look for a leader and for dead children
@@ -108,7 +115,8 @@ def _report_deaths(state: _State, config_path: str, out: _Output) -> None:
         child.reported = True
         state.unexpected.add(child.id)
         out.say(f"zrep cluster up: node {child.id} exited unexpectedly ({_describe_exit(code)}); the others go on. "
-                f"Restart it with: zrep node --id {child.id} --config {config_path}")
+                f"Restart it with: zrep node --id {child.id} --config {config_path} "
+                "(this runner will not stop it: Ctrl-C here names it)")
 
 
 def _has_leader(rows: list[NodeStatus]) -> bool:
@@ -165,13 +173,61 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _answering(cfg: ClusterConfig) -> list[NodeStatus]:
+    """The nodes of this cluster file that answer now (whoever started them)."""
+    with Client(cfg) as client:
+        return [r for r in client.status(timeout_s=STATUS_WAIT_S) if r.up]
+
+
+def _named(rows: list[NodeStatus]) -> tuple[str, str]:
+    """('node 1 (pid 123), ...', '123 ...') for the nodes that answered."""
+    pids = [r.raw.get("pid") for r in rows]
+    names = ", ".join(f"node {r.id} (pid {pid if pid else '?'})" for r, pid in zip(rows, pids))
+    return names, " ".join(str(p) for p in pids if p)
+
+
+def _port_taken(endpoint: str) -> bool:
+    """True if a listening socket holds this bind address (the probe binds as ZeroMQ does)."""
+    try:
+        host, port = parse_endpoint(endpoint)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("" if host == "*" else host, port))
+    except OSError as e:
+        return e.errno == 98  # EADDRINUSE; anything else is the node's own error to report
+    except ValueError:
+        return False
+    return False
+
+
+def ports_taken(cfg: ClusterConfig) -> str:
+    """Why this runner must not start (a cluster or another program holds its ports), or ''."""
+    running = _answering(cfg)
+    if running:
+        names, pids = _named(running)
+        return (f"a cluster is already running on these ports: {names}; stop it first"
+                + (f" (kill {pids})" if pids else "") + f", or use another cluster file (--config)")
+    busy = [f"{address} (node {n.id})" for n in cfg.nodes for address in (n.bind_rpc, n.bind_pub)
+            if _port_taken(address)]
+    if busy:
+        return (f"another program holds {', '.join(busy)}; free the port (ss -ltnp shows who holds it), "
+                "or use another cluster file (--config)")
+    return ""
+
+
 def run_cluster(cfg: ClusterConfig, *, show_status: ShowStatus, stream: IO[str] | None = None,
                 stop: threading.Event | None = None) -> int:
-    """Run the cluster until SIGINT/SIGTERM (or `stop` is set); 0 if every node stopped cleanly, else 1."""
+    """Run the cluster until SIGINT/SIGTERM (or `stop` is set): UP_OK if every node stopped cleanly,
+    UP_NODE_FAILED if one died or had to be killed, UP_PORTS_TAKEN if it could not start."""
     if cfg.path is None:
         raise ValueError("run_cluster needs a config loaded from a file: the nodes read that file")
     config_path = str(cfg.path)
     out = _Output(stream if stream is not None else sys.stdout)
+    why_not = ports_taken(cfg)
+    if why_not:
+        out.say(f"zrep cluster up: not starting: {why_not}")
+        return UP_PORTS_TAKEN
     stop = stop if stop is not None else threading.Event()
     state = _State()
     width = len(str(max(cfg.node_ids)))
@@ -183,7 +239,12 @@ def run_cluster(cfg: ClusterConfig, *, show_status: ShowStatus, stream: IO[str] 
         finally:
             clean = _stop_all(state, out)
     out.say("zrep cluster up: all nodes stopped" + ("" if clean else " (not all cleanly)"))
-    return 0 if clean and not state.unexpected else 1
+    strangers = _answering(cfg)
+    if strangers:
+        names, pids = _named(strangers)
+        out.say(f"zrep cluster up: still running, not started by this runner: {names}; stop "
+                + (f"it with: kill {pids}" if pids else "it yourself"))
+    return UP_OK if clean and not state.unexpected else UP_NODE_FAILED
 
 
 def _watch(cfg: ClusterConfig, state: _State, out: _Output, show_status: ShowStatus, stop: threading.Event) -> None:

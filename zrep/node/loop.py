@@ -65,6 +65,7 @@ from zrep.wire.codec import encode
 LATE_POLL_MS = 2  # how long a late loop waits for what arrived while it was not reading
 REQUEST_MS = 10_000  # a client request waits at most this long for its entry (then TIMEOUT)
 ACK_ALL_MS = 3_000  # an ack=all write waits this long for every member, then answers with who has it
+NOT_RUNNING_EVERY_S = 10.0  # an election note "...; not running" that repeats is logged at most this often
 DRAIN_BUDGET = 1000  # frames read per socket per turn, so a flood cannot starve ticks
 HOUSEKEEPING_S = 1.0  # how often the loop refreshes its slow gauges and looks for timeline events
 BEHIND_ENTRIES = 1000  # a follower this far behind the leader's log is "behind" on the timeline
@@ -132,6 +133,7 @@ class Node:
         self.started = self.turned_at = time.monotonic()
         self._seen = (replica.role, replica.leader)
         self._leaderless_since: float | None = self.started
+        self._not_running: dict[str, tuple[float, int]] = {}  # reason -> (last logged, repeats since)
         self._last_suspicion = ""  # the core's last "suspects leader ..." note: why a leader was lost
         self._housekeeping_at = 0.0
         self._behind: set[int] = set()
@@ -233,6 +235,14 @@ class Node:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         if kind == "election_started":
             self._last_suspicion = text.split(": ", 1)[-1]
+        if text.endswith("; not running"):  # without quorum this repeats every election round
+            reason, now = text.split(": ", 1)[-1], time.monotonic()
+            last, repeats = self._not_running.get(reason, (-NOT_RUNNING_EVERY_S, 0))
+            if now - last < NOT_RUNNING_EVERY_S:
+                self._not_running[reason] = (last, repeats + 1)
+                return
+            self._not_running[reason] = (now, 0)
+            text += f" ({repeats} times more in the last {now - last:.0f} s)" if repeats else ""
         self.journal.event(kind, text)
 
     def _role_changed(self) -> None:

@@ -1,31 +1,37 @@
 """What `zrep log inspect PATH [--json]` shows: a WAL record by record, and its verdict.
 
-One line per record (offset, type, index, epoch, size, a short preview), then
+One line per record (offset, type, index, epoch, size, and for an entry its
+command decoded: op, mailbox, sender, client, seq, a preview of the body), then
 a last line: clean end, torn tail (what a start would cut) or corruption (the
 node will refuse to start). Past a corrupt stretch the listing resumes at the
 next valid record, so an operator sees what is left. The verdict is the one
 `Wal.open` would reach (same replay, same rules), but the file is only read:
-never locked, cut or flushed. Exit status: 0 clean or torn, 1 corrupt.
+never locked, cut or flushed. Exit status: 0 clean or torn, 1 corrupt; a
+file that cannot be a WAL at all (`not_a_wal`) is refused before any row.
 
 Reads files only through zrep.storage.wal; the command itself is zrep.cli.log.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from zrep.core.messages import Entry, HardState
-from zrep.errors import CorruptLogError
+from zrep.errors import CorruptLogError, DecodeError
+from zrep.store.commands import DeleteCommand, decode_command
 from zrep.storage.wal import replay_buffer
 from zrep.storage.wal_format import (
     HEADER,
     HEADER_SIZE,
+    MAX_BODY,
     Commit,
     Scan,
     SnapshotMark,
     StopKind,
     Truncate,
+    find_valid_record,
     record_type,
 )
 
@@ -38,7 +44,47 @@ def _preview(data: bytes) -> str:
 
 
 def _entry_row(r: Entry) -> dict[str, Any]:
-    return {"index": r.index, "epoch": r.epoch, "detail": f"{len(r.data)}B {_preview(r.data)}"}
+    row: dict[str, Any] = {"index": r.index, "epoch": r.epoch}
+    if not r.data:
+        return row | {"op": "noop", "detail": "no-op (a new leader's first entry)"}
+    try:
+        cmd = decode_command(r.data)
+    except DecodeError:  # not a command (the store answers BAD_COMMAND to it): the raw bytes
+        return row | {"detail": f"{len(r.data)}B {_preview(r.data)}"}
+    who = {"client": cmd.client, "seq": cmd.seq}
+    if isinstance(cmd, DeleteCommand):
+        offsets = ",".join(map(str, cmd.offsets))
+        return row | {"op": "delete", "mailbox": cmd.mailbox, "offsets": list(cmd.offsets), **who,
+                      "detail": f"delete {cmd.mailbox} offsets {offsets} (client {cmd.client} seq {cmd.seq})"}
+    body, encoding = _body(cmd.body)
+    return row | {"op": "send", "mailbox": cmd.to, "sender": cmd.sender, **who, "body": body, "encoding": encoding,
+                  "detail": f"send to {cmd.to} from {cmd.sender or '-'} (client {cmd.client} seq {cmd.seq}) "
+                            f"{len(cmd.body)}B {_preview(cmd.body)}"}
+
+
+def _body(data: bytes) -> tuple[str, str]:
+    """The body for JSON: text when it is UTF-8, else base64 (as `zrep client read --json`)."""
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def not_a_wal(buf: bytes) -> str:
+    """Why `buf` cannot be a zrep WAL, or '' if it may be one (an empty file is an empty WAL).
+
+    A WAL is records back to back from byte 0. If no valid record is found
+    anywhere, and the first 8 bytes are no record header whose record a crash
+    could have cut short (a length of 2..MAX_BODY running past the end), the
+    file is something else (README.md, a snapshot, a config file).
+    """
+    if not buf or find_valid_record(buf, 0) is not None:
+        return ""
+    if len(buf) >= HEADER_SIZE:
+        length = HEADER.unpack_from(buf, 0)[0]
+        if 2 <= length <= MAX_BODY and HEADER_SIZE + length > len(buf):
+            return ""  # a first record cut short by a crash: a torn WAL
+    return f"no valid WAL record anywhere in its {len(buf)} bytes"
 
 
 def _truncate_row(r: Truncate) -> dict[str, Any]:
