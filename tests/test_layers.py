@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "node": {"core", "wire", "store", "service", "storage", "config", "errors", "exit_codes"},
     "client": {"wire", "config", "errors"},
     "aio": {"client", "wire", "config", "errors"},  # zrep.aio: the asyncio client's public name
-    "local": {"client", "wire", "config", "errors"},
+    "local": {"client", "wire", "config", "errors", "exit_codes"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "errors"},
     "bench": {"local", "client", "wire", "storage", "core", "config", "errors"},
     "cli": set(),  # anything: filled in below
