@@ -552,7 +552,7 @@ def test_the_readme_documents_every_config_key():
         assert f"`nodes[].{key}`" in readme, key
 
 
-def test_a_node_without_quorum_logs_not_running_rate_limited(tmp_path):
+def test_a_node_without_quorum_logs_not_running_rate_limited_and_status_exits_3(tmp_path):
     c = LocalCluster(tmp_path / "alone", start=False)
     try:
         c.start(1)  # 1 of 3: it never has a quorum
@@ -560,5 +560,8 @@ def test_a_node_without_quorum_logs_not_running_rate_limited(tmp_path):
         time.sleep(3)  # election rounds go on about twice a second
         lines = [line for line in c.node_log(1).splitlines() if "not running" in line]
         assert len(lines) == 1, lines
+        status = run("client", "--config", str(c.config_path), "status", "--wait", "0.3")
+        assert status.exit_code == EXIT_UNAVAILABLE and status.stdout.count(" up ") == 1
+        assert "no leader: 1 of 3 nodes answer and a leader needs 2" in one_error_line(status)
     finally:
         c.close()

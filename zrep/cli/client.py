@@ -385,7 +385,8 @@ def status_json(r: NodeStatus) -> dict[str, Any]:
 @late_options
 @click.pass_context
 def status(ctx: click.Context, wait_s: float, as_json: bool) -> None:
-    """Ask every node at once; one row per node ('last heard': by its peers)."""
+    """Ask every node at once; one row per node ('last heard': by its peers).
+    Exits 3 when no node answers, or none of those that do is the leader."""
     rows = _client_of(ctx).status(timeout_s=wait_s)
     if as_json:
         _echo_json([status_json(r) for r in rows])
@@ -395,6 +396,10 @@ def status(ctx: click.Context, wait_s: float, as_json: bool) -> None:
     if not any(r.up for r in rows):
         raise CliError("no node answered; is the cluster running? start it with 'zrep cluster up'",
                        EXIT_UNAVAILABLE)
+    if not any(r.up and r.role == "leader" for r in rows):  # as `etcdctl endpoint health`: not healthy
+        up = sum(r.up for r in rows)
+        raise CliError(f"no leader: {up} of {len(rows)} nodes answer and a leader needs {len(rows) // 2 + 1}; "
+                       "start the nodes that are down (or wait out an election) and ask again", EXIT_UNAVAILABLE)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
