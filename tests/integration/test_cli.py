@@ -256,9 +256,12 @@ def test_an_internal_error_is_one_line_exit_1_and_verbose_shows_the_traceback(de
     result = run("client", "--config", str(dead_cluster), "status")
     assert result.exit_code == EXIT_INTERNAL
     assert "internal error: RuntimeError: boom" in one_error_line(result)
-    result = run("--verbose", "client", "--config", str(dead_cluster), "status")
-    assert result.exit_code == EXIT_INTERNAL
-    assert "Traceback" in result.stderr
+    for args in (["--verbose", "client", "--config", str(dead_cluster), "status"],
+                 ["client", "-v", "--config", str(dead_cluster), "status"],
+                 ["client", "--config", str(dead_cluster), "status", "-v"]):
+        result = run(*args)
+        assert result.exit_code == EXIT_INTERNAL
+        assert "Traceback" in result.stderr, args
 
 
 # ================================================================ a real cluster
@@ -347,6 +350,7 @@ def test_an_unknown_mailbox_is_told_apart_from_an_empty_one(live):
     nobox = client_cmd(live, "read", "nosuchbox")
     assert nobox.exit_code == 0 and nobox.stdout == "" and "no mailbox named 'nosuchbox'" in nobox.stderr
     assert json.loads(client_cmd(live, "read", "nosuchbox", "--json").stdout)["exists"] is False
+    assert json.loads(client_cmd(live, "read", "nosuchbox", "--stale", "--json").stdout)["exists"] is None
     client_cmd(live, "send", "--to", "emptied", "x")
     client_cmd(live, "delete", "emptied", "0")
     emptied = client_cmd(live, "read", "emptied")
