@@ -37,3 +37,17 @@ def test_nothing_public_is_left_out_of_all() -> None:
     public = {n for n in dir(zrep.client) if not n.startswith("_")}
     modules = {n for n in public if type(getattr(zrep.client, n)).__name__ == "module"}
     assert public - modules == set(EXPECTED)
+
+
+def test_zrep_aio_has_the_same_names_with_its_own_client() -> None:
+    import zrep.aio
+    from zrep.client._aio import Client as AioClient
+
+    assert zrep.aio.__all__ == EXPECTED
+    assert zrep.aio.Client is AioClient and zrep.aio.Client is not zrep.client.Client
+    for name in EXPECTED:
+        if name != "Client":
+            assert getattr(zrep.aio, name) is getattr(zrep.client, name), name  # one except serves both
+    blocking = {n for n in dir(zrep.client.Client) if not n.startswith("_")}
+    asynchronous = {n for n in dir(AioClient) if not n.startswith("_")}
+    assert blocking == asynchronous  # the same calls

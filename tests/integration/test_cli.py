@@ -256,9 +256,12 @@ def test_an_internal_error_is_one_line_exit_1_and_verbose_shows_the_traceback(de
     result = run("client", "--config", str(dead_cluster), "status")
     assert result.exit_code == EXIT_INTERNAL
     assert "internal error: RuntimeError: boom" in one_error_line(result)
-    result = run("--verbose", "client", "--config", str(dead_cluster), "status")
-    assert result.exit_code == EXIT_INTERNAL
-    assert "Traceback" in result.stderr
+    for args in (["--verbose", "client", "--config", str(dead_cluster), "status"],
+                 ["client", "-v", "--config", str(dead_cluster), "status"],
+                 ["client", "--config", str(dead_cluster), "status", "-v"]):
+        result = run(*args)
+        assert result.exit_code == EXIT_INTERNAL
+        assert "Traceback" in result.stderr, args
 
 
 # ================================================================ a real cluster
@@ -347,6 +350,7 @@ def test_an_unknown_mailbox_is_told_apart_from_an_empty_one(live):
     nobox = client_cmd(live, "read", "nosuchbox")
     assert nobox.exit_code == 0 and nobox.stdout == "" and "no mailbox named 'nosuchbox'" in nobox.stderr
     assert json.loads(client_cmd(live, "read", "nosuchbox", "--json").stdout)["exists"] is False
+    assert json.loads(client_cmd(live, "read", "nosuchbox", "--stale", "--json").stdout)["exists"] is None
     client_cmd(live, "send", "--to", "emptied", "x")
     client_cmd(live, "delete", "emptied", "0")
     emptied = client_cmd(live, "read", "emptied")
@@ -552,7 +556,7 @@ def test_the_readme_documents_every_config_key():
         assert f"`nodes[].{key}`" in readme, key
 
 
-def test_a_node_without_quorum_logs_not_running_rate_limited(tmp_path):
+def test_a_node_without_quorum_logs_not_running_rate_limited_and_status_exits_3(tmp_path):
     c = LocalCluster(tmp_path / "alone", start=False)
     try:
         c.start(1)  # 1 of 3: it never has a quorum
@@ -560,5 +564,8 @@ def test_a_node_without_quorum_logs_not_running_rate_limited(tmp_path):
         time.sleep(3)  # election rounds go on about twice a second
         lines = [line for line in c.node_log(1).splitlines() if "not running" in line]
         assert len(lines) == 1, lines
+        status = run("client", "--config", str(c.config_path), "status", "--wait", "0.3")
+        assert status.exit_code == EXIT_UNAVAILABLE and status.stdout.count(" up ") == 1
+        assert "no leader: 1 of 3 nodes answer and a leader needs 2" in one_error_line(status)
     finally:
         c.close()

@@ -1,7 +1,9 @@
 """`zrep`: the command line (click), the only package that imports click. Entry point `main`.
 
 This module holds the root group with its ONE lazy table of commands, the
-error -> exit-code mapping (zrep.exit_codes) and the shared options. Each
+error -> exit-code mapping (zrep.exit_codes) and the shared options
+(`late_options`: --config, --timeout and -v accepted after a command's name
+too, kept in ctx.meta; a later --key belongs there as well). Each
 command group lives in its own module and is imported only when used (or
 listed by --help): `node` (cli/node.py), `client ...` (cli/client.py),
 `cluster up` (cli/cluster.py), `log inspect` (cli/log.py), `bench ...`
@@ -13,6 +15,8 @@ Invariants
   or one per line for `watch`) and nothing else on stdout.
 - Every failure is ONE line on stderr saying what happened and what to do,
   and an exit code from the table below (`--verbose` adds the traceback).
+  A reader that closes stdout early (`| head`) ends the command quietly
+  (EXIT_BROKEN_PIPE), as git does.
 - Heavy or optional modules (the node, the simulator, the benchmark) are
   imported inside their command, so `zrep --help` is quick and the client
   commands never load the node.

@@ -231,7 +231,7 @@ _after_option = click.option("--after", type=click.IntRange(min=-1), default=-1,
 
 @client.command(epilog="A full page ends with a line on stderr (JSON: \"more\": true, \"next_after\") saying "
                       "how to read on; --all reads every page. An unknown mailbox prints nothing and says so on "
-                      "stderr (JSON: \"exists\": false).")
+                      "stderr (JSON: \"exists\": false; null for a --stale read, which does not ask).")
 @click.argument("mailbox", callback=_mailbox_name)
 @_after_option
 @click.option("--limit", type=click.IntRange(1, MAX_READ_LIMIT), default=100, show_default=True,
@@ -255,7 +255,8 @@ def read(ctx: click.Context, mailbox: str, after: int, limit: int, read_all: boo
         after = page.messages[-1].offset if page.messages else after
         if not (read_all and more):
             break
-    exists = bool(messages) or mailbox_exists(c, mailbox)
+    # `mailboxes` has no stale variant: a stale read (maybe from a node without quorum) does not ask
+    exists: bool | None = True if messages else None if stale else mailbox_exists(c, mailbox)
     if as_json:
         out = read_json(mailbox, ReadResult(messages, page.applied, page.node))
         out.update(more=more, next_after=after, exists=exists)
@@ -265,7 +266,7 @@ def read(ctx: click.Context, mailbox: str, after: int, limit: int, read_all: boo
         click.echo(f"(stale read from node {page.node}, applied up to log index {page.applied})", err=True)
     if more:
         click.echo(f"(more after offset {after}: 'zrep client read {mailbox} --after {after}', or --all)", err=True)
-    if not exists:
+    if exists is False:
         click.echo(f"(no mailbox named {mailbox!r}: nothing was ever sent to it)", err=True)
 
 
@@ -385,7 +386,8 @@ def status_json(r: NodeStatus) -> dict[str, Any]:
 @late_options
 @click.pass_context
 def status(ctx: click.Context, wait_s: float, as_json: bool) -> None:
-    """Ask every node at once; one row per node ('last heard': by its peers)."""
+    """Ask every node at once; one row per node ('last heard': by its peers).
+    Exits 3 when no node answers, or none of those that do is the leader."""
     rows = _client_of(ctx).status(timeout_s=wait_s)
     if as_json:
         _echo_json([status_json(r) for r in rows])
@@ -395,6 +397,10 @@ def status(ctx: click.Context, wait_s: float, as_json: bool) -> None:
     if not any(r.up for r in rows):
         raise CliError("no node answered; is the cluster running? start it with 'zrep cluster up'",
                        EXIT_UNAVAILABLE)
+    if not any(r.up and r.role == "leader" for r in rows):  # as `etcdctl endpoint health`: not healthy
+        up = sum(r.up for r in rows)
+        raise CliError(f"no leader: {up} of {len(rows)} nodes answer and a leader needs {len(rows) // 2 + 1}; "
+                       "start the nodes that are down (or wait out an election) and ask again", EXIT_UNAVAILABLE)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
