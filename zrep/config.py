@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn
 
 from zrep.errors import ConfigError
+from zrep.security.settings import SecuritySettings, parse_security
 
 DEFAULT_TICK_MS = 10
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -58,7 +59,7 @@ FRAME_HEADROOM_BYTES = 64 << 10  # room for ids, names and msgpack framing aroun
 MIN_HEARTBEATS_PER_TIMEOUT = 3
 DEFAULT_SNAPSHOT_ENTRIES = 20_000
 
-_TOP_KEYS = ("cluster", "nodes")
+_TOP_KEYS = ("cluster", "nodes", "security", "principals")
 _CLUSTER_KEYS = (
     "heartbeat_ms",
     "election_timeout_ms",
@@ -69,7 +70,7 @@ _CLUSTER_KEYS = (
     "fsync",
     "snapshot_entries",
 )
-_NODE_KEYS = ("id", "rpc", "pub", "bind_rpc", "bind_pub", "metrics", "bind_metrics")
+_NODE_KEYS = ("id", "rpc", "pub", "bind_rpc", "bind_pub", "metrics", "bind_metrics", "public_keys")
 _WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::"})
 _ENDPOINT_RE = re.compile(r"tcp://(\[[^\]]*\]|[^:/\[\]]+):(\d{1,5})")
 _HTTP_RE = re.compile(r"http://(\[[^\]]*\]|[^:/\[\]]+):(\d{1,5})/?")
@@ -111,6 +112,7 @@ class ClusterConfig:
     nodes: tuple[NodeConfig, ...]
     snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
     warnings: tuple[str, ...] = ()
+    security: SecuritySettings = SecuritySettings()  # [security], [[principals]], nodes' public_keys
 
     @property
     def node_ids(self) -> tuple[int, ...]:
@@ -133,6 +135,14 @@ class ClusterConfig:
             f"{where}: nodes: no node with id {node_id!r}; "
             f"use one of {', '.join(map(str, self.node_ids))}"
         )
+
+    @property
+    def insecure_warning(self) -> str | None:
+        """The line a node logs at start when anyone who reaches its ports may use it."""
+        if self.security.curve:
+            return None
+        return ("security.mode is none: anyone who reaches these ports can read, write and pose as a node; "
+                'on a shared network set [security] mode = "curve" (see docs/security.md)')
 
     def peers_of(self, node_id: int) -> tuple[NodeConfig, ...]:
         self.node(node_id)  # an unknown id is a usage error, not an empty peer set
@@ -458,6 +468,9 @@ def config_from_dict(
         src.fail("cluster.snapshot_entries", f"must be >= 0, got {snapshot_entries}",
                  "write a number of entries, or 0 to take no snapshots")
     nodes = _read_nodes(src, d.get("nodes"))
+    security = parse_security(d.get("security"), d.get("principals"), d.get("nodes") or [], Path(base_dir),
+                              src.label)
+    warnings = _warnings(nodes, fsync)
     return ClusterConfig(
         path=Path(path).resolve() if path is not None else None,
         heartbeat_ms=timing.heartbeat_ms,
@@ -469,7 +482,8 @@ def config_from_dict(
         fsync=fsync,
         nodes=nodes,
         snapshot_entries=snapshot_entries,
-        warnings=_warnings(nodes, fsync),
+        warnings=warnings,
+        security=security,
     )
 
 
@@ -513,6 +527,7 @@ _TOML_VALUE: dict[type, Callable[[Any], str]] = {
     bool: lambda v: "true" if v else "false",
     int: str,
     str: _toml_string,
+    list: lambda v: "[" + ", ".join(_toml_string(s) for s in v) + "]",
 }
 
 
@@ -548,7 +563,18 @@ def config_to_toml(cfg: ClusterConfig, folder: str | os.PathLike[str]) -> str:
             items.append(("metrics", n.metrics))
             if n.bind_metrics != n.metrics:
                 items.append(("bind_metrics", n.bind_metrics))
+        if cfg.security.node_keys.get(n.id):
+            items.append(("public_keys", [k.decode() for k in cfg.security.node_keys[n.id]]))
         parts.append(_toml_table("[[nodes]]", items))
+    sec = cfg.security
+    if sec.curve:
+        keys_dir = _data_dir_text(sec.keys_dir, Path(folder).resolve()) if sec.keys_dir else "keys"
+        parts.insert(2, _toml_table("[security]", [("mode", sec.mode), ("keys_dir", keys_dir),
+                                                   ("handshake_timeout_ms", sec.handshake_ms)]))
+        for pr in sec.principals:
+            parts.append(_toml_table("[[principals]]", [
+                ("name", pr.name), ("public_keys", [k.decode() for k in pr.keys]), ("send", list(pr.send)),
+                ("read", list(pr.read)), ("delete", list(pr.delete)), ("admin", pr.admin)]))
     return "\n".join(parts)
 
 

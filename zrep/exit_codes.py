@@ -17,6 +17,7 @@ EXIT_UNAVAILABLE = 3  # no leader / no quorum answered in time
 EXIT_OUTCOME_UNKNOWN = 4  # a write timed out and may have been applied
 EXIT_REJECTED = 5  # the cluster refused the request
 EXIT_ACK_NOT_MET = 6  # the write is committed, but --ack all was not met in time
+EXIT_NOT_AUTHORIZED = 8  # curve: the client's key was refused, or its principal may not do this
 EXIT_BROKEN_PIPE = 141  # stdout was closed early (`| head`): stop quietly, 128 + SIGPIPE as git does
 
 # ---------------------------------------------------------------- zrep cluster up / bin/up
@@ -43,6 +44,8 @@ CLIENT_CODES: dict[int, str] = {
     EXIT_OUTCOME_UNKNOWN: "timed out: the write may or may not have been applied; retrying the same request is safe",
     EXIT_REJECTED: "rejected (bad mailbox, too large, no such message)",
     EXIT_ACK_NOT_MET: "`--ack all` not met: the write is committed, but not every member had it on disk in time",
+    EXIT_NOT_AUTHORIZED: "not authorized: the cluster refused this key, or its principal may not do this "
+                         "(the line says which, and what to ask for)",
     EXIT_BROKEN_PIPE: "stdout closed early (piped into `head`): stops quietly, as git does",
 }
 

@@ -14,6 +14,7 @@ EXPECTED = [
     "MailboxInfo",
     "Message",
     "NodeStatus",
+    "NotAuthorized",
     "OutcomeUnknown",
     "ReadResult",
     "Receipt",

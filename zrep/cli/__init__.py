@@ -34,12 +34,13 @@ from typing import Any, TypeVar
 
 import click
 
-from zrep.client import OutcomeUnknown, Rejected, Unavailable
+from zrep.client import NotAuthorized, OutcomeUnknown, Rejected, Unavailable
 from zrep.errors import ConfigError, ZrepError
 from zrep.exit_codes import (  # noqa: F401  (EXIT_* re-exported: tests and scripts read zrep.cli.EXIT_*)
     CLIENT_CODES,
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
+    EXIT_NOT_AUTHORIZED,
     EXIT_OK,
     EXIT_OUTCOME_UNKNOWN,
     EXIT_REJECTED,
@@ -74,6 +75,8 @@ def _exit_code_of(error: ZrepError) -> int:
         return EXIT_UNAVAILABLE
     if isinstance(error, OutcomeUnknown):
         return EXIT_OUTCOME_UNKNOWN
+    if isinstance(error, NotAuthorized) or (isinstance(error, Rejected) and error.code == "FORBIDDEN"):
+        return EXIT_NOT_AUTHORIZED
     if isinstance(error, Rejected):
         return EXIT_REJECTED
     if isinstance(error, ConfigError):
@@ -159,7 +162,8 @@ def config_option(f: F) -> F:
     )(f)
 
 
-CONFIG_KEY, TIMEOUT_KEY, VERBOSE_KEY = "zrep.config", "zrep.timeout", "zrep.verbose"
+CONFIG_KEY, TIMEOUT_KEY, VERBOSE_KEY, KEY_KEY = "zrep.config", "zrep.timeout", "zrep.verbose", "zrep.key"
+KEY_ENV = "ZREP_KEY"
 
 
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -186,6 +190,9 @@ def late_options(f: F) -> F:
     f = click.option("--timeout", "late_timeout", type=click.FloatRange(min=0, min_open=True), default=None,
                      expose_value=False, metavar="SECONDS", callback=_remember(TIMEOUT_KEY),
                      help=f"Seconds the command may take, retries included; default ${TIMEOUT_ENV}, else 10.")(f)
+    f = click.option("--key", "late_key", default=None, expose_value=False, metavar="FILE",
+                     callback=_remember(KEY_KEY), help=f"This client's secret key (.key_secret), for a cluster "
+                     f"with security.mode = curve; default ${KEY_ENV}.")(f)
     return verbose_option(f)
 
 

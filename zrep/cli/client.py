@@ -23,6 +23,8 @@ from zrep.cli import (
     EXIT_CODES_HELP,
     EXIT_OUTCOME_UNKNOWN,
     EXIT_UNAVAILABLE,
+    KEY_ENV,
+    KEY_KEY,
     TIMEOUT_ENV,
     TIMEOUT_KEY,
     CliError,
@@ -32,7 +34,6 @@ from zrep.cli import (
     option_value,
     verbose_option,
 )
-from zrep.exit_codes import EXIT_ACK_NOT_MET
 from zrep.client import (
     Client,
     Message,
@@ -44,6 +45,7 @@ from zrep.client import (
 )
 from zrep.client._calls import mailbox_name_problem
 from zrep.config import ClusterConfig, load_config
+from zrep.exit_codes import EXIT_ACK_NOT_MET
 from zrep.wire.client_messages import MAX_READ_LIMIT
 
 # ---------------------------------------------------------------- zrep client
@@ -55,16 +57,18 @@ from zrep.wire.client_messages import MAX_READ_LIMIT
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=10.0,
               envvar=TIMEOUT_ENV, show_envvar=True, show_default=True, metavar="SECONDS",
               help="Seconds a command may take, retries through failovers included.")
+@click.option("--key", "key_path", envvar=KEY_ENV, default=None, show_envvar=True, metavar="FILE",
+              help="This client's secret key (.key_secret), for a cluster with security.mode = curve.")
 @verbose_option
 @click.pass_context
-def client(ctx: click.Context, config_path: str, timeout_s: float) -> None:
+def client(ctx: click.Context, config_path: str, timeout_s: float, key_path: str | None) -> None:
     """Talk to a running cluster: send, read, delete, list, watch, status.
 
     --config, --timeout and -v work before or after the command's name
     (`zrep client status --config F`); the environment gives their defaults
     (ZREP_CONFIG, ZREP_TIMEOUT).
     """
-    ctx.obj = _ClientFactory(ctx, config_path, timeout_s)
+    ctx.obj = _ClientFactory(ctx, config_path, timeout_s, key_path)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -72,8 +76,9 @@ class _ClientFactory:
     """Makes the Client on first use, so `--help` and bad arguments never load the config.
     A --config or --timeout given after the command's name wins (zrep.cli.late_options)."""
 
-    def __init__(self, ctx: click.Context, config_path: str, timeout_s: float) -> None:
+    def __init__(self, ctx: click.Context, config_path: str, timeout_s: float, key_path: str | None = None) -> None:
         self._ctx = ctx
+        self._key_path = key_path
         self._config_path = config_path
         self._timeout_s = timeout_s
         self._client: Client | None = None
@@ -91,7 +96,8 @@ class _ClientFactory:
 
     def get(self) -> Client:
         if self._client is None:
-            self._client = Client(self.config(), timeout_s=self.timeout_s)
+            key = option_value(self._ctx, KEY_KEY, self._key_path)
+            self._client = Client(self.config(), timeout_s=self.timeout_s, key=key)
         return self._client
 
     def close(self) -> None:

@@ -7,9 +7,9 @@ import sys
 import click
 
 from zrep.cli import config_option
-from zrep.exit_codes import UP_CODES, epilog
 from zrep.cli.client import status_lines
 from zrep.config import load_config
+from zrep.exit_codes import UP_CODES, epilog
 
 # ---------------------------------------------------------------- zrep cluster
 

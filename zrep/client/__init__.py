@@ -6,12 +6,19 @@ _client (the blocking Client), _aio (the asyncio Client, public as zrep.aio),
 _calls (the calls as sans-I/O steps, seq/low bookkeeping), _retry (one
 request's attempts, backoff, hints, targets), _batch (send_many windows and
 frames), _links (per-node DEALERs), _results, _errors.
-Invariants: imports only zrep.wire, zrep.config and zrep.errors (never the
+Invariants: imports only zrep.wire, zrep.config, zrep.security and zrep.errors (never the
 store or the node); `__all__` is pinned by tests/client/test_exports.py.
 """
 
 from zrep.client._client import Client
-from zrep.client._errors import ClientError, ClientExpired, OutcomeUnknown, Rejected, Unavailable
+from zrep.client._errors import (
+    ClientError,
+    ClientExpired,
+    NotAuthorized,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+)
 from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt
 from zrep.wire.client_messages import Message
 
@@ -22,6 +29,7 @@ __all__ = [
     "MailboxInfo",
     "Message",
     "NodeStatus",
+    "NotAuthorized",
     "OutcomeUnknown",
     "ReadResult",
     "Receipt",

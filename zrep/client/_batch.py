@@ -38,7 +38,13 @@ from zrep.client._retry import (
     receipt_of,
     refusal,
 )
-from zrep.wire.client_messages import MAX_BATCH_REQUESTS, ClientReply, ClientRequest, Code, Op
+from zrep.wire.client_messages import (
+    MAX_BATCH_REQUESTS,
+    ClientReply,
+    ClientRequest,
+    Code,
+    Op,
+)
 
 # send_many writes this many at a time, each window's `low` its first seq: the store keeps
 # at most 4,096 answers per client (StoreLimits.max_inflight) and refuses writes past that.

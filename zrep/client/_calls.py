@@ -33,7 +33,14 @@ from typing import Any
 
 from zrep.client._batch import SEND_MANY_WINDOW, Many, run_many
 from zrep.client._errors import ClientExpired, OutcomeUnknown, Rejected, Unavailable
-from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt, heard_by_peers, node_status
+from zrep.client._results import (
+    MailboxInfo,
+    NodeStatus,
+    ReadResult,
+    Receipt,
+    heard_by_peers,
+    node_status,
+)
 from zrep.client._retry import (
     CONNECT_WAIT_S,
     KNOWN_CLIENT_CODES,
@@ -50,7 +57,7 @@ from zrep.client._retry import (
     run,
 )
 from zrep.config import ClusterConfig
-from zrep.wire.client_messages import ClientReply, ClientRequest, Message, Op
+from zrep.wire.client_messages import ClientReply, ClientRequest, Code, Message, Op
 from zrep.wire.client_messages import client_id as check_client_id
 
 UNKNOWN_KEPT = 1024  # OutcomeUnknown writes an asyncio client keeps for their retry (oldest forgotten first)
@@ -286,6 +293,9 @@ class Calls:
                     replies[node] = reply
         for node in sent.values():
             down[node] = f"no answer within {timeout_s:g} s"
+        forbidden = [reply for reply in replies.values() if not reply.ok and reply.code == Code.FORBIDDEN]
+        if forbidden and len(forbidden) == len(replies):  # every node that answered refused this key
+            raise Rejected(Code.FORBIDDEN, forbidden[0].message)
         heard = heard_by_peers(reply.result for reply in replies.values() if reply.ok)
         rows = [node_status(n, addresses[n], reply, heard.get(n)) for n, reply in replies.items()]
         rows += [NodeStatus(n, addresses[n], False, last_heard_ms=heard.get(n), error=why) for n, why in down.items()]

@@ -14,15 +14,22 @@ Imports only the codec, client messages, config and errors from zrep.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from zrep.client._calls import Calls
-from zrep.client._links import Links
+from zrep.client._links import Links, curve_for
 from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt
-from zrep.client._retry import DEFAULT_ATTEMPT_TIMEOUT_S, DEFAULT_TIMEOUT_S, Send, Steps, Wait
+from zrep.client._retry import (
+    DEFAULT_ATTEMPT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    Send,
+    Steps,
+    Wait,
+)
 from zrep.config import ClusterConfig, load_config
 from zrep.wire.client_messages import Message
 
@@ -45,13 +52,15 @@ class Client:
         client_id: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        key: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config if isinstance(config, ClusterConfig) else load_config(config)
         self._calls = Calls(self.config, client_id, timeout_s, attempt_timeout_s, concurrent=False)
         self.client_id = self._calls.client_id
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
-        self._links = Links(self._calls.route.addresses, self.config.max_frame_bytes)
+        # key: this client's secret key file, required when the cluster runs with security.mode = "curve"
+        self._links = Links(self._calls.route.addresses, self.config.max_frame_bytes, curve_for(self.config, key))
 
     def _drive(self, steps: Steps[T]) -> T:
         """Run the steps of one call over the blocking links."""

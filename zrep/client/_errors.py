@@ -46,3 +46,9 @@ class Rejected(ClientError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+class NotAuthorized(ClientError):
+    """The cluster refused this client's key (not listed, or the wrong key for a node), or a
+    node's key is not the one the cluster file lists. Retrying cannot help until an operator
+    changes the cluster file or the client uses another key."""

@@ -22,16 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import recv_monitor_message
 
-from zrep.client._errors import ClientError
+from zrep.client._errors import ClientError, NotAuthorized
 from zrep.client._retry import CANNOT_CONNECT
+from zrep.config import ClusterConfig
 from zrep.errors import DecodeError
+from zrep.security.keys import KeyFileError, load_secret
+from zrep.security.zap import curve_client
 from zrep.wire import codec
 from zrep.wire.client_messages import ClientReplies, ClientReply
 
@@ -39,7 +45,47 @@ RECONNECT_IVL_MS = 50
 Replies = list[tuple[int, ClientReply]]
 
 
-def _configure(sock: zmq.Socket, address: str) -> None:
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """A client's CURVE keys and each node's public key (the first its cluster file lists)."""
+
+    public: bytes
+    secret: bytes
+    server_keys: dict[int, bytes]
+    key_file: str
+
+    def refused(self, node: int, address: str) -> NotAuthorized:
+        return NotAuthorized(f"node {node} ({address}) refused key {self.public[:8].decode()}... ({self.key_file}): "
+                             "not listed in the cluster file; ask an operator to add it to a [[principals]] entry "
+                             "and reload the nodes")
+
+    def failed(self, node: int, address: str) -> NotAuthorized:
+        return NotAuthorized(f"secure handshake with node {node} ({address}) failed: its key is not "
+                             f"{self.server_keys[node][:8].decode()}... as the cluster file says, or it runs "
+                             "without security")
+
+
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def curve_for(config: ClusterConfig, key: str | os.PathLike[str] | None) -> Curve | None:
+    """The client's CURVE settings for this cluster: None when it runs without security."""
+    if not config.security.curve:
+        return None
+    if key is None:
+        raise NotAuthorized("this cluster requires a client key (security.mode is curve): pass --key FILE, "
+                            "set ZREP_KEY, or Client(key=...); make one with: zrep keys new NAME")
+    try:
+        pair = load_secret(key)
+    except KeyFileError as e:
+        raise NotAuthorized(str(e)) from None
+    return Curve(pair.public, pair.secret, {n: ks[0] for n, ks in config.security.node_keys.items() if ks}, str(key))
+
+
+def _configure(sock: zmq.Socket, address: str, curve: Curve | None = None, node: int = 0) -> None:
+    if curve is not None:
+        curve_client(sock, curve.public, curve.secret, curve.server_keys[node])
     sock.linger = 0
     sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a node we are not connected to
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
@@ -66,9 +112,12 @@ def _closed() -> ClientError:
 class Links:
     """Blocking links: `send` and `poll` on zmq sockets."""
 
-    def __init__(self, addresses: dict[int, str], max_frame_bytes: int) -> None:
+    def __init__(self, addresses: dict[int, str], max_frame_bytes: int, curve: Curve | None = None) -> None:
         self._addresses = addresses  # shared with the Route: a leader hint may add a member
         self._max_frame_bytes = max_frame_bytes
+        self._curve = curve
+        self._monitors: dict[int, zmq.Socket] = {}  # curve: each DEALER's handshake events
+        self._protocol_failures: dict[int, int] = {}
         self._ctx = zmq.Context()
         self._sockets: dict[int, zmq.Socket] = {}
         self._node_of_socket: dict[zmq.Socket, int] = {}
@@ -80,6 +129,8 @@ class Links:
         if self._closed:
             return
         self._closed = True
+        for monitor in self._monitors.values():
+            monitor.close(linger=0)
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
@@ -95,11 +146,27 @@ class Links:
             if self._closed:
                 raise _closed()
             sock = self._ctx.socket(zmq.DEALER)
-            _configure(sock, self._addresses[node])
+            if self._curve is not None:
+                self._monitors[node] = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+            _configure(sock, self._addresses[node], self._curve, node)
             self._sockets[node] = sock
             self._node_of_socket[sock] = node
             self._poller.register(sock, zmq.POLLIN)
         return sock
+
+    def _check_handshakes(self, node: int) -> None:
+        """Curve: a refused key is a clear error at once, not a timeout (the refusal is silent otherwise)."""
+        monitor = self._monitors.get(node)
+        while monitor is not None and monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise self._curve.refused(node, self._addresses[node])  # type: ignore[union-attr]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._protocol_failures[node] = 0
+            else:  # a wrong server key looks like this, again and again
+                self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1
+                if self._protocol_failures[node] >= 2:
+                    raise self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
 
     def send(self, node: int, payload: bytes, connect_by: float) -> str:
         """Send one frame; '' on success, else why it could not leave."""
@@ -114,6 +181,10 @@ class Links:
                     return f"lost the connection to {self._addresses[node]}"
                 # A fresh socket: wait briefly for its first connection.
                 wait_ms = (connect_by - time.monotonic()) * 1000
+                if self._curve is not None:  # watch the handshake in short steps: a refusal is final
+                    self._check_handshakes(node)
+                    if wait_ms > 0 and not sock.poll(min(20, max(1, int(wait_ms))), zmq.POLLOUT):
+                        continue
                 if wait_ms <= 0 or not sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):
                     return CANNOT_CONNECT + self._addresses[node]
 
@@ -161,7 +232,8 @@ class Inbox:
 class AsyncLinks:
     """asyncio links: one reader task per socket routes replies to the calls' inboxes."""
 
-    def __init__(self, addresses: dict[int, str], max_frame_bytes: int) -> None:
+    def __init__(self, addresses: dict[int, str], max_frame_bytes: int, curve: Curve | None = None) -> None:
+        self._curve = curve
         self._addresses = addresses
         self._max_frame_bytes = max_frame_bytes
         self._ctx = zmq.asyncio.Context()
@@ -201,7 +273,7 @@ class AsyncLinks:
             if self._closed:
                 raise _closed()
             sock = self._ctx.socket(zmq.DEALER)
-            _configure(sock, self._addresses[node])
+            _configure(sock, self._addresses[node], self._curve, node)
             self._sockets[node] = sock
             self._readers.append(asyncio.get_running_loop().create_task(self._read(node, sock)))
         return sock

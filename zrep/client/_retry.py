@@ -36,7 +36,13 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
-from zrep.client._errors import ClientError, ClientExpired, OutcomeUnknown, Rejected, Unavailable
+from zrep.client._errors import (
+    ClientError,
+    ClientExpired,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+)
 from zrep.client._results import Receipt
 from zrep.wire import codec
 from zrep.wire.client_messages import (
@@ -60,7 +66,8 @@ CANNOT_CONNECT = "cannot connect to "  # how a Send result starts when the link 
 
 # Store answers that mean "refused, nothing applied or the request is wrong": never retried.
 REJECTED_CODES = frozenset(
-    {Code.BAD_REQUEST, Code.TOO_LARGE, BAD_MAILBOX, BAD_SENDER, NO_SUCH_MESSAGE, BAD_COMMAND, TOO_MANY_IN_FLIGHT}
+    {Code.BAD_REQUEST, Code.TOO_LARGE, Code.FORBIDDEN, BAD_MAILBOX, BAD_SENDER, NO_SUCH_MESSAGE, BAD_COMMAND,
+     TOO_MANY_IN_FLIGHT}
 )
 # Answers that prove the store holds a record for this client id (so low may leave 1).
 KNOWN_CLIENT_CODES = frozenset({Code.OK, BAD_MAILBOX, BAD_SENDER, NO_SUCH_MESSAGE, TOO_MANY_IN_FLIGHT})

@@ -43,6 +43,8 @@ import zmq
 
 from zrep.config import ClusterConfig, load_config, source_endpoint, write_config
 from zrep.local.processes import kill_all, signal_group, spawn
+from zrep.security.keys import new_keypair
+from zrep.security.zap import curve_client
 from zrep.wire.client_messages import ClientReply, ClientRequest
 from zrep.wire.codec import decode, encode
 
@@ -131,6 +133,9 @@ class Life:
         return f"node {self.node} (pid {self.pid}): {how}{sent}"
 
 
+LOCAL_ADMIN = "local-admin"  # the principal a secure LocalCluster's own helpers and tests use
+
+
 class LocalCluster:
     """A cluster of real node processes. Use as a context manager, or call close()."""
 
@@ -138,11 +143,19 @@ class LocalCluster:
                  election_timeout_ms: int = 300, bugs: Iterable[str] | Mapping[int, Iterable[str]] | None = None,
                  start: bool = True, max_body_bytes: int | None = None,
                  max_frame_bytes: int | None = None, client_host: str | None = None,
-                 config: ClusterConfig | str | Path | None = None, snapshot_entries: int | None = None) -> None:
-        """A new cluster file in `directory` (or `config`, copied there with its data moved in)."""
+                 config: ClusterConfig | str | Path | None = None, snapshot_entries: int | None = None,
+                 secure: bool = False) -> None:
+        """A new cluster file in `directory` (or `config`, copied there with its data moved in).
+
+        `secure`: CURVE on every socket, with fresh keys in `directory/keys` for each node and for
+        the principal `local-admin` (every grant, admin), whose secret is `client_key`; the
+        cluster's own wire helpers use it too."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "cluster.toml"
+        self.secure = secure
+        self.client_key: Path | None = None
+        self._curve: tuple[bytes, bytes] | None = None
         if config is not None:
             self.cfg = self._copy_config(config)
         else:
@@ -181,7 +194,18 @@ class LocalCluster:
             cluster["max_frame_bytes"] = max_frame_bytes
         if snapshot_entries is not None:
             cluster["snapshot_entries"] = snapshot_entries
-        return write_config({"cluster": cluster, "nodes": rows}, self.config_path)
+        doc: dict[str, Any] = {"cluster": cluster, "nodes": rows}
+        if self.secure:
+            keys = self.dir / "keys"
+            for row in rows:
+                new_keypair(f"node-{row['id']}", keys)
+                row["public_keys"] = [f"node-{row['id']}.key"]
+            _, self.client_key, pair = new_keypair(LOCAL_ADMIN, keys)
+            self._curve = (pair.public, pair.secret)
+            doc["security"] = {"mode": "curve", "keys_dir": "keys"}
+            doc["principals"] = [{"name": LOCAL_ADMIN, "public_keys": [f"{LOCAL_ADMIN}.key"], "send": ["*"],
+                                  "read": ["*"], "delete": ["*"], "admin": True}]
+        return write_config(doc, self.config_path)
 
     def _copy_config(self, config: ClusterConfig | str | Path) -> ClusterConfig:
         # The data always lives in our directory: a run never touches (or trusts) another's logs.
@@ -352,6 +376,8 @@ class LocalCluster:
         if s is None:
             s = self._ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            if self._curve is not None:
+                curve_client(s, *self._curve, self.cfg.security.node_keys[node_id][0])
             rpc = self.rpc(node_id)
             s.connect(source_endpoint(self.client_host, rpc) if self.client_host else rpc)
             self._socks[node_id] = s

@@ -207,7 +207,7 @@ def ports_taken(cfg: ClusterConfig) -> str:
     if running:
         names, pids = _named(running)
         return (f"a cluster is already running on these ports: {names}; stop it first"
-                + (f" (kill {pids})" if pids else "") + f", or use another cluster file (--config)")
+                + (f" (kill {pids})" if pids else "") + ", or use another cluster file (--config)")
     busy = [f"{address} (node {n.id})" for n in cfg.nodes for address in (n.bind_rpc, n.bind_pub)
             if _port_taken(address)]
     if busy:

@@ -250,6 +250,8 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport
                            f"log {replay.first_index}..{node.replica.log.last_index}, commit {node.replica.commit}"
                            + (f", store from the snapshot of index {snapshot.index}" if snapshot else "")
                            + (f", metrics {cfg.node(node_id).metrics}" if metrics is not None else ""))
+        if cfg.insecure_warning:
+            node.say(f"warning: {cfg.insecure_warning}")
         node.run((lambda: flag.stop or stopping()) if stopping is not None else flag)
         node.compaction.on_stop()
         node.journal.event("stopped", "stopped")

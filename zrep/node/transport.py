@@ -82,7 +82,10 @@ import zmq
 
 from zrep.config import ClusterConfig, NodeConfig, source_endpoint
 from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
-from zrep.errors import DecodeError
+from zrep.errors import ConfigError, DecodeError
+from zrep.security.keys import fingerprint, load_secret
+from zrep.security.policy import MAILBOX_OPS, Node, Policy, Principal
+from zrep.security.zap import ZapHandler, curve_client, curve_server
 from zrep.wire.client_messages import (
     ClientBatch,
     ClientReply,
@@ -102,6 +105,8 @@ from zrep.wire.codec import (
     request_id_of,
 )
 
+RPC_DOMAIN = "zrep-rpc"  # ZAP domain of the ROUTER: node keys and principals' keys
+PUB_DOMAIN = "zrep-pub"  # ZAP domain of the PUB: node keys only
 HWM_PEER = 1000
 HWM_ROUTER = 1000
 HWM_HEARTBEAT = 100
@@ -139,6 +144,9 @@ class Counters:
     client_too_large: int = 0  # answered TOO_LARGE
     send_dropped: int = 0  # peer message not sent: queue full or peer not connected
     reply_dropped: int = 0  # client reply not sent: its queue is full (each reply of a ClientReplies frame)
+    client_forbidden: int = 0  # curve: a principal's request its grants refuse, or a client key sending peer kinds
+    key_unknown: int = 0  # curve: a frame whose key is no longer listed (revoked by a reload)
+    zap_refused: int = 0  # curve: handshakes refused (key not listed, or not CURVE)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -146,6 +154,8 @@ class Counters:
 
 class Transport:
     """All sockets of node `node_id`. Single-threaded, like every zmq socket."""
+
+    secure = False  # curve mode (set per instance in __init__)
 
     def __init__(self, cfg: ClusterConfig, node_id: int) -> None:
         me = cfg.node(node_id)
@@ -159,7 +169,14 @@ class Transport:
         self._batched: dict[bytes, list[bytes]] = {}  # routing id -> packed replies that flush() sends
         self._ctx = zmq.Context(io_threads=1)
         self._sockets: list[zmq.Socket] = []
+        self.secure = cfg.security.curve
+        self.policy: Policy | None = cfg.security.policy() if self.secure else None
+        self._zap: ZapHandler | None = None
+        self._subs: dict[zmq.Socket, int] = {}  # curve: one SUB per peer, so a heartbeat's sender is known
+        self._mailbox_asks: dict[tuple[bytes, int], Principal] = {}  # curve: `mailboxes` answers to filter
         try:
+            if self.secure:
+                self._open_zap(cfg, node_id)
             self._open(cfg, me)
         except BaseException:
             self.close()
@@ -176,6 +193,39 @@ class Transport:
             sock.setsockopt(getattr(zmq, name), value)
         return sock
 
+    def _open_zap(self, cfg: ClusterConfig, node_id: int) -> None:
+        """Curve: the node's keys, and the ZAP handler bound before any CURVE socket (fail closed)."""
+        sec = cfg.security
+        self._keys = load_secret(sec.keys_dir / f"node-{node_id}.key_secret") if sec.keys_dir else None
+        if self._keys is None or self._keys.public not in sec.node_keys.get(node_id, ()):
+            raise ConfigError(f"node {node_id}: its secret key's public half is not listed in public_keys of node "
+                              f"{node_id}; list {fingerprint(self._keys.public) if self._keys else '?'}... there, "
+                              "or start the node with the secret of a listed key")
+        policy = self.policy
+        assert policy is not None
+        node_keys = policy.node_keys()
+
+        def authorize(domain: str, key: bytes) -> bool:
+            if domain == PUB_DOMAIN:
+                return key in node_keys  # heartbeats go to nodes only
+            return domain == RPC_DOMAIN and policy.identify(key) is not None
+
+        def refused(domain: str, key: bytes, why: str) -> None:
+            self.counters.zap_refused += 1
+
+        self._zap = ZapHandler(self._ctx, authorize, refused)
+        self._sockets.append(self._zap.socket)
+        self._handshake_ms = sec.handshake_ms
+
+    def _secure_server(self, sock: zmq.Socket, domain: str) -> None:
+        if self.secure:
+            curve_server(sock, self._keys.secret, domain, self._handshake_ms)
+
+    def _secure_client(self, sock: zmq.Socket, cfg: ClusterConfig, peer_id: int) -> None:
+        if self.secure:
+            server_key = cfg.security.node_keys[peer_id][0]  # the first listed is the peer's current key
+            curve_client(sock, self._keys.public, self._keys.secret, server_key, self._handshake_ms)
+
     def _open(self, cfg: ClusterConfig, me: NodeConfig) -> None:
         self._router = self._socket(
             zmq.ROUTER,
@@ -183,10 +233,14 @@ class Transport:
             SNDHWM=HWM_ROUTER,
             MAXMSGSIZE=cfg.max_frame_bytes + 2 + ROUTER_SLACK_BYTES,
             ROUTER_MANDATORY=0,
-            ROUTER_HANDOVER=1,
+            # Curve: peers are known by their keys, not by a routing id anyone could claim, so
+            # no connection may take over another's id.
+            ROUTER_HANDOVER=0 if self.secure else 1,
         )
+        self._secure_server(self._router, RPC_DOMAIN)
         self._router.bind(me.bind_rpc)
         self._pub = self._socket(zmq.PUB, SNDHWM=HWM_HEARTBEAT)
+        self._secure_server(self._pub, PUB_DOMAIN)
         self._pub.bind(me.bind_pub)
         timeout_ms = 2 * cfg.election_timeout_ms
         zmtp = dict(
@@ -202,13 +256,26 @@ class Transport:
         self._dealers: dict[int, zmq.Socket] = {}
         for peer in cfg.peers_of(me.id):
             dealer = self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **zmtp)
-            dealer.setsockopt(zmq.ROUTING_ID, peer_identity(me.id))
+            if not self.secure:  # curve: the key says who we are; a routing id could be claimed by anyone
+                dealer.setsockopt(zmq.ROUTING_ID, peer_identity(me.id))
+            self._secure_client(dealer, cfg, peer.id)
             dealer.connect(source_endpoint(me.host, peer.rpc))
             self._dealers[peer.id] = dealer
-            self._sub.connect(source_endpoint(me.host, peer.pub))
+            if self.secure:
+                sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **zmtp)
+                sub.setsockopt(zmq.SUBSCRIBE, b"")
+                self._secure_client(sub, cfg, peer.id)
+                sub.connect(source_endpoint(me.host, peer.pub))
+                self._subs[sub] = peer.id
+            else:
+                self._sub.connect(source_endpoint(me.host, peer.pub))
         self._poller = zmq.Poller()
+        if self._zap is not None:
+            self._poller.register(self._zap.socket, zmq.POLLIN)
         self._poller.register(self._router, zmq.POLLIN)
         self._poller.register(self._sub, zmq.POLLIN)
+        for sub in self._subs:
+            self._poller.register(sub, zmq.POLLIN)
 
     def close(self) -> None:
         """Close every socket now (LINGER 0) and the context. Idempotent."""
@@ -234,12 +301,86 @@ class Transport:
         peer: list[Message] = []
         clients: list[ClientIn] = []
         now = time.monotonic()
+        if self._zap is not None:
+            self._zap.handle()  # handshakes first: a new peer or client waits on them
         for sock in ready:
             if sock is self._router:
-                self._drain_router(budget, peer, clients, now)
+                if self.secure:
+                    self._drain_router_secure(budget, peer, clients, now)
+                else:
+                    self._drain_router(budget, peer, clients, now)
             elif sock is self._sub:
                 self._drain_sub(budget, peer, now)
+            elif sock in self._subs:
+                self._drain_sub(budget, peer, now, sock, self._subs[sock])
         return peer, clients
+
+    def _drain_router_secure(self, budget: int, peer: list[Message], clients: list[ClientIn], now: float) -> None:
+        """Curve: every frame carries the key its connection authenticated with (ZAP's User-Id);
+        that key, never a routing id or a src field, says who sent it."""
+        router, limit, policy = self._router, self.max_frame_bytes, self.policy
+        assert policy is not None
+        taken = 0
+        while taken < budget:
+            taken += 1
+            try:
+                frames = [router.recv(_NOBLOCK, copy=False)]
+            except zmq.Again:
+                return
+            while router.get(_RCVMORE):
+                frames.append(router.recv(_NOBLOCK, copy=False))
+            try:
+                key = frames[-1].get("User-Id").encode()
+            except zmq.ZMQError:  # no User-Id: cannot happen behind ZAP; refuse rather than trust
+                key = b""
+            parts = [f.bytes for f in frames]
+            ident, who = parts[0], policy.identify(key)
+            if isinstance(who, Node):
+                msg = self._peer_frame(who.id, parts, limit)
+                if msg is not None:
+                    peer.append(msg)
+                    self.last_heard[who.id] = now
+                continue
+            if who is None:
+                self.counters.key_unknown += 1
+                self._forbid(ident, request_id_of(parts[-1], limit) if len(parts) == 2 else 0,
+                             f"key {fingerprint(key) if key else '?'}... is not (or no longer) listed in the cluster file")
+                continue
+            if len(parts) != 2:
+                self._refuse(ident, 0, Code.BAD_REQUEST, f"expected one frame after the routing id, got {len(parts) - 1}")
+                continue
+            req = self._client_frame(ident, parts[1], limit)
+            if req is None:
+                continue
+            items = [req] if type(req) is ClientRequest else list(req.requests)
+            batched = type(req) is ClientBatch
+            taken += len(items) - 1
+            for item in items:
+                if type(item) is not ClientRequest:
+                    self._refuse(ident, item.req_id, Code.BAD_REQUEST, item.message, batched=True)
+                elif self._allowed(ident, item, who, batched):
+                    clients.append((ident, item, batched))
+
+    def _allowed(self, ident: bytes, req: ClientRequest, who: Principal, batched: bool) -> bool:
+        """Curve: check a principal's request against its grants; answer FORBIDDEN if it may not."""
+        assert self.policy is not None
+        op, args = str(req.op), req.args
+        mailbox = args.get("to") if op == "send" else args.get("mailbox") if op in MAILBOX_OPS else None
+        why = self.policy.refusal(who, op, mailbox)
+        if why is not None:
+            self.counters.client_forbidden += 1
+            self._forbid(ident, req.req_id, why, batched)
+            return False
+        if "client" in args:  # a principal's exactly-once answers are its own: no other can read or poison them
+            args["client"] = f"{who.name}/{args['client']}"
+        if op == "mailboxes":
+            if len(self._mailbox_asks) > 10_000:  # asks answered with an error are never popped
+                self._mailbox_asks.clear()
+            self._mailbox_asks[(ident, req.req_id)] = who
+        return True
+
+    def _forbid(self, ident: bytes, req_id: int, why: str, batched: bool = False) -> None:
+        self.reply(ident, error_reply(req_id, Code.FORBIDDEN, why[:1000]), batched)
 
     def _drain_router(self, budget: int, peer: list[Message], clients: list[ClientIn], now: float) -> None:
         router, limit = self._router, self.max_frame_bytes
@@ -303,6 +444,11 @@ class Transport:
             self._refuse(ident, request_id_of(payload, limit), Code.BAD_REQUEST, str(e))
             return None
         if type(req) is not ClientRequest and type(req) is not ClientBatch:
+            if self.secure and type(req) in _PEER_TYPES:  # a client key never reaches the protocol core
+                self.counters.client_forbidden += 1
+                self._forbid(ident, 0, f"a client key may not send {type(req).__name__}: peer messages come "
+                             "only from the nodes' keys")
+                return None
             self._refuse(ident, 0, Code.BAD_REQUEST,
                          f"a client may only send ClientRequest or ClientBatch, not {type(req).__name__}")
             return None
@@ -315,8 +461,11 @@ class Transport:
             self.counters.client_bad += 1
         self.reply(ident, error_reply(req_id, code, why[:1000]), batched)
 
-    def _drain_sub(self, budget: int, peer: list[Message], now: float) -> None:
-        recv, known, heard = self._sub.recv, self._peer_by_ident.values(), self.last_heard
+    def _drain_sub(self, budget: int, peer: list[Message], now: float, sub: zmq.Socket | None = None,
+                   sender: int | None = None) -> None:
+        # Curve: one SUB per peer, authenticated by the peer's key, so the sender is known.
+        known = self._peer_by_ident.values() if sender is None else (sender,)
+        recv, heard = (sub or self._sub).recv, self.last_heard
         for _ in range(budget):
             try:
                 payload = recv(_NOBLOCK)
@@ -371,6 +520,8 @@ class Transport:
         """reply(ident, ok_reply(req_id, result), batched); a batched one is checked and
         packed without making the ClientReply (most answers a node sends). ValueError, as
         ok_reply raises it, for a result the wire schema refuses."""
+        if self.secure and self._mailbox_asks:
+            result = self._visible(ident, req_id, result)
         if not batched:
             return self.reply(ident, ok_reply(req_id, result))
         check_ok_reply(req_id, result)
@@ -380,6 +531,14 @@ class Transport:
             packed = pack_reply(_too_large_reply(req_id, e), self.max_frame_bytes)
         self._batched.setdefault(ident, []).append(packed)
         return True
+
+    def _visible(self, ident: bytes, req_id: int, result: dict[str, Any]) -> dict[str, Any]:
+        """Curve: a `mailboxes` answer lists only what the asking principal may read or send to."""
+        who = self._mailbox_asks.pop((ident, req_id), None)
+        if who is None or "mailboxes" not in result or self.policy is None:
+            return result
+        policy = self.policy
+        return {**result, "mailboxes": [m for m in result["mailboxes"] if policy.visible(who, m[0])]}
 
     def flush(self) -> None:
         """Send the replies to batched requests collected since the last flush,

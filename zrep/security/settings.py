@@ -45,11 +45,11 @@ PRINCIPAL_KEYS = ("name", "public_keys", "send", "read", "delete", "admin")
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
     mode: str = "none"
-    keys_dir: Path | None = None
+    keys_dir: Path | None = field(default=None, compare=False)  # where key files are looked up, not what they say
     handshake_ms: int = DEFAULT_HANDSHAKE_MS
     node_keys: Mapping[int, tuple[bytes, ...]] = field(default_factory=dict)
     principals: tuple[Principal, ...] = ()
-    key_files: Mapping[bytes, str] = field(default_factory=dict)  # key -> where it came from (for messages)
+    key_files: Mapping[bytes, str] = field(default_factory=dict, compare=False)  # key -> where it came from
 
     @property
     def curve(self) -> bool:

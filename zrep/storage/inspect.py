@@ -20,7 +20,6 @@ from typing import Any
 
 from zrep.core.messages import Entry, HardState
 from zrep.errors import CorruptLogError, DecodeError
-from zrep.store.commands import DeleteCommand, decode_command
 from zrep.storage.wal import replay_buffer
 from zrep.storage.wal_format import (
     HEADER,
@@ -34,6 +33,7 @@ from zrep.storage.wal_format import (
     find_valid_record,
     record_type,
 )
+from zrep.store.commands import DeleteCommand, decode_command
 
 PREVIEW_BYTES = 24
 

@@ -83,6 +83,7 @@ class Code(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"  # the request itself is wrong: do not retry
     TOO_LARGE = "TOO_LARGE"  # body or frame over the cluster's limit
     UNAVAILABLE = "UNAVAILABLE"  # no majority reachable / node stopping
+    FORBIDDEN = "FORBIDDEN"  # curve: the principal's grants do not allow it (the message says which)
 
 
 # The store's refusals (zrep.store.store answers them in result["reason"]): nothing was

@@ -1,0 +1,164 @@
+"""CURVE on every socket of a real cluster: keys say who is who, grants say what they may do.
+
+Issue 16's proofs with real processes: a client without a key, an unknown key
+and raw bytes get nothing and change nothing; a listed key works; a client key
+forging peer messages (with src=2 and with routing id node-2) changes no epoch,
+log or store; a read-only principal cannot send; status needs admin; a
+mailboxes listing is filtered.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from harness import LocalCluster, wait_until
+from zrep.client import Client, NotAuthorized, Rejected
+from zrep.config import write_config
+from zrep.core.messages import Append, Election, Entry, Heartbeat
+from zrep.security.keys import new_keypair
+from zrep.security.zap import curve_client
+from zrep.wire.codec import encode
+
+
+def _add_principal(c: LocalCluster, name: str, **grants: object) -> Path:
+    """A new principal in the cluster file (nodes restarted to read it); its secret key file."""
+    _, secret, _ = new_keypair(name, c.dir / "keys")
+    doc_text = c.config_path.read_text()
+    grants_toml = "".join(f"{k} = {_toml(v)}\n" for k, v in grants.items())
+    c.config_path.write_text(doc_text + f'\n[[principals]]\nname = "{name}"\npublic_keys = ["{name}.key"]\n'
+                             + grants_toml)
+    return secret
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "[" + ", ".join(f'"{x}"' for x in v) + "]"  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("secure"), secure=True, start=False)
+    reader = _add_principal(c, "reader", read=["orders.*"])
+    writer = _add_principal(c, "orders-app", send=["orders.*"], read=["orders.*"])
+    c.cfg = write_config(__import__("zrep.config", fromlist=["load_config"]).load_config(c.config_path),
+                         c.config_path)
+    c.start()
+    try:
+        c.wait_for_leader(20)
+        yield c, reader, writer
+    finally:
+        c.close()
+
+
+def test_a_listed_key_sends_and_reads(secure):
+    c, _, writer = secure
+    with Client(c.config_path, key=writer, timeout_s=10) as client:
+        r = client.send("orders.eu", b"first", sender="app")
+        assert client.read("orders.eu").messages[-1].body == b"first" and r.offset >= 0
+
+
+def test_no_key_and_an_unknown_key_fail_at_once_with_the_fix(secure, tmp_path):
+    c, _, _ = secure
+    with pytest.raises(NotAuthorized, match="requires a client key"):
+        Client(c.config_path)
+    _, stranger, _ = new_keypair("stranger", tmp_path)
+    started = time.monotonic()
+    with Client(c.config_path, key=stranger, timeout_s=10) as client:
+        with pytest.raises(NotAuthorized, match="refused key .*not listed in the cluster file"):
+            client.send("orders.eu", b"nope")
+    assert time.monotonic() - started < 3.0  # a clear error, not a 10 s timeout
+
+
+def test_a_read_only_principal_cannot_send_and_sees_only_its_mailboxes(secure):
+    c, reader, writer = secure
+    with Client(c.config_path, key=writer, timeout_s=10) as w:
+        w.send("orders.us", b"x")
+    with Client(c.config_path, key=c.client_key, timeout_s=10) as admin:
+        admin.send("billing.eu", b"secret invoice")
+    with Client(c.config_path, key=reader, timeout_s=10) as r:
+        with pytest.raises(Rejected, match='principal "reader" may not send mailbox "orders.eu"') as e:
+            r.send("orders.eu", b"forged")
+        assert e.value.code == "FORBIDDEN"
+        assert r.read("orders.us").messages
+        with pytest.raises(Rejected, match="may not read"):
+            r.read("billing.eu")
+        names = {m.name for m in r.mailboxes()}
+        assert "billing.eu" not in names and "orders.us" in names
+        with pytest.raises(Rejected, match="not an admin"):
+            r.status()
+
+
+def test_a_client_key_forging_peer_messages_changes_nothing(secure):
+    c, _, writer = secure
+    leader = c.wait_for_leader(20)
+    before = {i: c.status(i) for i in c.ids}
+    node_key = c.cfg.security.node_keys[leader][0]
+    pair = __import__("zrep.security.keys", fromlist=["load_secret"]).load_secret(writer)
+    ctx = zmq.Context()
+    try:
+        for routing_id in (None, b"node-2"):
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            if routing_id:
+                s.setsockopt(zmq.ROUTING_ID, routing_id)
+            curve_client(s, pair.public, pair.secret, node_key)
+            s.connect(c.rpc(leader))
+            epoch = before[leader]["epoch"] + 5
+            for msg in (Election(2, leader, epoch, 99, 99, True),
+                        Append(2, leader, epoch, 0, 0, (Entry(epoch, 1, b"evil"),), 1, 1),
+                        Heartbeat(2, 0, epoch, 2, 2, 99, 99, 99)):
+                s.send(encode(msg))
+            time.sleep(0.3)  # let the node read them (nothing is expected back)
+            s.close()
+    finally:
+        ctx.destroy(linger=0)
+    with Client(c.config_path, key=writer, timeout_s=10) as client:
+        client.send("orders.after", b"still writing")
+    after = {i: c.status(i) for i in c.ids}
+    assert all(after[i]["epoch"] == before[i]["epoch"] for i in c.ids)
+    assert after[leader]["counters"]["client_forbidden"] >= 6  # 3 forged kinds x 2 routing ids, each refused
+
+
+def test_raw_bytes_on_a_secure_port_get_nothing(secure):
+    c, _, _ = secure
+    leader = c.wait_for_leader(20)
+    host, port = c.rpc(leader).removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(b"\xff" * 64 + b"GET / HTTP/1.0\r\n\r\n")
+        raw.settimeout(3)
+        try:
+            got = raw.recv(4096)
+        except (socket.timeout, ConnectionResetError):
+            got = b""
+    assert b"OK" not in got
+    wait_until("the node still serves", lambda: c.status(leader)["epoch"] >= 1, 10)
+    with Client(c.config_path, key=c.client_key, timeout_s=10) as client:
+        client.send("after.raw", b"still serving")
+
+
+def test_a_node_key_claiming_another_nodes_src_is_dropped(secure):
+    c, _, _ = secure
+    leader = c.wait_for_leader(20)
+    liar = next(i for i in c.ids if i != leader)
+    victim = next(i for i in c.ids if i not in (leader, liar))
+    before = c.status(leader)
+    pair = __import__("zrep.security.keys", fromlist=["load_secret"]).load_secret(c.dir / "keys" / f"node-{liar}.key_secret")
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.linger = 0
+        curve_client(s, pair.public, pair.secret, c.cfg.security.node_keys[leader][0])
+        s.connect(c.rpc(leader))
+        s.send(encode(Election(victim, leader, before["epoch"] + 3, 99, 99, True)))
+        wait_until("the forged frame counted", lambda: c.status(leader)["counters"]["peer_spoofed"]
+                   > before["counters"]["peer_spoofed"], 10)
+        s.close()
+    finally:
+        ctx.destroy(linger=0)
+    assert c.status(leader)["epoch"] == before["epoch"]
