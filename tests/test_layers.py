@@ -22,18 +22,19 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "exit_codes": set(),
     "config": {"errors"},
+    "httpd": set(),  # the guarded stdlib HTTP server of node metrics and the dashboard
     "core": {"errors"},
     "wire": {"core", "errors"},
     "store": {"wire", "errors"},
     "service": {"core", "store", "errors"},
     "storage": {"core", "store", "errors"},
     "sim": {"core", "store", "service", "errors"},
-    "node": {"core", "wire", "store", "service", "storage", "config", "errors", "exit_codes"},
+    "node": {"core", "wire", "store", "service", "storage", "config", "errors", "exit_codes", "httpd"},
     "client": {"wire", "config", "errors"},
     "local": {"client", "wire", "config", "errors"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "errors"},
     "bench": {"local", "client", "wire", "storage", "core", "config", "errors"},
-    "dashboard": {"client", "config", "errors"},  # reads nodes over the network only: never node
+    "dashboard": {"client", "config", "errors", "httpd"},  # reads nodes over the network only: never node
     "cli": set(),  # anything: filled in below
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}
