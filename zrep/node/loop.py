@@ -133,7 +133,7 @@ class Node:
         self.started = self.turned_at = time.monotonic()
         self._seen = (replica.role, replica.leader)
         self._leaderless_since: float | None = self.started
-        self._last_suspicion = ""  # the core's last "suspects leader ..." note: why a leader was lost
+        self._last_suspicion = ""  # the core's last "suspects leader" or "stepping down" note: why a leader was lost
         self._housekeeping_at = 0.0
         self._behind: set[int] = set()
         self._refusals_told = (0, 0, 0.0)  # (peer, client) refusals already on the timeline, when told
@@ -233,7 +233,7 @@ class Node:
         counter = _ELECTION_COUNTERS.get(kind)
         if counter is not None:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        if kind == "election_started":
+        if kind in ("election_started", "stepped_down"):  # why the leader may be about to be lost
             self._last_suspicion = text.split(": ", 1)[-1]
         self.journal.event(kind, text)
 
