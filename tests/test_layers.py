@@ -23,18 +23,19 @@ ALLOWED: dict[str, set[str]] = {
     "exit_codes": set(),
     "config": {"errors", "security"},
     "security": {"errors"},
+    "httpd": set(),  # the guarded stdlib HTTP server of node metrics and the dashboard
     "core": {"errors"},
     "wire": {"core", "errors"},
     "store": {"wire", "errors"},
     "service": {"core", "store", "errors"},
     "storage": {"core", "store", "errors"},
     "sim": {"core", "store", "service", "errors"},
-    "node": {"core", "wire", "store", "service", "storage", "config", "security", "errors", "exit_codes"},
+    "node": {"core", "wire", "store", "service", "storage", "config", "security", "errors", "exit_codes", "httpd"},
     "client": {"wire", "config", "security", "errors"},
     "local": {"client", "wire", "config", "security", "errors", "exit_codes"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
     "bench": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
-    "dashboard": {"client", "config", "errors"},  # reads nodes over the network only: never node
+    "dashboard": {"client", "config", "errors", "httpd"},  # reads nodes over the network only: never node
     "aio": {"client", "wire", "config", "errors"},  # zrep.aio: the asyncio client's public name
     "cli": set(),  # anything: filled in below
 }

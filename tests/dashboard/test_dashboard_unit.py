@@ -80,3 +80,17 @@ def test_reader_merges_by_time_follows_new_events_and_notices_a_restart() -> Non
         for s in servers:
             s.shutdown()
             s.server_close()
+
+
+def test_cluster_events_without_any_metrics_address_says_what_to_add(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from zrep.cli import main
+    from zrep.config import write_config
+
+    nodes = [{"id": i, "rpc": f"tcp://127.0.0.1:{7100 + i}", "pub": f"tcp://127.0.0.1:{7200 + i}"} for i in (1, 2, 3)]
+    path = tmp_path / "c.toml"
+    write_config({"cluster": {"heartbeat_ms": 50, "election_timeout_ms": 300, "data_dir": "d"}, "nodes": nodes}, path)
+    result = CliRunner().invoke(main, ["cluster", "events", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "no node has a metrics address" in result.output and 'metrics = "http://HOST:PORT"' in result.output

@@ -17,7 +17,7 @@ from harness import LocalCluster, free_ports, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from zrep.config import ClusterConfig, config_from_dict, parse_http
-from zrep.node.metrics import MAX_CONNECTIONS, REQUEST_DEADLINE_S
+from zrep.httpd import MAX_CONNECTIONS, REQUEST_DEADLINE_S
 
 MakeCluster = Callable[..., LocalCluster]
 

@@ -120,3 +120,28 @@ def test_stats_count_answers_by_op_and_outcome() -> None:
     assert s.requests == {"send": 1}
     assert s.answers == {("send", "OK"): 1, ("send", "NO_LEADER"): 1}
     assert sum(s.latency["send"].counts) == 2
+
+
+def test_metered_wal_times_each_flush_counts_its_bytes_and_batches(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from zrep.core.messages import Entry
+    from zrep.node.stats import MeteredWal
+
+    wal, _ = MeteredWal.open(tmp_path / "wal")
+    slow: list[tuple[float, int]] = []
+    wal.stats, wal.slow_s, wal.on_slow = NodeStats(), 0.0, lambda s, b: slow.append((s, b))
+    try:
+        before = wal.synced_offset
+        wal.append_entries([Entry(1, 1, b"a" * 100), Entry(1, 2, b"b" * 100)])
+        wal.sync()
+        wal.append_entries([Entry(1, 3, b"c")])
+        wal.set_commit(3)
+        wal.sync()
+        wal.set_commit(3)
+        wal.sync()  # only a commit hint: written, not flushed, so not a flush to time
+        stats = wal.stats
+        assert sum(stats.fsync.counts) == 2 and stats.fsync.sum > 0
+        assert stats.fsync_bytes == wal.synced_offset - before > 200
+        assert [b for _, b in slow] == [wal.synced_offset - before - slow[1][1], slow[1][1]]
+        assert dict(stats.wal_batch.cumulative()[0])["2"] == 2  # batches of 2 and 1 entries
+    finally:
+        wal.close()

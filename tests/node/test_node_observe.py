@@ -108,3 +108,26 @@ def test_a_taken_metrics_port_stops_the_node_with_one_line(tmp_path: Path) -> No
         lines: list[str] = []
         assert run_node(cfg, 1, log=lines.append, stopping=lambda: True) == EXIT_NETWORK
     assert len([ln for ln in lines if "cannot serve metrics" in ln]) == 1
+
+
+def test_metrics_are_rendered_at_most_every_min_render_s(tmp_path: Path) -> None:
+    from zrep.node.metrics import MIN_RENDER_S
+
+    cfg = one_node(tmp_path, metrics=True)
+    texts: list[bytes] = []
+    lines: list[str] = []
+    deadline = time.monotonic() + 10
+
+    def scrape() -> bytes:
+        with urllib.request.urlopen(cfg.nodes[0].metrics + "/metrics", timeout=5) as r:
+            return r.read()
+
+    def stopping() -> bool:
+        if not texts and any("is leader" in line for line in lines):
+            texts.extend(scrape() for _ in range(5))  # a burst: one rendering (uptime would differ)
+            time.sleep(MIN_RENDER_S * 1.5)
+            texts.append(scrape())
+        return bool(texts) or time.monotonic() > deadline
+
+    assert run_node(cfg, 1, log=lines.append, stopping=stopping) == EXIT_OK
+    assert len(set(texts[:5])) <= 2 and texts[-1] not in texts[:5]

@@ -29,7 +29,7 @@ def dashboard(config_path: str, listen: str) -> None:
                    "(add metrics = \"http://HOST:PORT\" to each [[nodes]] for charts and the timeline)", err=True)
     watch = ClusterWatch(cfg).start()
     try:
-        server = DashboardServer(({"*": "0.0.0.0"}.get(host, host), port), watch)
+        server = DashboardServer((host, port), watch)
     except OSError as e:
         watch.close()
         raise CliError(f"cannot listen on {listen}: {e}; pick another port with --listen", EXIT_USAGE) from None

@@ -71,6 +71,7 @@ HOUSEKEEPING_S = 1.0  # how often the loop refreshes its slow gauges and looks f
 BEHIND_ENTRIES = 1000  # a follower this far behind the leader's log is "behind" on the timeline
 SLOW_FSYNC_S = 0.1  # a WAL flush slower than this is an event on the timeline
 REFUSED_EVENT_S = 10.0  # refused frames are told on the timeline at most this often
+SLOW_FSYNC_EVENT_S = 5.0  # and slow flushes (a slow disk must not flood the log)
 _ELECTION_COUNTERS = {"election_started": "elections_started", "election_won": "elections_won",
                       "election_lost": "elections_lost", "stood_aside": "elections_stood_aside"}
 _PEER_REFUSALS = ("peer_undecodable", "peer_spoofed", "peer_bad_parts", "sub_refused")
@@ -134,10 +135,11 @@ class Node:
         self._seen = (replica.role, replica.leader)
         self._leaderless_since: float | None = self.started
         self._not_running: dict[str, tuple[float, int]] = {}  # reason -> (last logged, repeats since)
-        self._last_suspicion = ""  # the core's last "suspects leader ..." note: why a leader was lost
+        self._last_suspicion = ""  # the core's last "suspects leader" or "stepping down" note: why a leader was lost
         self._housekeeping_at = 0.0
         self._behind: set[int] = set()
         self._refusals_told = (0, 0, 0.0)  # (peer, client) refusals already on the timeline, when told
+        self._slow_flushes = (0, 0.0, -SLOW_FSYNC_EVENT_S)  # (untold count, slowest, when last told)
 
     # ---------------------------------------------------------------- the loop
 
@@ -233,7 +235,7 @@ class Node:
         counter = _ELECTION_COUNTERS.get(kind)
         if counter is not None:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        if kind == "election_started":
+        if kind in ("election_started", "stepped_down"):  # why the leader may be about to be lost
             self._last_suspicion = text.split(": ", 1)[-1]
         if text.endswith("; not running"):  # without quorum this repeats every election round
             reason, now = text.split(": ", 1)[-1], time.monotonic()
@@ -270,8 +272,18 @@ class Node:
         self._last_suspicion = ""
 
     def _slow_fsync(self, seconds: float, flushed: int) -> None:
-        self.journal.event("slow_fsync", f"slow WAL flush: {seconds * 1000:.0f} ms for {flushed:,} bytes",
-                           level="warning", ms=round(seconds * 1000, 1), bytes=flushed)
+        """Tell a slow flush at once, then at most one summary per SLOW_FSYNC_EVENT_S."""
+        now = time.monotonic()
+        count, worst, told_at = self._slow_flushes
+        count, worst = count + 1, max(worst, seconds)
+        if now - told_at < SLOW_FSYNC_EVENT_S:
+            self._slow_flushes = (count, worst, told_at)
+            return
+        more = f" (the slowest of {count} over {SLOW_FSYNC_S * 1000:.0f} ms since the last report)" if count > 1 else ""
+        self.journal.event("slow_fsync", f"warning: slow WAL flush: {worst * 1000:.0f} ms{more}; "
+                           f"the last one wrote {flushed:,} bytes", level="warning", ms=round(worst * 1000, 1),
+                           count=count, bytes=flushed)
+        self._slow_flushes = (0, 0.0, now)
 
     def _housekeeping(self, now: float) -> None:
         """Once a second: the store's gauges, followers behind or caught up, refused frames."""

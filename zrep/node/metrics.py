@@ -9,23 +9,21 @@ Invariants:
     ints and copies dicts/lists/deques with one C-level call each, at scrape
     time; the loop does no metrics work beyond its counters.
   * The server runs in daemon threads; the loop never calls into it after
-    `start`. A scrape cannot stall the loop; it costs at most a moment of the
-    GIL (a scrape of a 3-node cluster's node builds ~150 samples).
-  * Bad clients cost a thread each for at most REQUEST_DEADLINE_S: every
-    connection is cut after that deadline (slowloris), at most MAX_CONNECTIONS
-    are served at once (the rest are closed at once), a request line or header
-    over http.server's 64 KiB limit is answered 414/431, garbage 400.
+    `start`. A scrape cannot stall the loop; it costs a moment of the GIL (a
+    rendering of ~150 samples takes 2-3 ms), and /metrics is rendered at most
+    every MIN_RENDER_S however many scrape it (later ones get that text).
+  * Bad clients stay cheap (zrep.httpd.GuardedServer): at most MAX_CONNECTIONS
+    at once, each cut REQUEST_DEADLINE_S after it was accepted (slowloris),
+    over-long request lines or headers answered 414/431, garbage 400.
   * Read-only: GET only; nothing a request says reaches the node's state.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,16 +42,15 @@ from prometheus_client.registry import Collector
 
 from zrep.config import parse_http
 from zrep.core.messages import Role
+from zrep.httpd import GuardedServer, Handler
 from zrep.node.stats import Buckets
 from zrep.service.service import ROLE_NAMES
 
 if TYPE_CHECKING:
     from zrep.node.loop import Node
 
-MAX_CONNECTIONS = 32
-REQUEST_DEADLINE_S = 10.0  # a connection is cut this long after it was accepted, whatever it sends
-READ_TIMEOUT_S = 5.0  # and each read waits at most this long
 STALL_S = 5.0  # /healthz says 503 when the loop has not turned for this long
+MIN_RENDER_S = 0.25  # /metrics is rendered at most this often; scrapes in between get the last text
 
 
 def _histogram(name: str, doc: str, labels: list[str], series: list[tuple[list[str], Buckets]]) -> HistogramMetricFamily:
@@ -174,113 +171,63 @@ def health(node: Node) -> tuple[int, str]:
     return 503, f"node {node.id}: no leader known in epoch {rep.hs.epoch} ({ROLE_NAMES[rep.role]})"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
+class _Server(GuardedServer):
     def __init__(self, address: tuple[str, int], node: Node) -> None:
         self.node = node
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(node))
         ProcessCollector(namespace="zrep", registry=self.registry)
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._open: dict[socket.socket, float] = {}
-        self._open_lock = threading.Lock()  # between this server's threads only; the loop never takes it
-        self.refused_connections = 0
-        self.cut_connections = 0
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.address_family = family
+        self._render_lock = threading.Lock()  # between HTTP threads only: the loop never takes it
+        self._rendered = (-MIN_RENDER_S, b"")
         super().__init__(address, _Handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refused_connections += 1
-            self.shutdown_request(request)  # too many at once: close, never queue behind them
-            return
-        with self._open_lock:
-            self._open[request] = time.monotonic()
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._forget(request)
-            raise
-
-    def shutdown_request(self, request: Any) -> None:
-        if self._forget(request):
-            self._slots.release()
-        super().shutdown_request(request)
-
-    def _forget(self, request: Any) -> bool:
-        with self._open_lock:
-            return self._open.pop(request, None) is not None
-
-    def service_actions(self) -> None:
-        """Between accepts (every poll interval): cut connections older than the deadline."""
-        now = time.monotonic()
-        with self._open_lock:
-            late = [s for s, t in self._open.items() if now - t > REQUEST_DEADLINE_S]
-        for s in late:
-            self.cut_connections += 1
-            try:
-                s.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns; it then closes
-            except OSError:
-                pass
+    def exposition(self) -> bytes:
+        """The text of /metrics, rendered at most every MIN_RENDER_S whatever the number of scrapers:
+        a rendering costs ~2-3 ms of the GIL, so a scrape storm cannot take more than ~1% of it."""
+        with self._render_lock:
+            at, text = self._rendered
+            now = time.monotonic()
+            if now - at >= MIN_RENDER_S:
+                text = generate_latest(self.registry)
+                self._rendered = (now, text)
+            return text
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server: _Server
-    timeout = READ_TIMEOUT_S
-    protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers
     server_version = "zrep-metrics"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
-        pass  # never write to the node's stderr per request
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         url = urlsplit(self.path)
         node = self.server.node
         if url.path == "/metrics":
-            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+            self.send(200, CONTENT_TYPE_LATEST, self.server.exposition())
         elif url.path == "/healthz":
             code, line = health(node)
-            self._send(code, "text/plain; charset=utf-8", (line + "\n").encode())
+            self.send(code, "text/plain; charset=utf-8", (line + "\n").encode())
         elif url.path == "/events":
             self._events(node, parse_qs(url.query))
         else:
-            self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /events\n")
+            self.send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /events\n")
 
     def _events(self, node: Node, query: dict[str, list[str]]) -> None:
         try:
             after = int(query.get("after", ["0"])[0])
             since = float(query.get("since", ["0"])[0])
         except ValueError:
-            self._send(400, "text/plain; charset=utf-8", b"after must be an integer, since a unix time\n")
+            self.send(400, "text/plain; charset=utf-8", b"after must be an integer, since a unix time\n")
             return
         journal = node.journal
         body = {"node": node.id, "boot": journal.boot, "seq": journal.seq, "events": journal.since(after, since)}
-        self._send(200, "application/json", json.dumps(body, default=str).encode())
-
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        self.send(200, "application/json", json.dumps(body, default=str).encode())
 
 
 class MetricsServer:
     """The running HTTP server of one node; `close()` stops it."""
 
     def __init__(self, node: Node, bind: str) -> None:
-        host, port = parse_http(bind)
-        host = {"*": "0.0.0.0"}.get(host, host)
-        self.server = _Server((host, port), node)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
-                                       name=f"zrep-metrics-{node.id}", daemon=True)
-        self.thread.start()
+        self.server = _Server(parse_http(bind), node)
+        self.thread = self.server.serve_in_thread(f"zrep-metrics-{node.id}")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
