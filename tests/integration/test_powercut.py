@@ -167,3 +167,15 @@ def test_an_interrupted_power_cut_run_unmounts_every_disk(tmp_path: Path) -> Non
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err[-2000:]
     assert mounts_under(tmp_path) == []
+
+
+def test_a_disk_left_without_power_is_remounted_before_its_node_starts(
+        on_disks: Callable[..., tuple[LocalCluster, Disks]]) -> None:
+    c, d = on_disks()
+    c.wait_for_leader(15)
+    c.kill(1, signal.SIGKILL)
+    d.mounts[1].cut()  # as if the nemesis failed between the cut and the remount
+    d.ensure_mounted([1])
+    assert d.mounts[1].status()["dead"] is False
+    c.start(1)
+    c.wait_converged(15)
