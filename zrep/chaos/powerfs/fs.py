@@ -71,12 +71,12 @@ class PowerFS(Operations):
 
     # ------------------------------------------------------------ control (from the control socket)
 
-    def cut(self, seed: int | None = None) -> CutReport:
+    def cut(self, seed: int | None = None, reorder: bool = False) -> CutReport:
         """Lose power now: roll back to the durable state, then fail every call."""
         with self._mutex:
             self._dead = True
             self._cuts += 1
-            return self._journal.cut(seed)
+            return self._journal.cut(seed, reorder)
 
     def status(self) -> dict[str, Any]:
         with self._mutex:
