@@ -293,3 +293,16 @@ def test_cleanup_unmounts_what_a_killed_run_left(tmp_path: Path, monkeypatch: py
         assert not (tmp_path / "run").exists()
     finally:
         m.unmount()
+
+
+def test_reorder_keeps_random_pages_of_the_unsynced_appends_and_zeroes_the_others(pm: PowerMount) -> None:
+    path = durable(pm, "log", b"D" * 100)
+    with open(path, "ab") as f:
+        f.write(b"u" * 5 * 4096)
+    pm.reboot(seed=3, reorder=True)
+    data = path.read_bytes()
+    assert data[:100] == b"D" * 100
+    pages = [data[o:min(len(data), (o // 4096 + 1) * 4096)] for o in [100, *range(4096, len(data), 4096)]]
+    assert all(set(p) in ({ord("u")}, {0}) for p in pages if len(data) > 100)
+    assert set(pages[-1]) == {ord("u")}  # the file ends after a kept page
+    assert [set(p) == {0} for p in pages] == [False, True, False, True, True, False]  # seed 3's draw

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from zrep.chaos.powerfs.journal import reordered_pages
 from zrep.chaos.powerfs.mount import PowerMount, unavailable
+from zrep.errors import CorruptLogError
 from zrep.storage import bugs
 from zrep.storage.snapshot_files import SNAPSHOT_NAME
 from zrep.storage.wal import Wal
@@ -55,6 +58,15 @@ CHILD = textwrap.dedent("""
         wal.append_entries([Entry(1, i, b"x%d" % i) for i in range(31, 41)])
         wal.sync()
         said = {"first": 21, "last": 40, "snapshot": True}
+    elif case == "in_flight":  # a batch written whose fdatasync has not returned yet
+        wal.append_entries([Entry(1, i, b"a" * 100) for i in range(1, 11)])
+        wal.sync()
+        durable = wal.synced_offset
+        bugs.LATE_FLUSH_S = 3600.0
+        bugs.plant([bugs.WAL_ACK_BEFORE_FSYNC])  # the only way to leave the batch unflushed here
+        wal.append_entries([Entry(1, i, b"b" * 100) for i in range(11, 111)])
+        wal.sync()
+        said = {"durable": durable, "size": wal._written, "last": 10}
     elif case == "hard_state":
         wal.append_entries([Entry(1, 1, b"x")])
         wal.sync()
@@ -116,3 +128,24 @@ def test_each_planted_bug_loses_durable_state_in_a_power_cut(pm: PowerMount, cas
 def test_sigkill_alone_never_shows_the_planted_bugs(pm: PowerMount, case: str, bug: str) -> None:
     said, found = crash(pm, case, [bug], cut=False)
     assert {k: found[k] for k in said} == said
+
+
+@pytest.mark.xfail(strict=True, raises=CorruptLogError, reason=(
+    "finding, not fixed: when the pages of the last, unflushed batch reach the disk out of order "
+    "(a hole, then valid records; not ext4 data=ordered, possible on XFS or data=writeback), replay "
+    "calls it corruption in the middle of the log and the node refuses to start. A fix needs the "
+    "WAL to tell an unfinished last batch from a hole in durable data (a per-batch commit record)."))
+def test_a_last_batch_that_reached_the_disk_out_of_order_is_cut_as_torn(pm: PowerMount) -> None:
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(pm.mountpoint), "in_flight"], cwd=ROOT,
+                         stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert p.stdout is not None
+        said = json.loads(p.stdout.readline())
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+    seed = next(s for s in range(1000) if reordered_pages(random.Random(s), said["durable"], said["size"])[1])
+    pm.reboot(seed=seed, reorder=True)  # a hole in the batch, valid records after it
+    wal, replay = Wal.open(pm.mountpoint / "wal")
+    wal.close()
+    assert replay.first_index - 1 + len(replay.entries) >= said["last"]

@@ -48,10 +48,20 @@ class Disks:
         return [str(m.mountpoint) for m in self.mounts.values()]
 
     def ensure_mounted(self, nodes: list[int] | None = None) -> None:
+        """Every given node's disk mounted and alive (a cut one that was never remounted is remounted)."""
         for i in self.cluster.ids if nodes is None else nodes:
-            if not self.mounts[i].mounted:
-                self.mounts[i].unmount()  # a daemon left without its mount
-                self.mounts[i].mount()
+            m = self.mounts[i]
+            if m.mounted and self._alive(m):
+                continue
+            m.unmount()  # a daemon left without its mount, or a disk without power
+            m.mount()
+
+    @staticmethod
+    def _alive(m: PowerMount) -> bool:
+        try:
+            return not m.status()["dead"]
+        except PowerFSError:
+            return False
 
     def power_cut(self, nodes: list[int], seed: int | None) -> list[CutOutcome]:
         """Cut power to the (already dead) nodes' disks, remount them; what each cut dropped."""

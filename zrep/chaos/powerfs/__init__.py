@@ -19,8 +19,10 @@ Where it is stricter than ext4 (it loses more; a correct program survives both):
     or old; ext4's auto_da_alloc usually saves it;
   * sync() and syncfs() never reach FUSE: they make nothing durable here.
 Where it is looser (it loses less than a real disk may):
-  * a plain cut never tears or reorders data inside the durable range, never
-    zeroes blocks; `torn` only cuts appends to a prefix;
+  * a plain cut never tears or reorders data, never zeroes blocks; `torn`
+    only cuts unsynced appends to a prefix; `reorder SEED` (not used by the
+    nemesis) keeps or zeroes each 4 KiB page of them at random, as a file
+    system without ordered data may (ext4's default data=ordered does not);
   * chmod, chown, utimes and xattrs are never undone, and a durable
     directory that was removed is not recreated;
   * no fsync EIO, no ENOSPC, no bit rot;

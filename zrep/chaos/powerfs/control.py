@@ -5,6 +5,9 @@ the FUSE process; one command line in, one JSON line out:
   cut          lose power: drop everything not fsynced, then EIO on every call
   torn SEED    the same, but each file keeps a seeded random prefix of its
                unsynced appends (a write cut part-way through)
+  reorder SEED the same, but each 4 KiB page of the unsynced appends is kept
+               or zeroed at random (pages reaching the disk out of order: not
+               ext4's ordered mode, which never shows it; XFS or data=writeback may)
   status       {"dead", "cuts", "pending": {files, directories, ghosts}, ...}
 Replies are {"ok": true, ...} or {"ok": false, "error": "..."}; a bad
 command is answered and the daemon goes on. `send` is the client side.
@@ -26,7 +29,7 @@ MAX_LINE = 200
 
 
 class Target(Protocol):
-    def cut(self, seed: int | None = None) -> Any: ...
+    def cut(self, seed: int | None = None, reorder: bool = False) -> Any: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -36,11 +39,12 @@ def answer(target: Target, line: str) -> dict[str, Any]:
     try:
         if words == ["cut"]:
             return {"ok": True, **target.cut(None).to_dict()}
-        if len(words) == 2 and words[0] == "torn":
-            return {"ok": True, "seed": int(words[1]), **target.cut(int(words[1])).to_dict()}
+        if len(words) == 2 and words[0] in ("torn", "reorder"):
+            seed = int(words[1])
+            return {"ok": True, "seed": seed, **target.cut(seed, words[0] == "reorder").to_dict()}
         if words == ["status"]:
             return {"ok": True, **target.status()}
-        return {"ok": False, "error": f"unknown command {line[:60]!r}; use cut, torn SEED or status"}
+        return {"ok": False, "error": f"unknown command {line[:60]!r}; use cut, torn SEED, reorder SEED or status"}
     except (OSError, ValueError) as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 

@@ -71,12 +71,12 @@ class PowerFS(Operations):
 
     # ------------------------------------------------------------ control (from the control socket)
 
-    def cut(self, seed: int | None = None) -> CutReport:
+    def cut(self, seed: int | None = None, reorder: bool = False) -> CutReport:
         """Lose power now: roll back to the durable state, then fail every call."""
         with self._mutex:
             self._dead = True
             self._cuts += 1
-            return self._journal.cut(seed)
+            return self._journal.cut(seed, reorder)
 
     def status(self) -> dict[str, Any]:
         with self._mutex:
@@ -115,7 +115,8 @@ class PowerFS(Operations):
 
     def open(self, path: str, flags: int) -> int:
         writable = flags & os.O_ACCMODE != os.O_RDONLY
-        fd = os.open(self._full(path), (os.O_RDWR if writable else os.O_RDONLY) | (flags & ~_STRIP) | os.O_CLOEXEC)
+        fd = os.open(self._full(path), (os.O_RDWR if writable else os.O_RDONLY) | (flags & ~_STRIP) | os.O_CLOEXEC
+                     | os.O_NOFOLLOW)
         if writable and flags & os.O_TRUNC:
             self._journal.before_truncate(fd, 0)
             os.ftruncate(fd, 0)
@@ -140,7 +141,7 @@ class PowerFS(Operations):
         return os.pwrite(fh, data, offset)
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
-        fd = fh if fh is not None else os.open(self._full(path), os.O_RDWR | os.O_CLOEXEC)
+        fd = fh if fh is not None else os.open(self._full(path), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             self._journal.before_truncate(fd, length)
             os.ftruncate(fd, length)

@@ -153,9 +153,12 @@ class Journal:
         return {"files": len(self.data), "directories": len(self.names),
                 "ghosts": sum(1 for _ in self.ghosts.iterdir())}
 
-    def cut(self, seed: int | None = None) -> CutReport:
+    def cut(self, seed: int | None = None, reorder: bool = False) -> CutReport:
         """Roll the backing directory back to what a disk holds after losing power now.
-        With a seed (`torn`), each file keeps a random prefix of its unsynced appends."""
+        With a seed (`torn`), each file keeps a random prefix of its unsynced appends; with
+        `reorder` too (`reorder SEED`), each PAGE-sized page of them is kept or zeroed at
+        random and the file ends after the last kept page (pages written out of order, as
+        file systems without ordered data may leave them)."""
         rng = random.Random(seed) if seed is not None else None
         where = self._paths_by_inode()
         restored = dropped = kept = 0
@@ -166,12 +169,16 @@ class Journal:
             restored += 1
             with open(path, "r+b") as f:
                 size = os.fstat(f.fileno()).st_size
-                keep = undo.durable_size
-                if rng is not None and size > keep:
+                keep, zeroed = undo.durable_size, []
+                if rng is not None and size > keep and reorder:
+                    keep, zeroed = reordered_pages(rng, undo.durable_size, size)
+                elif rng is not None and size > keep:
                     keep += rng.randint(0, size - keep)
-                    kept += keep - undo.durable_size
-                dropped += max(0, size - keep)
+                kept += max(0, keep - undo.durable_size) - sum(n for _, n in zeroed)
+                dropped += max(0, size - keep) + sum(n for _, n in zeroed)
                 f.truncate(keep)
+                for offset, n in zeroed:
+                    os.pwrite(f.fileno(), bytes(n), offset)
                 for offset, old in reversed(undo.saved):  # the oldest save is the durable byte
                     os.pwrite(f.fileno(), old, offset)  # saves lie inside [0, durable_size)
         removed, relinked = self._restore_names()
@@ -237,3 +244,21 @@ class Journal:
                     os.link(src, dest, follow_symlinks=False)
                     where[target] = dest
         return removed, relinked
+
+
+PAGE = 4096
+
+
+def reordered_pages(rng: random.Random, durable: int, size: int) -> tuple[int, list[tuple[int, int]]]:
+    """(new size, zeroed (offset, length) ranges) when the pages of [durable, size) reach the
+    disk in any order: each page (file offsets, PAGE-aligned) kept or lost at random."""
+    pages, start = [], durable
+    while start < size:
+        end = min(size, (start // PAGE + 1) * PAGE)
+        pages.append((start, end - start, rng.random() < 0.5))
+        start = end
+    last = max((i for i, (_, _, keep) in enumerate(pages) if keep), default=-1)
+    if last < 0:
+        return durable, []
+    offset, n, _ = pages[last]
+    return offset + n, [(o, k) for o, k, keep in pages[:last] if not keep]

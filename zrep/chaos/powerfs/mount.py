@@ -177,16 +177,19 @@ class PowerMount:
             raise PowerFSError(f"{self.mountpoint}: {line!r} failed: {reply.get('error')}")
         return reply
 
-    def cut(self, seed: int | None = None) -> dict[str, Any]:
-        """Lose power (a seed: `torn`, keeping a random prefix of each file's unsynced appends)."""
-        return self.command("cut" if seed is None else f"torn {seed}")
+    def cut(self, seed: int | None = None, reorder: bool = False) -> dict[str, Any]:
+        """Lose power (a seed: `torn`, keeping a random prefix of each file's unsynced appends;
+        with `reorder`, random pages of them, the others zeroed)."""
+        if seed is None:
+            return self.command("cut")
+        return self.command(f"{'reorder' if reorder else 'torn'} {seed}")
 
     def status(self) -> dict[str, Any]:
         return self.command("status")
 
-    def reboot(self, seed: int | None = None) -> dict[str, Any]:
+    def reboot(self, seed: int | None = None, reorder: bool = False) -> dict[str, Any]:
         """Cut, unmount and mount again; what the cut did. Kill the users first."""
-        report = self.cut(seed)
+        report = self.cut(seed, reorder)
         self.unmount()
         self.mount()
         return report
