@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"wire", "config", "security", "errors"},
     "local": {"client", "wire", "config", "security", "errors", "exit_codes"},
     "chaos": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
-    "bench": {"local", "client", "wire", "storage", "core", "config", "security", "errors"},
+    "bench": {"local", "client", "aio", "wire", "storage", "core", "config", "security", "errors"},
     "dashboard": {"client", "config", "errors", "httpd"},  # reads nodes over the network only: never node
     "aio": {"client", "wire", "config", "errors"},  # zrep.aio: the asyncio client's public name
     "cli": set(),  # anything: filled in below

@@ -58,7 +58,9 @@ def test_bench_quick_runs_every_phase_and_prints_one_json_object(tmp_path):
     floor = report["floor"]
     assert 0 < floor["rtt"]["p50_ms"] <= floor["rtt"]["p99_ms"] < 1_000 and floor["fsync_per_s"] > 0
     assert floor["send_floor_ms"] == pytest.approx(2 * floor["rtt"]["p50_ms"] + 1000 / floor["fsync_per_s"], abs=0.01)
-    assert 0 < floor["fsync_each_of_3_per_s"] < 10 * floor["fsync_per_s"]  # each of 3 at once: not 0, not absurd
+    # Each of 3 files flushed at once: measured, not 0. No bound against the 1-file figure: on a busy
+    # machine either can be many times the other (seen here: 4,472/s beside 270/s).
+    assert 0 < floor["fsync_each_of_3_per_s"] < 1_000_000
     ceiling = floor["ceiling"]  # --quick: as many bare sends as requests per level
     assert ceiling["sends"] == QUICK["count"] and ceiling["per_s"] > 0 and 0 < ceiling["p50_ms"] <= ceiling["p99_ms"]
 
@@ -119,3 +121,13 @@ def test_bench_ceiling_says_so_when_its_bare_leader_cannot_start(tmp_path, monke
 def test_only_and_skip_together_is_a_usage_error():
     result = CliRunner().invoke(main, ["bench", "--only", "reads", "--skip", "sends"])
     assert result.exit_code == 2 and "not both" in result.stderr
+
+
+def test_bench_aio_drives_sends_through_the_asyncio_client():
+    result = CliRunner().invoke(main, ["bench", "aio", "--in-flight", "1", "--in-flight", "32", "--count", "300",
+                                       "--seconds", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r["in_flight"] for r in report["levels"]] == [1, 32]
+    for r in report["levels"]:
+        assert r["sends"] > 0 and r["errors"] == {} and 0 < r["p50_ms"] <= r["p99_ms"] < 15_000

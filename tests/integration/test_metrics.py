@@ -70,6 +70,7 @@ def test_every_node_serves_metrics_health_and_events(make_cluster: MakeCluster) 
         c.send("m", seq, "box", b"x" * 10)
     wait_until("every node applied the 30 sends and counted them (a gauge refreshed each second)", lambda: all(
         one(scrape(c, i), "zrep_applied_index") >= 31 and one(scrape(c, i), "zrep_store_messages") == 30
+        and one(scrape(c, i), "zrep_store_bytes") == 300
         for i in c.ids), timeout=10)
     for i in c.ids:
         m = scrape(c, i)

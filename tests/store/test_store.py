@@ -678,3 +678,15 @@ def test_snapshot_read_in_place_after_a_prefix() -> None:
             Store.from_bytes(bad, len(prefix))
     with pytest.raises(DecodeError):
         Store.from_bytes(data, len(data) + 1)
+
+
+def test_body_bytes_follow_sends_deletes_and_a_snapshot_restore():
+    s = Store()
+    s.apply(1, encode_send("c", 1, 1, "s", "a", b"12345"))
+    s.apply(2, encode_send("c", 2, 1, "s", "a", b""))
+    s.apply(3, encode_send("c", 3, 1, "s", "b", b"xyz"))
+    assert s.body_bytes() == 8 and s.mailbox_count() == 2
+    s.apply(4, encode_delete("c", 4, 1, "a", [0]))
+    assert s.body_bytes() == 3
+    restored = Store.from_bytes(s.to_bytes())
+    assert restored.body_bytes() == 3 and restored.to_bytes() == s.to_bytes()

@@ -114,3 +114,20 @@ def failover(kills: int, as_json: bool) -> None:
     from zrep.bench.failover import main as bench_failover_main
 
     sys.exit(bench_failover_main(kills, as_json))
+
+
+@bench.command(name="aio")
+@click.option("--in-flight", "levels", type=click.IntRange(1, 4096), multiple=True, default=(1, 64, 256),
+              show_default=True, help="Concurrent sends on one asyncio client (repeatable: one level each).")
+@click.option("--count", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="Sends per level at most.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds per level at most.")
+@json_option
+def aio(levels: tuple[int, ...], count: int, seconds: float, as_json: bool) -> None:
+    """Sends through zrep.aio.Client from one event loop against a local 3-node cluster: sends/s and
+    latency per in-flight level, the library's retries and bookkeeping included. Exit 1 if any send failed."""
+    from zrep.bench.aio import main as bench_aio_main
+
+    sys.exit(bench_aio_main(list(levels), count, seconds, as_json))
+

@@ -290,7 +290,8 @@ class Node:
         self._housekeeping_at = now + HOUSEKEEPING_S
         store, stats = self.service.store, self.stats
         stats.store_messages = store.message_count()
-        stats.store_mailboxes = len(store._boxes)  # (no public count: mailboxes() sorts them all)
+        stats.store_mailboxes = store.mailbox_count()
+        stats.store_bytes = store.body_bytes()
         self._followers()
         counters = self.transport.counters
         peer = sum(getattr(counters, name) for name in _PEER_REFUSALS)

@@ -145,6 +145,8 @@ class NodeCollector(Collector):
         yield CounterMetricFamily("zrep_snapshot_installs", "Snapshots installed from a leader", value=stats.installs)
         yield GaugeMetricFamily("zrep_store_messages", "Live messages in the store", value=stats.store_messages)
         yield GaugeMetricFamily("zrep_store_mailboxes", "Mailboxes in the store", value=stats.store_mailboxes)
+        yield GaugeMetricFamily("zrep_store_bytes", "Body bytes of the live messages in the store",
+                                value=stats.store_bytes)
         yield GaugeMetricFamily("zrep_snapshot_bytes", "Size of the durable snapshot (the store as of its index)",
                                 value=stats.snapshot_bytes)
         yield GaugeMetricFamily("zrep_wal_bytes", "Bytes of the WAL file known durable", value=node.wal.synced_offset)

@@ -76,6 +76,7 @@ class NodeStats:
     installs: int = 0
     snapshot_bytes: int = 0  # size of the durable snapshot file: the store's bytes as of its index
     store_messages: int = 0  # refreshed by the loop once a second (not per scrape)
+    store_bytes: int = 0  # body bytes of the live messages, refreshed with store_messages
     store_mailboxes: int = 0
 
     def took(self, op: str) -> None:

@@ -136,6 +136,7 @@ def _restore_box(item: Callable[[], Any], applied: int) -> tuple[str, Mailbox]:
         _check_holed_columns(senders, bodies, indexes, applied)
     box = Mailbox(base=first if n else next_offset)
     box.senders, box.bodies, box.indexes, box.live = senders, bodies, indexes, n_live
+    box.bytes = sum(map(len, filter(None, bodies)))  # derived: one pass in C at restore
     box.pad_to(next_offset)
     return name, box
 

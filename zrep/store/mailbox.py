@@ -26,7 +26,7 @@ class Mailbox:
     delete from the front.
     """
 
-    __slots__ = ("base", "head", "senders", "bodies", "indexes", "live")
+    __slots__ = ("base", "head", "senders", "bodies", "indexes", "live", "bytes")
     _TRIM_MIN = 1024
 
     def __init__(self, base: int = 0) -> None:
@@ -36,6 +36,7 @@ class Mailbox:
         self.bodies: list[bytes | None] = []
         self.indexes = array("q")  # 8 bytes per message, no int objects
         self.live = 0
+        self.bytes = 0  # body bytes of the live messages (not state: derived, never in a snapshot)
 
     @property
     def next_offset(self) -> int:
@@ -46,6 +47,7 @@ class Mailbox:
         self.bodies.append(body)
         self.indexes.append(index)
         self.live += 1
+        self.bytes += len(body)
         return self.next_offset - 1
 
     def pad_to(self, offset: int) -> None:
@@ -61,6 +63,7 @@ class Mailbox:
 
     def delete(self, offset: int) -> None:
         p = offset - self.base
+        self.bytes -= len(self.bodies[p])  # type: ignore[arg-type]  (callers delete live offsets only)
         self.bodies[p] = None
         self.senders[p] = ""
         self.indexes[p] = 0

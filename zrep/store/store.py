@@ -328,6 +328,13 @@ class Store:
         box = self._boxes.get(mailbox)
         return 0 if box is None else box.live
 
+    def body_bytes(self) -> int:
+        """Body bytes of the live messages in all mailboxes (kept as they change: O(mailboxes))."""
+        return sum(b.bytes for b in self._boxes.values())
+
+    def mailbox_count(self) -> int:
+        return len(self._boxes)
+
     def message_count(self) -> int:
         """Live messages in all mailboxes (one sum over the mailboxes, not the messages)."""
         return sum(b.live for b in self._boxes.values())
