@@ -52,8 +52,8 @@ async def _level(client: Client, in_flight: int, count: int, seconds: float) -> 
     latencies.sort()
     return {"in_flight": in_flight, "sends": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
             "per_s": round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
-            "p50_ms": round(percentile(latencies, 0.5), 3) if latencies else None,
-            "p99_ms": round(percentile(latencies, 0.99), 3) if latencies else None}
+            "p50_ms": round(percentile(latencies, 50), 3) if latencies else None,
+            "p99_ms": round(percentile(latencies, 99), 3) if latencies else None}
 
 
 async def _run(config: Path, levels: list[int], count: int, seconds: float,
