@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+
 import pytest
 
 from zrep.sim.cluster import run_seed
@@ -17,7 +20,8 @@ REGRESSION_SEEDS_3 = [8052]
 REGRESSION_SEEDS_5 = [1836, 2050, 3511]
 
 
-def sweep(seeds: range, nodes: int, bugs: frozenset[str] = frozenset(), first: bool = False):
+def _chunk(args: tuple[range, int, frozenset[str], bool]) -> list[tuple[int, str]]:
+    seeds, nodes, bugs, first = args
     failures = []
     for seed in seeds:
         result, violation, _ = run_seed(seed, nodes, bugs)
@@ -26,6 +30,23 @@ def sweep(seeds: range, nodes: int, bugs: frozenset[str] = frozenset(), first: b
             if first:
                 break
     return failures
+
+
+def sweep(seeds: range, nodes: int, bugs: frozenset[str] = frozenset(), first: bool = False):
+    """Run the seeds on every core (each seed is independent and deterministic); with `first`,
+    stop once a chunk found a violation. The failures, by seed."""
+    chunks = [(seeds[i:i + 20], nodes, bugs, first) for i in range(0, len(seeds), 20)]
+    workers = min(len(chunks), os.cpu_count() or 1)
+    if workers <= 1:
+        return [f for c in chunks for f in _chunk(c)]
+    failures: list[tuple[int, str]] = []
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for found in pool.imap(_chunk, chunks):
+            failures += found
+            if first and failures:
+                pool.terminate()
+                break
+    return sorted(failures)
 
 
 def test_sweep_300_seeds_of_3_nodes():
