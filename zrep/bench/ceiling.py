@@ -37,6 +37,7 @@ from zrep.bench.report import cpu_seconds
 from zrep.bench.wal import ENTRY_BYTES
 from zrep.bench.workers import percentile
 from zrep.local.cluster import free_ports
+from zrep.local.processes import spawn
 from zrep.storage.wal import sync_data
 
 SENDS = 3000
@@ -123,8 +124,7 @@ def _leader(port: int, path: str, follower_ports: list[int]) -> None:
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "zrep.bench.ceiling", *args], stdin=subprocess.PIPE,
-                            start_new_session=True)
+    return spawn([sys.executable, "-m", "zrep.bench.ceiling", *args], stdin=subprocess.PIPE)
 
 
 def stop_children(children: list[subprocess.Popen]) -> None:

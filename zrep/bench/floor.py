@@ -51,6 +51,7 @@ from zrep.bench.ceiling import (
 from zrep.bench.report import format_floor
 from zrep.bench.wal import ENTRY_BYTES, RawCase
 from zrep.local.cluster import free_ports
+from zrep.local.processes import spawn
 
 ROUND_TRIPS = 3000
 WARMUP_TRIPS = 200
@@ -85,7 +86,7 @@ def _echo(port: int) -> None:
 def measure_rtt(trips: int = ROUND_TRIPS) -> dict[str, Any]:
     """Round trips of 100 bytes between this process and an echo child on 127.0.0.1."""
     port = free_ports("127.0.0.1", 1, set())[0]
-    child = subprocess.Popen([sys.executable, "-m", "zrep.bench.floor", "--echo", str(port)], stdin=subprocess.PIPE)
+    child = spawn([sys.executable, "-m", "zrep.bench.floor", "--echo", str(port)], stdin=subprocess.PIPE)
     try:
         with dealer_to(port) as dealer:
             payload = b"x" * ENTRY_BYTES

@@ -21,7 +21,6 @@ import math
 import os
 import selectors
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 from zrep.bench.load import NO_ANSWER_S
 from zrep.errors import ZrepError
+from zrep.local.processes import kill_all, spawn
 
 STARTUP_S = 30.0  # a worker's interpreter start and connect, on a busy 2-core machine
 
@@ -141,8 +141,7 @@ class Workers:
             for cmd in self.commands:
                 err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty worker can never block on it
                 self._errs.append(err)
-                self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                                   bufsize=0, start_new_session=True))
+                self.procs.append(spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=0))
                 self._buf.append(b"")
                 self.progress.append((0, 0))
         except BaseException:
@@ -154,20 +153,7 @@ class Workers:
         self.close()
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)  # start_new_session: the pgid is the pid
-                except ProcessLookupError:
-                    pass
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            for f in (p.stdin, p.stdout):
-                if f is not None:
-                    f.close()
+        kill_all(self.procs)
         for err in self._errs:
             err.close()
 

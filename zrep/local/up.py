@@ -37,6 +37,7 @@ from typing import IO, Any
 from zrep.client import Client, NodeStatus
 from zrep.config import ClusterConfig, parse_endpoint
 from zrep.exit_codes import UP_NODE_FAILED, UP_OK, UP_PORTS_TAKEN
+from zrep.local.processes import spawn, stop
 
 GRACE_S = 5.0  # SIGTERM, then this long for a node to stop, then SIGKILL
 STATUS_EVERY_S = 0.25  # how often to look for a leader and for dead children
@@ -83,8 +84,8 @@ def node_command(config_path: str, node_id: int) -> list[str]:
 
 def _start(config_path: str, node_id: int, out: _Output, width: int) -> _Child:
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # lines arrive as they are written
-    proc = subprocess.Popen(node_command(config_path, node_id), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = spawn(node_command(config_path, node_id), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                 stderr=subprocess.STDOUT, env=env)
     prefix = f"[node {node_id:>{width}}] "
     pump = threading.Thread(target=_pump, args=(proc, prefix, out), name=f"node-{node_id}-output", daemon=True)
     pump.start()
@@ -131,28 +132,16 @@ def _stop_all(state: _State, out: _Output) -> bool:
     live = [c for c in state.children.values() if c.proc.poll() is None]
     for c in live:
         c.expected_exit = True
-        _killpg(c, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_S
-    clean = True
-    for c in live:
-        try:
-            code = c.proc.wait(max(0.0, deadline - time.monotonic()))
-            clean = clean and code == 0
-        except subprocess.TimeoutExpired:
-            out.say(f"zrep cluster up: node {c.id} did not stop within {GRACE_S:g} s: killing it")
-            _killpg(c, signal.SIGKILL)
-            c.proc.wait()
-            clean = False
+    by_pid = {c.proc.pid: c for c in live}
+
+    def killing(proc: subprocess.Popen[bytes]) -> None:
+        out.say(f"zrep cluster up: node {by_pid[proc.pid].id} did not stop within {GRACE_S:g} s: killing it")
+
+    codes = stop([c.proc for c in live], signal.SIGTERM, GRACE_S, on_kill=killing)
+    clean = all(code == 0 for code in codes.values())
     for c in state.children.values():
         c.pump.join(2)  # the pipe closes with the process: the rest of its lines are printed
     return clean
-
-
-def _killpg(child: _Child, sig: signal.Signals) -> None:
-    try:
-        os.killpg(child.proc.pid, sig)  # start_new_session: the group id is the pid
-    except ProcessLookupError:
-        pass  # already gone
 
 
 @contextmanager
