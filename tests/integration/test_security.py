@@ -162,3 +162,95 @@ def test_a_node_key_claiming_another_nodes_src_is_dropped(secure):
     finally:
         ctx.destroy(linger=0)
     assert c.status(leader)["epoch"] == before["epoch"]
+
+
+def test_client_keys_rotate_and_revoke_with_sighup_while_writes_go_on(tmp_path):
+    import signal
+    import threading
+
+    c = LocalCluster(tmp_path / "rotate", secure=True, start=False)
+    try:
+        key_a = _add_principal(c, "app", send=["*"], read=["*"])
+        new_keypair("app-b", c.dir / "keys")
+        key_b = c.dir / "keys" / "app-b.key_secret"
+        c.start()
+        c.wait_for_leader(20)
+        failures: list[str] = []
+        sent = [0]
+        stop = threading.Event()
+
+        def writer() -> None:
+            with Client(c.config_path, key=key_a, timeout_s=10) as client:
+                while not stop.is_set() and sent[0] < 5000:
+                    try:
+                        client.send("rotating", b"m%d" % sent[0])
+                        sent[0] += 1
+                    except Exception as e:  # any failure is the test's finding
+                        failures.append(repr(e))
+                        return
+
+        def reload(text_from: str, text_to: str, reloads: int) -> None:
+            c.config_path.write_text(c.config_path.read_text().replace(text_from, text_to))
+            c.signal_nodes(c.ids, signal.SIGHUP)
+            wait_until("every node reloaded", lambda: all(c.node_log(i).count("reload: ") >= reloads
+                                                          for i in c.ids), 15)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        wait_until("writes with key A", lambda: sent[0] >= 20, 15)
+        reload('public_keys = ["app.key"]', 'public_keys = ["app.key", "app-b.key"]', 1)  # add B beside A
+        with Client(c.config_path, key=key_b, timeout_s=10) as b:
+            b.send("rotating", b"with key B")
+        before = sent[0]
+        wait_until("A still writes after the reload", lambda: sent[0] >= before + 20, 15)
+        stop.set()
+        t.join(30)
+        assert failures == [] and sent[0] > 40
+        reload('public_keys = ["app.key", "app-b.key"]', 'public_keys = ["app-b.key"]', 2)  # revoke A
+        with pytest.raises(NotAuthorized, match="refused key"):
+            with Client(c.config_path, key=key_a, timeout_s=5) as a:
+                a.send("rotating", b"revoked")
+        with Client(c.config_path, key=key_b, timeout_s=10) as b:
+            b.send("rotating", b"B still works")
+            c.config_path.write_text(c.config_path.read_text() + "\n[[principals]]\nname = 'Bad Name'\n")
+            c.signal_nodes(c.ids, signal.SIGHUP)
+            wait_until("a bad file is refused and the old grants kept",
+                       lambda: all("reload: kept the previous keys and grants" in c.node_log(i) for i in c.ids), 15)
+            b.send("rotating", b"B after a bad reload")
+        assert c.unexpected_exits() == []
+    finally:
+        c.close()
+
+
+def test_a_node_key_rotates_one_node_at_a_time_with_quorum_held(tmp_path):
+    import shutil
+    import signal
+
+    c = LocalCluster(tmp_path / "node-rotate", secure=True)
+    try:
+        leader = c.wait_for_leader(20)
+        n = next(i for i in c.ids if i != leader)  # rotate a follower (a leader would first hand over)
+        keys = c.dir / "keys"
+        old_public = c.cfg.security.node_keys[n][0].decode()
+        _, new_secret, new_pair = new_keypair(f"node-{n}-next", keys)
+        text = c.config_path.read_text()
+        assert text.count(f'"{old_public}"') == 1
+        # 1. The new key first for node n, everywhere; the old one still listed. Peers relink to it.
+        c.config_path.write_text(text.replace(f'"{old_public}"', f'"{new_pair.public.decode()}", "{old_public}"'))
+        c.signal_nodes(c.ids, signal.SIGHUP)
+        wait_until("every node reloaded", lambda: all("reload: " in c.node_log(i) for i in c.ids), 15)
+        with Client(c.config_path, key=c.client_key, timeout_s=15) as client:
+            for i in range(20):  # the other two hold a quorum while node n is unreachable by its old key
+                client.send("node-rotation", b"during %d" % i)
+            # 2. Node n restarts with its new secret: every link works again.
+            c.kill(n, signal.SIGTERM)
+            shutil.copy(new_secret, keys / f"node-{n}.key_secret")
+            c.start(n)
+            c.reload_config()  # the test's own helpers learn node n's new key too
+            for i in range(20):
+                client.send("node-rotation", b"after %d" % i)
+        commit = c.status(leader)["commit"]
+        wait_until("node n caught up with its new key", lambda: c.status(n)["applied"] >= commit, 20)
+        assert c.unexpected_exits() == []
+    finally:
+        c.close()

@@ -51,7 +51,7 @@ class Curve:
 
     public: bytes
     secret: bytes
-    server_keys: dict[int, bytes]
+    server_keys: dict[int, tuple[bytes, ...]]  # each node's listed keys, its current one first
     key_file: str
 
     def refused(self, node: int, address: str) -> NotAuthorized:
@@ -59,10 +59,10 @@ class Curve:
                              "not listed in the cluster file; ask an operator to add it to a [[principals]] entry "
                              "and reload the nodes")
 
-    def failed(self, node: int, address: str) -> NotAuthorized:
-        return NotAuthorized(f"secure handshake with node {node} ({address}) failed: its key is not "
-                             f"{self.server_keys[node][:8].decode()}... as the cluster file says, or it runs "
-                             "without security")
+    def failed(self, node: int, address: str) -> str:
+        keys = ", ".join(k[:8].decode() + "..." for k in self.server_keys[node])
+        return (f"secure handshake with node {node} ({address}) failed: its key is none of {keys} as the cluster "
+                "file says, or it runs without security")
 
 
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -80,12 +80,14 @@ def curve_for(config: ClusterConfig, key: str | os.PathLike[str] | None) -> Curv
         pair = load_secret(key)
     except KeyFileError as e:
         raise NotAuthorized(str(e)) from None
-    return Curve(pair.public, pair.secret, {n: ks[0] for n, ks in config.security.node_keys.items() if ks}, str(key))
+    return Curve(pair.public, pair.secret, {n: tuple(ks) for n, ks in config.security.node_keys.items() if ks},
+                 str(key))
 
 
-def _configure(sock: zmq.Socket, address: str, curve: Curve | None = None, node: int = 0) -> None:
+def _configure(sock: zmq.Socket, address: str, curve: Curve | None = None, node: int = 0, key_index: int = 0) -> None:
     if curve is not None:
-        curve_client(sock, curve.public, curve.secret, curve.server_keys[node])
+        keys = curve.server_keys[node]
+        curve_client(sock, curve.public, curve.secret, keys[key_index % len(keys)])
     sock.linger = 0
     sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a node we are not connected to
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
@@ -118,6 +120,7 @@ class Links:
         self._curve = curve
         self._monitors: dict[int, zmq.Socket] = {}  # curve: each DEALER's handshake events
         self._protocol_failures: dict[int, int] = {}
+        self._key_index: dict[int, int] = {}  # curve: which of a node's listed keys we try (rotation)
         self._ctx = zmq.Context()
         self._sockets: dict[int, zmq.Socket] = {}
         self._node_of_socket: dict[zmq.Socket, int] = {}
@@ -148,14 +151,16 @@ class Links:
             sock = self._ctx.socket(zmq.DEALER)
             if self._curve is not None:
                 self._monitors[node] = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
-            _configure(sock, self._addresses[node], self._curve, node)
+            _configure(sock, self._addresses[node], self._curve, node, self._key_index.get(node, 0))
             self._sockets[node] = sock
             self._node_of_socket[sock] = node
             self._poller.register(sock, zmq.POLLIN)
         return sock
 
-    def _check_handshakes(self, node: int) -> None:
-        """Curve: a refused key is a clear error at once, not a timeout (the refusal is silent otherwise)."""
+    def _check_handshakes(self, node: int) -> str:
+        """Curve: a refused key is a clear error at once, not a timeout (the refusal is silent otherwise).
+        A node whose key is not the one we tried (a rotation under way) is tried with its next listed
+        key; when none works, '' is not returned but why, so the call moves on to another node."""
         monitor = self._monitors.get(node)
         while monitor is not None and monitor.poll(0):
             event = recv_monitor_message(monitor)["event"]
@@ -163,10 +168,28 @@ class Links:
                 raise self._curve.refused(node, self._addresses[node])  # type: ignore[union-attr]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._protocol_failures[node] = 0
-            else:  # a wrong server key looks like this, again and again
-                self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1
-                if self._protocol_failures[node] >= 2:
-                    raise self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
+                continue
+            self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1  # a wrong server key
+            if self._protocol_failures[node] >= 2:
+                self._protocol_failures[node] = 0
+                tried = self._key_index.get(node, 0) + 1
+                self._key_index[node] = tried
+                self._drop(node)
+                if tried % len(self._curve.server_keys[node]) == 0:  # type: ignore[union-attr]
+                    return self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
+                return "retry with the node's next key"
+        return ""
+
+    def _drop(self, node: int) -> None:
+        sock = self._sockets.pop(node, None)
+        if sock is not None:
+            self._poller.unregister(sock)
+            del self._node_of_socket[sock]
+            sock.close(linger=0)
+        monitor = self._monitors.pop(node, None)
+        if monitor is not None:
+            monitor.close(linger=0)
+        self._connected_once.discard(node)
 
     def send(self, node: int, payload: bytes, connect_by: float) -> str:
         """Send one frame; '' on success, else why it could not leave."""
@@ -182,7 +205,12 @@ class Links:
                 # A fresh socket: wait briefly for its first connection.
                 wait_ms = (connect_by - time.monotonic()) * 1000
                 if self._curve is not None:  # watch the handshake in short steps: a refusal is final
-                    self._check_handshakes(node)
+                    problem = self._check_handshakes(node)
+                    if problem == "retry with the node's next key":
+                        sock = self._socket(node)
+                        continue
+                    if problem:
+                        return problem
                     if wait_ms > 0 and not sock.poll(min(20, max(1, int(wait_ms))), zmq.POLLOUT):
                         continue
                 if wait_ms <= 0 or not sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):

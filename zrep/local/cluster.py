@@ -371,6 +371,13 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- the wire
 
+    def reload_config(self) -> None:
+        """Read the cluster file again (after a test or tool edited it): the wire helpers reconnect
+        with what it now says (a node's new key, say)."""
+        self.cfg = load_config(self.config_path)
+        for node_id in list(self._socks):
+            self._drop_socket(node_id)
+
     def _socket(self, node_id: int) -> zmq.Socket:
         s = self._socks.get(node_id)
         if s is None:

@@ -44,12 +44,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from zrep.config import ClusterConfig
+from zrep.config import ClusterConfig, load_config
 from zrep.core.log import LogView
 from zrep.core.messages import Forward, Message, Role
 from zrep.core.ready import Timing
 from zrep.core.replica import Replica
-from zrep.errors import InvariantError
+from zrep.errors import ConfigError, InvariantError
 from zrep.node.compaction import Compaction
 from zrep.node.file_snapshots import CHUNK_BYTES, FileSnapshots
 from zrep.node.journal import Journal, note_kind
@@ -142,6 +142,21 @@ class Node:
         self._slow_flushes = (0, 0.0, -SLOW_FSYNC_EVENT_S)  # (untold count, slowest, when last told)
 
     # ---------------------------------------------------------------- the loop
+
+    reload_asked: Callable[[], bool] = staticmethod(lambda: False)  # start.py hands it SIGHUP's flag
+
+    def _reload_security(self) -> None:
+        """SIGHUP: read the cluster file again and take its keys and grants; a bad file keeps the old ones."""
+        path = self.cfg.path
+        try:
+            if path is None:
+                raise ConfigError("this node's config did not come from a file")
+            fresh = load_config(path)
+            told = self.transport.reload_security(fresh.security)
+        except ConfigError as e:
+            self.say(f"reload: kept the previous keys and grants: {e}")
+            return
+        self.say(f"reload: {told}")
 
     def run(self, stopping: Callable[[], bool]) -> None:
         tick_s = self._tick_s
@@ -286,8 +301,11 @@ class Node:
         self._slow_flushes = (0, 0.0, now)
 
     def _housekeeping(self, now: float) -> None:
-        """Once a second: the store's gauges, followers behind or caught up, refused frames."""
+        """Once a second: the store's gauges, followers behind or caught up, refused frames,
+        and a reload of keys and grants if SIGHUP asked for one."""
         self._housekeeping_at = now + HOUSEKEEPING_S
+        if self.reload_asked():
+            self._reload_security()
         store, stats = self.service.store, self.stats
         stats.store_messages = store.message_count()
         stats.store_mailboxes = store.mailbox_count()

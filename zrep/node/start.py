@@ -107,10 +107,12 @@ def rebuild_store(store: Store, replay: Replay, commit: int) -> None:
 
 
 class _StopFlag:
-    """SIGTERM/SIGINT set a flag the loop checks each turn (never mid-persist)."""
+    """SIGTERM/SIGINT set a flag the loop checks each turn (never mid-persist); SIGHUP asks
+    the loop to reload the cluster file's keys and grants between turns."""
 
     def __init__(self) -> None:
         self.stop = False
+        self.reload = False
         self._old: dict[int, Any] = {}
 
     def __call__(self) -> bool:
@@ -121,9 +123,17 @@ class _StopFlag:
             return  # signals can only be handled in the main thread; the caller stops us otherwise
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old[sig] = signal.signal(sig, self._handle)
+        self._old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle_hup)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.stop = True
+
+    def _handle_hup(self, signum: int, frame: Any) -> None:
+        self.reload = True
+
+    def take_reload(self) -> bool:
+        asked, self.reload = self.reload, False
+        return asked
 
     def restore(self) -> None:
         for sig, old in self._old.items():
@@ -252,6 +262,7 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport
                            + (f", metrics {cfg.node(node_id).metrics}" if metrics is not None else ""))
         if cfg.insecure_warning:
             node.say(f"warning: {cfg.insecure_warning}")
+        node.reload_asked = flag.take_reload
         node.run((lambda: flag.stop or stopping()) if stopping is not None else flag)
         node.compaction.on_stop()
         node.journal.event("stopped", "stopped")

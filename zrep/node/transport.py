@@ -85,6 +85,7 @@ from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
 from zrep.errors import ConfigError, DecodeError
 from zrep.security.keys import fingerprint, load_secret
 from zrep.security.policy import MAILBOX_OPS, Node, Policy, Principal
+from zrep.security.settings import SecuritySettings
 from zrep.security.zap import ZapHandler, curve_client, curve_server
 from zrep.wire.client_messages import (
     ClientBatch,
@@ -201,29 +202,70 @@ class Transport:
             raise ConfigError(f"node {node_id}: its secret key's public half is not listed in public_keys of node "
                               f"{node_id}; list {fingerprint(self._keys.public) if self._keys else '?'}... there, "
                               "or start the node with the secret of a listed key")
-        policy = self.policy
-        assert policy is not None
-        node_keys = policy.node_keys()
-
-        def authorize(domain: str, key: bytes) -> bool:
+        def authorize(domain: str, key: bytes) -> bool:  # reads self.policy: a reload applies at once
+            policy = self.policy
+            assert policy is not None
             if domain == PUB_DOMAIN:
-                return key in node_keys  # heartbeats go to nodes only
+                return isinstance(policy.identify(key), Node)  # heartbeats go to nodes only
             return domain == RPC_DOMAIN and policy.identify(key) is not None
 
         def refused(domain: str, key: bytes, why: str) -> None:
             self.counters.zap_refused += 1
 
+        self._node_server_keys = {p: ks[0] for p, ks in sec.node_keys.items() if ks}
         self._zap = ZapHandler(self._ctx, authorize, refused)
         self._sockets.append(self._zap.socket)
         self._handshake_ms = sec.handshake_ms
+
+    def reload_security(self, fresh: SecuritySettings) -> str:
+        """Take new keys and grants (SIGHUP). A key no longer listed is refused at its next frame;
+        a peer whose current key changed gets new links (its old ones fail their handshake).
+        ConfigError, and nothing changes, if the new settings cannot replace the old."""
+        if fresh.mode != ("curve" if self.secure else "none"):
+            raise ConfigError("security.mode cannot change on a reload; stop every node, then start them again")
+        if not self.secure:
+            return "security.mode is none: nothing to reload"
+        own = fresh.node_keys.get(self.node_id, ())
+        if self._keys.public not in own:
+            raise ConfigError(f"node {self.node_id}'s own key {fingerprint(self._keys.public)}... is not listed "
+                              "any more; list it, or restart the node with a key that is")
+        old_keys, self.policy = self._node_server_keys, fresh.policy()
+        self._node_server_keys = {p: ks[0] for p, ks in fresh.node_keys.items() if ks}
+        renewed = sorted(p for p in self._dealers if self._node_server_keys.get(p) != old_keys.get(p))
+        for peer in renewed:
+            self._renew_links(peer)
+        return (f"{len(self.policy.principals)} principals, node keys of {len(self._node_server_keys)} nodes"
+                + (f"; new links to nodes {renewed}" if renewed else ""))
+
+    def _renew_links(self, peer: int) -> None:
+        """Curve: a peer's key changed; close its DEALER and SUB, connect new ones with the new key."""
+        dealer = self._dealers[peer]
+        endpoint, sub_endpoint = self._endpoints[peer]
+        self._sockets.remove(dealer)
+        dealer.close(linger=0)
+        fresh = self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **self._zmtp)
+        self._secure_client(fresh, None, peer)
+        fresh.connect(endpoint)
+        self._dealers[peer] = fresh
+        old_sub = next(s for s, p in self._subs.items() if p == peer)
+        self._poller.unregister(old_sub)
+        self._sockets.remove(old_sub)
+        del self._subs[old_sub]
+        old_sub.close(linger=0)
+        sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **self._zmtp)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._secure_client(sub, None, peer)
+        sub.connect(sub_endpoint)
+        self._subs[sub] = peer
+        self._poller.register(sub, zmq.POLLIN)
 
     def _secure_server(self, sock: zmq.Socket, domain: str) -> None:
         if self.secure:
             curve_server(sock, self._keys.secret, domain, self._handshake_ms)
 
-    def _secure_client(self, sock: zmq.Socket, cfg: ClusterConfig, peer_id: int) -> None:
+    def _secure_client(self, sock: zmq.Socket, cfg: ClusterConfig | None, peer_id: int) -> None:
         if self.secure:
-            server_key = cfg.security.node_keys[peer_id][0]  # the first listed is the peer's current key
+            server_key = self._node_server_keys[peer_id]  # the first listed is the peer's current key
             curve_client(sock, self._keys.public, self._keys.secret, server_key, self._handshake_ms)
 
     def _open(self, cfg: ClusterConfig, me: NodeConfig) -> None:
@@ -243,7 +285,7 @@ class Transport:
         self._secure_server(self._pub, PUB_DOMAIN)
         self._pub.bind(me.bind_pub)
         timeout_ms = 2 * cfg.election_timeout_ms
-        zmtp = dict(
+        zmtp = self._zmtp = dict(
             HEARTBEAT_IVL=max(1, cfg.election_timeout_ms // 2),
             HEARTBEAT_TIMEOUT=timeout_ms,
             HEARTBEAT_TTL=timeout_ms,
@@ -254,18 +296,20 @@ class Transport:
         self._sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **zmtp)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._dealers: dict[int, zmq.Socket] = {}
+        self._endpoints: dict[int, tuple[str, str]] = {}  # peer -> (its rpc, its pub), as we connect to them
         for peer in cfg.peers_of(me.id):
             dealer = self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **zmtp)
             if not self.secure:  # curve: the key says who we are; a routing id could be claimed by anyone
                 dealer.setsockopt(zmq.ROUTING_ID, peer_identity(me.id))
             self._secure_client(dealer, cfg, peer.id)
-            dealer.connect(source_endpoint(me.host, peer.rpc))
+            self._endpoints[peer.id] = (source_endpoint(me.host, peer.rpc), source_endpoint(me.host, peer.pub))
+            dealer.connect(self._endpoints[peer.id][0])
             self._dealers[peer.id] = dealer
             if self.secure:
                 sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **zmtp)
                 sub.setsockopt(zmq.SUBSCRIBE, b"")
                 self._secure_client(sub, cfg, peer.id)
-                sub.connect(source_endpoint(me.host, peer.pub))
+                sub.connect(self._endpoints[peer.id][1])
                 self._subs[sub] = peer.id
             else:
                 self._sub.connect(source_endpoint(me.host, peer.pub))
