@@ -110,6 +110,18 @@ def test_a_chaos_run_with_every_fault_passes_every_check(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_secure_chaos_run_passes_every_check(tmp_path: Path) -> None:
+    """bin/chaos --secure: CURVE on every socket, keys made for the run, the same checks."""
+    rc, report, err = _run(tmp_path, ["--secure", "--keep", "--duration", "8", "--seed", "16", "--faults", "kill,pause"],
+                           180)
+    assert rc == 0, _summary(report, err)
+    assert report is not None and report["ok"] and report["ops"].get("send:ok", 0) > 50
+    assert report["faults"].get("kill", 0) + report["faults"].get("pause", 0) >= 1
+    config = (tmp_path / "run" / "cluster" / "cluster.toml")
+    assert 'mode = "curve"' in config.read_text()  # kept (--keep): the run really was secure
+
+
+@pytest.mark.slow
 def test_a_nasty_run_stalls_safely_while_a_majority_is_down(tmp_path: Path) -> None:
     rc, report, err = _run(tmp_path, ["--duration", "20", "--seed", "3", "--nasty",
                                       "--faults", ",".join(MAIN_FAULTS)], 180)

@@ -117,7 +117,7 @@ def _first_difference(c: LocalCluster, boxes: Sequence[str], nodes: list[int]) -
 
 def final_state(c: LocalCluster, boxes: Sequence[str], timeout_s: float) -> Final:
     """Every mailbox's live messages, by linearizable reads: {box: [(offset, body), ...]}."""
-    with Client(client_config(c.cfg, c.client_host), timeout_s=timeout_s) as client:
+    with Client(client_config(c.cfg, c.client_host), timeout_s=timeout_s, key=c.client_key) as client:
         final: Final = {}
         for box in boxes:
             rows: list[tuple[int, str]] = []

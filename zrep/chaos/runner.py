@@ -103,6 +103,7 @@ class Options:
     heartbeat_ms: int = 50
     election_timeout_ms: int = 300  # the shipped cluster files' default
     snapshot_entries: int = 200  # far below the default: kills and restarts meet snapshots in a short run
+    secure: bool = False  # a generated cluster with CURVE on every socket (keys made for the run)
 
     def argv(self) -> list[str]:
         """The command line that reproduces these options (for the run inside a namespace)."""
@@ -114,7 +115,7 @@ class Options:
         if self.faults is not None:
             out += ["--faults", ",".join(self.faults)]
         for flag, on in (("--nasty", self.nasty), ("--keep", self.keep), ("--json", self.as_json),
-                         ("--no-netns", not self.netns)):
+                         ("--no-netns", not self.netns), ("--secure", self.secure)):
             if on:
                 out.append(flag)
         for name, value in (("--history", self.history), ("--dir", self.dir), ("--config", self.config)):
@@ -225,7 +226,7 @@ class Run:
         self.cluster = LocalCluster(self.dir / "cluster", nodes=o.nodes, hosts=hosts, heartbeat_ms=o.heartbeat_ms,
                                     election_timeout_ms=o.election_timeout_ms, bugs=o.bugs, start=False,
                                     client_host=CLIENT_HOST if self.partitions else None, config=o.config,
-                                    snapshot_entries=o.snapshot_entries)
+                                    snapshot_entries=o.snapshot_entries, secure=o.secure and o.config is None)
         if "power-cut" in self.faults:
             self.disks = Disks(self.cluster, self.dir / "powerfs")
         self.state = StateFile({"pid": os.getpid(), "dir": str(self.dir) if self.dir_is_ours else None,
@@ -257,7 +258,7 @@ class Run:
         self._check_stop()
         cfg: ClusterConfig = c.cfg
         settings = WorkloadSettings(o.clients, tuple(f"box-{k}" for k in range(o.mailboxes)), o.seed,
-                                    f"c{o.seed % 1_000_000}")
+                                    f"c{o.seed % 1_000_000}", key=str(c.client_key) if c.client_key else None)
         assert self.history is not None
         self.workload = Workload(settings, cfg, self.history, c.client_host)
         self.nemesis = Nemesis(c, self.faults, self.rng, nasty=o.nasty, net=self.net, history=self.history,

@@ -65,6 +65,7 @@ class WorkloadSettings:
     tag: str  # makes bodies and client ids unique to this run
     timeout_s: float = 5.0  # one client call, retries through failover included
     attempt_timeout_s: float = 0.5  # the client library's default
+    key: str | None = None  # the clients' secret key file, for a cluster with security.mode = curve
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +173,7 @@ class Worker(threading.Thread):
     def _new_client(self) -> Client:
         self.generation += 1
         return Client(self.cfg, client_id=f"{self.s.tag}-p{self.process}-g{self.generation}",
-                      timeout_s=self.s.timeout_s, attempt_timeout_s=self.s.attempt_timeout_s)
+                      timeout_s=self.s.timeout_s, attempt_timeout_s=self.s.attempt_timeout_s, key=self.s.key)
 
     def run(self) -> None:
         try:

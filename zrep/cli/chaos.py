@@ -66,6 +66,8 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
                    "kills and restarts meet snapshots being written and loaded.")
 @click.option("--no-netns", is_flag=True, help="Do not move into a private network namespace for partitions "
                                                "(the rules then live in this one; removed at the end).")
+@click.option("--secure", is_flag=True, help="Of a generated cluster: CURVE on every socket, fresh keys for every "
+                                            "node and for the clients (security.mode = curve).")
 @click.option("--cleanup", is_flag=True, help="Remove what killed runs left behind (nodes, rules, "
                                               "directories) and exit.")
 @click.option("--unsafe-bug", "bugs", multiple=True, type=click.Choice(sorted(BUGS | STORAGE_BUGS)), hidden=True,
@@ -73,7 +75,7 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, clients: int, mailboxes: int,
           faults: tuple[str, ...] | None, power_cut: bool, nasty: bool, history: str | None, keep: bool,
           run_dir: str | None, as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int,
-          snapshot_entries: int, no_netns: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
+          snapshot_entries: int, no_netns: bool, secure: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
     """Run a local cluster under load with a seeded nemesis (kills, pauses, partitions, torn WAL tails,
     restarts of every node, power cuts), then heal, converge and check the recorded history.
 
@@ -87,13 +89,16 @@ def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, c
         if why:
             raise click.UsageError(f"--power-cut cannot run here: {why}")
         faults = tuple(dict.fromkeys([*(faults or ()), "power-cut"]))
+    if secure and config is not None:
+        raise click.UsageError("--secure makes keys for a generated cluster; with --config, the file's own "
+                               "[security] table decides")
     if seed is None:
         seed = random.SystemRandom().randrange(1_000_000)
     opts = Options(nodes=int(nodes), duration_s=duration_s, seed=seed, clients=clients, mailboxes=mailboxes,
                    faults=faults, nasty=nasty, history=history, keep=keep, dir=run_dir, as_json=as_json,
                    bugs=bugs, netns=not no_netns, recovery_s=recovery_s, config=config,
                    heartbeat_ms=heartbeat_ms, election_timeout_ms=election_timeout_ms,
-                   snapshot_entries=snapshot_entries)
+                   snapshot_entries=snapshot_entries, secure=secure)
     wants_partitions = faults is None or "partition" in faults
     if (wants_partitions and not no_netns and not netfaults.in_private_netns()
             and not netfaults.sandbox_unavailable() and not partition_blocker(opts)):
