@@ -125,10 +125,11 @@ def test_only_and_skip_together_is_a_usage_error():
 
 def test_bench_aio_drives_sends_through_the_asyncio_client():
     result = CliRunner().invoke(main, ["bench", "aio", "--in-flight", "1", "--in-flight", "32", "--count", "300",
-                                       "--seconds", "5", "--json"])
+                                       "--seconds", "5", "--secure", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert [r["in_flight"] for r in report["levels"]] == [1, 32]
-    for r in report["levels"]:
+    assert set(report["secure_over_plain"]) == {"1", "32"} and all(v > 0 for v in report["secure_over_plain"].values())
+    for r in report["levels"] + report["secure_levels"]:  # the same sends on a CURVE cluster too
         assert r["sends"] > 0 and r["errors"] == {} and 0 < r["p50_ms"] <= r["p99_ms"] < 15_000
         assert r["p50_ms"] > 0.01  # a real latency, not the fastest sample

@@ -123,11 +123,13 @@ def failover(kills: int, as_json: bool) -> None:
               help="Sends per level at most.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds per level at most.")
+@click.option("--secure", is_flag=True, help="Also run every level on a CURVE cluster, interleaved, and report "
+                                            "secure / plain sends/s.")
 @json_option
-def aio(levels: tuple[int, ...], count: int, seconds: float, as_json: bool) -> None:
+def aio(levels: tuple[int, ...], count: int, seconds: float, secure: bool, as_json: bool) -> None:
     """Sends through zrep.aio.Client from one event loop against a local 3-node cluster: sends/s and
     latency per in-flight level, the library's retries and bookkeeping included. Exit 1 if any send failed."""
     from zrep.bench.aio import main as bench_aio_main
 
-    sys.exit(bench_aio_main(list(levels), count, seconds, as_json))
+    sys.exit(bench_aio_main(list(levels), count, seconds, as_json, secure))
 
