@@ -569,3 +569,30 @@ def test_a_node_without_quorum_logs_not_running_rate_limited_and_status_exits_3(
         assert "no leader: 1 of 3 nodes answer and a leader needs 2" in one_error_line(status)
     finally:
         c.close()
+
+
+def test_cluster_up_secure_makes_keys_once_and_serves_only_keyed_clients(tmp_path):
+    from zrep.client import Client, NotAuthorized
+
+    config = LocalCluster(tmp_path, start=False)
+    config.close()
+    secure_config = config.cfg.data_dir / "cluster-secure.toml"
+    for round_ in range(2):  # the second run reuses the keys the first made
+        proc = zrep_process("cluster", "up", "--secure", "--config", str(config.config_path))
+        try:
+            out = Lines(proc)
+            assert out.wait_for("ZREP_KEY=")
+            out.wait_for("last heard")  # the status table: its own client has the key
+            key = config.cfg.data_dir / "keys" / "local-admin.key_secret"
+            assert 'mode = "curve"' in secure_config.read_text()
+            with Client(secure_config, key=key, timeout_s=10) as client:
+                client.send("secure-up", b"round %d" % round_)
+                assert len(client.read("secure-up").messages) == round_ + 1
+            with pytest.raises(NotAuthorized, match="requires a client key"):
+                Client(secure_config)
+            assert stop(proc, signal.SIGTERM) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            for pid in node_pids(secure_config).values():
+                os.killpg(pid, signal.SIGKILL)

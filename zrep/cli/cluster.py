@@ -21,7 +21,10 @@ def cluster() -> None:
 
 @cluster.command(epilog=epilog(UP_CODES))
 @config_option
-def up(config_path: str) -> None:
+@click.option("--secure", is_flag=True, help="CURVE on every socket: keys for each node and for a client "
+                                            "(local-admin) in DATA_DIR/keys, made once and then reused, and the "
+                                            "cluster run from DATA_DIR/cluster-secure.toml.")
+def up(config_path: str, secure: bool) -> None:
     """Start every node of the cluster file, print the status once there is a leader,
     and stop them all on Ctrl-C or SIGTERM. Node log lines are prefixed with their id.
 
@@ -30,7 +33,15 @@ def up(config_path: str) -> None:
     from zrep.local.up import run_cluster
 
     cfg = load_config(config_path)
-    sys.exit(run_cluster(cfg, show_status=lambda rows: [click.echo(line) for line in status_lines(rows)]))
+    key = None
+    if secure and not cfg.security.curve:
+        from zrep.local.secure import secure_copy
+
+        cfg, key_path = secure_copy(cfg)
+        key = str(key_path)
+        click.echo(f"zrep cluster up: CURVE on every socket; to talk to this cluster:\n"
+                   f"  export ZREP_CONFIG={cfg.path} ZREP_KEY={key}")
+    sys.exit(run_cluster(cfg, show_status=lambda rows: [click.echo(line) for line in status_lines(rows)], key=key))
 
 
 @cluster.command(epilog="Reads each node's /events on its metrics address (nodes[].metrics in the cluster file). "

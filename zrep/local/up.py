@@ -162,9 +162,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _answering(cfg: ClusterConfig) -> list[NodeStatus]:
+def _answering(cfg: ClusterConfig, key: str | None = None) -> list[NodeStatus]:
     """The nodes of this cluster file that answer now (whoever started them)."""
-    with Client(cfg) as client:
+    with Client(cfg, key=key) as client:
         return [r for r in client.status(timeout_s=STATUS_WAIT_S) if r.up]
 
 
@@ -190,9 +190,9 @@ def _port_taken(endpoint: str) -> bool:
     return False
 
 
-def ports_taken(cfg: ClusterConfig) -> str:
+def ports_taken(cfg: ClusterConfig, key: str | None = None) -> str:
     """Why this runner must not start (a cluster or another program holds its ports), or ''."""
-    running = _answering(cfg)
+    running = _answering(cfg, key)
     if running:
         names, pids = _named(running)
         return (f"a cluster is already running on these ports: {names}; stop it first"
@@ -206,14 +206,14 @@ def ports_taken(cfg: ClusterConfig) -> str:
 
 
 def run_cluster(cfg: ClusterConfig, *, show_status: ShowStatus, stream: IO[str] | None = None,
-                stop: threading.Event | None = None) -> int:
+                stop: threading.Event | None = None, key: str | None = None) -> int:
     """Run the cluster until SIGINT/SIGTERM (or `stop` is set): UP_OK if every node stopped cleanly,
     UP_NODE_FAILED if one died or had to be killed, UP_PORTS_TAKEN if it could not start."""
     if cfg.path is None:
         raise ValueError("run_cluster needs a config loaded from a file: the nodes read that file")
     config_path = str(cfg.path)
     out = _Output(stream if stream is not None else sys.stdout)
-    why_not = ports_taken(cfg)
+    why_not = ports_taken(cfg, key)
     if why_not:
         out.say(f"zrep cluster up: not starting: {why_not}")
         return UP_PORTS_TAKEN
@@ -224,11 +224,11 @@ def run_cluster(cfg: ClusterConfig, *, show_status: ShowStatus, stream: IO[str] 
         try:
             for n in cfg.nodes:
                 state.children[n.id] = _start(config_path, n.id, out, width)
-            _watch(cfg, state, out, show_status, stop)
+            _watch(cfg, state, out, show_status, stop, key)
         finally:
             clean = _stop_all(state, out)
     out.say("zrep cluster up: all nodes stopped" + ("" if clean else " (not all cleanly)"))
-    strangers = _answering(cfg)
+    strangers = _answering(cfg, key)
     if strangers:
         names, pids = _named(strangers)
         out.say(f"zrep cluster up: still running, not started by this runner: {names}; stop "
@@ -236,11 +236,12 @@ def run_cluster(cfg: ClusterConfig, *, show_status: ShowStatus, stream: IO[str] 
     return UP_OK if clean and not state.unexpected else UP_NODE_FAILED
 
 
-def _watch(cfg: ClusterConfig, state: _State, out: _Output, show_status: ShowStatus, stop: threading.Event) -> None:
+def _watch(cfg: ClusterConfig, state: _State, out: _Output, show_status: ShowStatus, stop: threading.Event,
+           key: str | None = None) -> None:
     """Until `stop`: report dead children; print the status table once, when a leader is known."""
     started = time.monotonic()
     shown = warned = False
-    with Client(cfg) as client:
+    with Client(cfg, key=key) as client:
         while not stop.wait(STATUS_EVERY_S):
             _report_deaths(state, str(cfg.path), out)
             if all(c.proc.poll() is not None for c in state.children.values()):
