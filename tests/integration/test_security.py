@@ -254,3 +254,15 @@ def test_a_node_key_rotates_one_node_at_a_time_with_quorum_held(tmp_path):
         assert c.unexpected_exits() == []
     finally:
         c.close()
+
+
+def test_two_principals_with_one_client_id_never_share_exactly_once_answers(secure):
+    c, _, writer = secure
+    with Client(c.config_path, key=writer, timeout_s=10, client_id="shared-id") as app:
+        first = app.send("orders.shared", b"from orders-app")
+    with Client(c.config_path, key=c.client_key, timeout_s=10, client_id="shared-id") as admin:
+        second = admin.send("orders.shared", b"from local-admin")  # same client id, same seq 1
+    with Client(c.config_path, key=c.client_key, timeout_s=10) as admin:
+        bodies = [m.body for m in admin.read("orders.shared").messages]
+    # Had the ids been shared, the second send would have got the first one's kept answer and applied nothing.
+    assert bodies == [b"from orders-app", b"from local-admin"] and second.offset == first.offset + 1
