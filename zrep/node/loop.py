@@ -282,9 +282,12 @@ class Node:
         step = self.replica.step
         for msg in peer:
             step(msg)
+        lost = self.transport.disconnects()
+        for peer_id in lost:  # after its messages: a dead leader's last Append must not undo the hint
+            self.replica.peer_disconnected(peer_id)
         for ident, req, batched in clients:
             self._on_request(ident, req, batched)
-        return bool(peer or clients), bool(peer)
+        return bool(peer or clients or lost), bool(peer)
 
     def close(self) -> None:
         if self._snapshots is not None:

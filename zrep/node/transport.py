@@ -64,6 +64,13 @@ Socket options, and why:
     libzmq, never raised. ROUTER_HANDOVER on: a restarted peer's new
     connection takes over its routing id at once instead of being refused
     while the old one is still being torn down.
+  * A socket monitor on each peer DEALER (EVENT_DISCONNECTED only): when a
+    peer's process dies its kernel closes the TCP connection at once, libzmq
+    reports it, and `disconnects()` hands the node the peer's id, a hint the
+    core uses to start a pre-vote without waiting out the election timeout
+    (Replica.peer_disconnected). Only a hint: a flapping link or a restart
+    gives the same event, and the ZMTP keepalive above gives it late for a
+    paused peer. A connect that fails (the peer still down) is not an event.
   * CONNECT_TIMEOUT 2 election timeouts and RECONNECT_IVL 100 ms up to 1 s: a
     connect into a partition (dropped SYNs) is retried rather than hanging for
     TCP's two minutes; a restarted peer is reconnected within a second.
@@ -80,6 +87,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zrep.config import ClusterConfig, NodeConfig, parse_endpoint
 from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
@@ -156,6 +164,7 @@ class Counters:
     client_too_large: int = 0  # answered TOO_LARGE
     send_dropped: int = 0  # peer message not sent: queue full or peer not connected
     reply_dropped: int = 0  # client reply not sent: its queue is full (each reply of a ClientReplies frame)
+    peer_disconnects: int = 0  # a peer DEALER's connection closed (the socket monitor's hints)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -174,6 +183,8 @@ class Transport:
         self.peer_ids = tuple(sorted(self._peer_by_ident.values()))
         self.last_heard: dict[int, float] = {}  # peer -> time.monotonic() of its last valid frame
         self._batched: dict[bytes, list[bytes]] = {}  # routing id -> packed replies that flush() sends
+        self._monitors: dict[zmq.Socket, int] = {}  # monitor of a peer DEALER -> that peer
+        self._disconnects: list[int] = []  # peers whose connection closed since disconnects() was last asked
         self._ctx = zmq.Context(io_threads=1)
         self._sockets: list[zmq.Socket] = []
         try:
@@ -226,9 +237,16 @@ class Transport:
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
         self._poller.register(self._sub, zmq.POLLIN)
+        for peer_id, dealer in self._dealers.items():
+            monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            monitor.setsockopt(zmq.LINGER, 0)
+            self._sockets.append(monitor)
+            self._monitors[monitor] = peer_id
+            self._poller.register(monitor, zmq.POLLIN)
 
     def close(self) -> None:
         """Close every socket now (LINGER 0) and the context. Idempotent."""
+        self._monitors = {}
         for sock in self._sockets:
             sock.close(linger=0)
         self._sockets = []
@@ -256,7 +274,24 @@ class Transport:
                 self._drain_router(budget, peer, clients, now)
             elif sock is self._sub:
                 self._drain_sub(budget, peer, now)
+            elif sock in self._monitors:
+                self._drain_monitor(sock, self._monitors[sock])
         return peer, clients
+
+    def _drain_monitor(self, monitor: zmq.Socket, peer_id: int) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, _NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self.counters.peer_disconnects += 1
+                self._disconnects.append(peer_id)
+
+    def disconnects(self) -> list[int]:
+        """The peers whose connection closed since the last call, in order (hints, not proof)."""
+        out, self._disconnects = self._disconnects, []
+        return out
 
     def _drain_router(self, budget: int, peer: list[Message], clients: list[ClientIn], now: float) -> None:
         router, limit = self._router, self.max_frame_bytes
