@@ -17,18 +17,14 @@ entry (else wiping loses committed entries, whatever the protocol does), and
 every other disk holds its epoch or a later one (else a later candidate may
 reuse an epoch it promised in, and get a second promise for it); it stays
 down for two election timeouts, so no candidacy of that epoch is still open.
-Disconnect hints as the real node's socket monitor gives them: when a process
-dies, each live peer may hear its connection close at once (true), later
-(late), or never (lost); a live link may flap (false); a pause or a cut that
-outlasts the keepalive timeout closes the connections on both sides (a hint
-the paused node reads when it resumes). A hint reaches only the life of the
-node it was meant for.
+Disconnect hints (zrep.sim.hints: true, lost, late, false and stall ones) go
+to the replica as the real node's socket monitor gives them; a paused node
+reads its hints when it resumes.
 Must not import os, time or zmq.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -43,6 +39,7 @@ from zrep.service.pending import Done
 from zrep.service.service import Service
 from zrep.sim.checker import Ack, Checker, Violation
 from zrep.sim.disk import SimCrash, SimDisk
+from zrep.sim.hints import Hint, SimHints
 from zrep.sim.network import LinkFaults, SimNetwork
 from zrep.sim.plan import SimPlan
 from zrep.sim.snapshots import SimSnapshots
@@ -89,13 +86,6 @@ class SimNode:
     lives: int = 0
     acc: float = 0.0
     inbox: list[Any] = field(default_factory=list)  # held while paused
-
-
-@dataclass(frozen=True)
-class Hint:
-    """The connection to `peer` closed (held in a paused node's inbox like a message)."""
-
-    peer: int
 
 
 @dataclass
@@ -162,9 +152,8 @@ class SimCluster:
         self._leader_killed_epoch = 0
         self.failovers: list[int] = []
         self._leader_commit: dict[int, int] = {}
-        self.hint_rng = random.Random(f"hint-{plan.seed}-{plan.nodes}")  # the other draws replay as before
-        self._hints: list[tuple[int, int, int, int, int]] = []  # (tick, seq, node, its life, peer)
-        self._hint_seq = 0
+        # Hints draw from a generator of their own: the other draws replay as before.
+        self.hints = SimHints(plan, random.Random(f"hint-{plan.seed}-{plan.nodes}"), self._count)
         for node in self.nodes.values():
             self._boot(node)
 
@@ -298,7 +287,7 @@ class SimCluster:
         node.service = None
         node.inbox.clear()
         node.disk.crash_on_sync = False
-        self._hint_death(node.id)
+        self.hints.death(self.now, node.id, self._lives())
         lo, hi = self.plan.restart_ticks
         node.restart_at = self.now + self.rng.randint(lo, hi)
         self._count({"fsync": "crash_in_fsync", "compaction": "crash_in_compaction"}.get(why, "crash"))
@@ -326,46 +315,15 @@ class SimCluster:
 
     # ------------------------------------------------------------ disconnect hints
 
-    def _schedule_hint(self, at: int, node: SimNode, peer: int, kind: str) -> None:
-        self._hint_seq += 1
-        heapq.heappush(self._hints, (at, self._hint_seq, node.id, node.lives, peer))
-        self._count(kind)
+    def _lives(self) -> list[tuple[int, int]]:
+        return [(n.id, n.lives) for n in self._alive()]
 
-    def _hint_death(self, dead: int) -> None:
-        """Each live peer of a dying process hears its connection close: now, late or never."""
-        p, rng = self.plan, self.hint_rng
-        if not p.hint_p:
-            return
-        for node in self._alive():
-            if rng.random() >= p.hint_p:
-                self._count("hint_lost")
-            elif rng.random() < p.hint_late_p:
-                self._schedule_hint(self.now + rng.randint(*p.hint_late_ticks), node, dead, "hint_late")
-            else:
-                self._schedule_hint(self.now + rng.randint(0, p.link.max_delay), node, dead, "hint")
-
-    def _hint_stall(self, pairs: list[tuple[int, int]], lasts: int) -> None:
-        """Connections between `pairs` stall for `lasts` ticks: past the keepalive timeout
-        (two election timeouts, as the real transport's) both ends hear them close."""
-        if not self.plan.stall_hints or lasts <= 2 * self.plan.timing.election_ticks:
-            return
-        at = self.now + 2 * self.plan.timing.election_ticks
-        for a, b in pairs:
-            for node, peer in ((self.nodes[a], b), (self.nodes[b], a)):
-                if node.service is not None:
-                    self._schedule_hint(at, node, peer, "hint_stall")
-
-    def _false_hints(self) -> None:
-        p, rng = self.plan, self.hint_rng
-        alive = self._alive()
-        if len(alive) > 1 and p.false_hint_p and rng.random() < p.false_hint_p:
-            node = rng.choice(alive)
-            peer = rng.choice([i for i in self.ids if i != node.id])
-            self._schedule_hint(self.now, node, peer, "hint_false")
+    def _life_of(self, node_id: int) -> int | None:
+        node = self.nodes[node_id]
+        return node.lives if node.service is not None else None
 
     def _deliver_hints(self) -> None:
-        while self._hints and self._hints[0][0] <= self.now:
-            _, _, node_id, life, peer = heapq.heappop(self._hints)
+        for node_id, life, peer in self.hints.due(self.now):
             node = self.nodes[node_id]
             if node.service is None or node.lives != life:
                 continue  # that process is gone: its sockets (and their monitor) with it
@@ -385,7 +343,7 @@ class SimCluster:
         self.checker.now = self.now
         if faults_on:
             self._nemesis()
-            self._false_hints()
+            self.hints.flap(self.now, self._lives(), self.ids)
         for node in self.nodes.values():
             if node.service is None and node.restart_at <= self.now:
                 self._boot(node)
@@ -502,7 +460,7 @@ class SimCluster:
             if target.paused_until <= self.now:
                 lasts = rng.randint(*p.pause_ticks)
                 target.paused_until = self.now + lasts
-                self._hint_stall([(target.id, i) for i in self.ids if i != target.id], lasts)
+                self.hints.stall(self.now, [(target.id, i) for i in self.ids if i != target.id], lasts, self._life_of)
                 self._count("pause")
                 self._log(f"node {target.id} paused until {target.paused_until}")
         if self.partition_until and self.now >= self.partition_until:
@@ -527,7 +485,7 @@ class SimCluster:
         self.net.isolate(group, everyone, one_way=(shape == "one_way"))
         lasts = rng.randint(*self.plan.partition_ticks)
         self.partition_until = self.now + lasts
-        self._hint_stall([(a, b) for a in group for b in everyone - group], lasts)
+        self.hints.stall(self.now, [(a, b) for a in group for b in everyone - group], lasts, self._life_of)
         self._count(f"partition_{shape}")
         self._log(f"partition {shape}: {sorted(group)} cut off until {self.partition_until}")
 
