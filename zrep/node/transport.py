@@ -71,6 +71,11 @@ Socket options, and why:
     (Replica.peer_disconnected). Only a hint: a flapping link or a restart
     gives the same event, and the ZMTP keepalive above gives it late for a
     paused peer. A connect that fails (the peer still down) is not an event.
+    After this node's own stall (a SIGSTOP, a turn longer than the keepalive
+    interval: `poll` returns that long after it last did) its keepalive timers
+    fire before its I/O thread reads what waited, closing healthy connections:
+    disconnects within one keepalive interval of such a stall are counted
+    (`hints_after_stall`) but not handed on.
   * CONNECT_TIMEOUT 2 election timeouts and RECONNECT_IVL 100 ms up to 1 s: a
     connect into a partition (dropped SYNs) is retried rather than hanging for
     TCP's two minutes; a restarted peer is reconnected within a second.
@@ -165,6 +170,7 @@ class Counters:
     send_dropped: int = 0  # peer message not sent: queue full or peer not connected
     reply_dropped: int = 0  # client reply not sent: its queue is full (each reply of a ClientReplies frame)
     peer_disconnects: int = 0  # a peer DEALER's connection closed (the socket monitor's hints)
+    hints_after_stall: int = 0  # ... of which just after our own stall: not handed on
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -185,6 +191,9 @@ class Transport:
         self._batched: dict[bytes, list[bytes]] = {}  # routing id -> packed replies that flush() sends
         self._monitors: dict[zmq.Socket, int] = {}  # monitor of a peer DEALER -> that peer
         self._disconnects: list[int] = []  # peers whose connection closed since disconnects() was last asked
+        self._stall_s = max(1, cfg.election_timeout_ms // 2) / 1000  # the keepalive interval (HEARTBEAT_IVL)
+        self._polled_at = time.monotonic()  # when poll() last returned
+        self._distrust_until = 0.0  # disconnects before this follow our own stall
         self._ctx = zmq.Context(io_threads=1)
         self._sockets: list[zmq.Socket] = []
         try:
@@ -256,7 +265,12 @@ class Transport:
 
     def poll(self, timeout_ms: int) -> list[zmq.Socket]:
         """Wait up to `timeout_ms` for input; the sockets that have some."""
-        return [sock for sock, _ in self._poller.poll(timeout_ms)]
+        ready = [sock for sock, _ in self._poller.poll(timeout_ms)]
+        now = time.monotonic()
+        if now - self._polled_at > self._stall_s:
+            self._distrust_until = now + self._stall_s
+        self._polled_at = now
+        return ready
 
     def drain(self, ready: list[zmq.Socket], budget: int) -> tuple[list[Message], list[ClientIn]]:
         """Read up to `budget` messages from each ready socket, without blocking
@@ -284,8 +298,12 @@ class Transport:
                 event = recv_monitor_message(monitor, _NOBLOCK)
             except zmq.Again:
                 return
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                self.counters.peer_disconnects += 1
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            self.counters.peer_disconnects += 1
+            if time.monotonic() < self._distrust_until:
+                self.counters.hints_after_stall += 1  # our keepalive may have timed out, not the peer
+            else:
                 self._disconnects.append(peer_id)
 
     def disconnects(self) -> list[int]:
