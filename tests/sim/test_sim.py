@@ -15,7 +15,9 @@ from zrep.sim.plan import SimPlan
 # 8052: a leader of an old epoch, elected late by delayed promises, lacks entries
 # committed in a newer epoch; that is allowed (it can commit nothing), and the
 # leader-completeness check had wrongly flagged it.
-REGRESSION_SEEDS_3 = [8052]
+# 13643: a leader committed (and applied) an entry and died in the same step, unobserved;
+# the nemesis then wiped its disk, thinking the survivors held every commit (they did not).
+REGRESSION_SEEDS_3 = [8052, 13643]
 # 1836, 2050, 3511: a follower that learned a new epoch from its promise kept
 # what it had verified with the old leader and took the new leader's commit
 # index against it (two replicas applied different entries at one index).

@@ -281,9 +281,12 @@ class SimCluster:
         if claimed:
             self._check_stable_survived(node, claimed)
         self.net.lose_unflushed(node.id, self.plan.unflushed_loss)
-        if node.service is not None and node.service.replica.role == Role.LEADER and self._leader_killed_at is None:
-            self._leader_killed_at = self.now
-            self._leader_killed_epoch = node.service.replica.hs.epoch
+        if node.service is not None and node.service.replica.role == Role.LEADER:
+            # It may have committed in this very step, unobserved: the wipe rule needs to know.
+            self.checker.saw_commit(node.service.replica.hs.epoch, node.service.replica.commit)
+            if self._leader_killed_at is None:
+                self._leader_killed_at = self.now
+                self._leader_killed_epoch = node.service.replica.hs.epoch
         node.service = None
         node.inbox.clear()
         node.disk.crash_on_sync = False
