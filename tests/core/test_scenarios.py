@@ -147,6 +147,87 @@ def test_after_a_crash_a_majority_of_oks_does_not_wait_for_the_silent_leader():
     assert heard.role == Role.ELECTING
 
 
+# ---------------------------------------------------------------- disconnect hints
+
+def following(node: int, leader: int = 3, epoch: int = 1) -> Replica:
+    r = replica(node)
+    r.step(Append(leader, node, epoch, 0, 0, (), 0, 0))
+    settle(r)
+    return r
+
+
+def test_a_follower_that_loses_its_leaders_connection_asks_its_peers_at_once():
+    r = following(1)
+    r.peer_disconnected(3)
+    assert r.role == Role.ELECTING and r.leader == 0
+    ready = r.ready()
+    assert sorted(m.dst for m in of(ready.messages, Election)) == [2, 3]
+    assert ready.hard_state is None  # a pre-vote: no epoch claimed yet
+    r.step(Answer(2, 1, 1, int(AnswerReason.OK), 0))
+    assert r.role == Role.CANDIDATE  # a majority of OKs, and the leader's answer is not waited for
+    assert r.ready().hard_state == HardState(2, 1)
+
+
+def test_a_hint_about_another_peer_or_from_a_leaderless_node_starts_nothing():
+    r = following(1)
+    r.peer_disconnected(2)  # not the leader
+    r.peer_disconnected(9)  # not a member
+    assert r.role == Role.FOLLOWER and r.leader == 3 and not of(r.ready().messages, Election)
+    lead = leader_of_epoch(2)
+    lead.peer_disconnected(2)
+    assert lead.role == Role.LEADER
+
+
+def test_a_false_hint_costs_one_round_a_peer_that_hears_the_leader_objects():
+    r = following(1)
+    r.peer_disconnected(3)  # the link flapped; leader 3 is fine
+    r.ready()
+    r.step(Answer(2, 1, 1, int(AnswerReason.LEADER_ALIVE), 3))
+    for _ in range(T.answer_ticks):
+        r.tick()
+    assert r.role == Role.FOLLOWER and r.hs.epoch == 1  # no epoch claimed, nothing persisted
+    r.step(Append(3, 1, 1, 0, 0, (), 0, 0))  # the leader is heard again: followed again
+    assert r.leader == 3
+    r.step(Election(2, 1, 1, 0, 0, False))  # and objected for, hint or no hint before
+    assert of(r.ready().messages, Answer)[-1].reason == AnswerReason.LEADER_ALIVE
+
+
+def test_a_hint_never_counts_as_consent():
+    r = replica(1, members=(1, 2, 3, 4, 5))
+    r.step(Append(5, 1, 1, 0, 0, (), 0, 0))
+    settle(r)
+    r.peer_disconnected(5)
+    r.peer_disconnected(4)
+    r.step(Answer(2, 1, 1, int(AnswerReason.OK), 0))
+    assert r.role != Role.CANDIDATE  # 2 OKs of 5 (itself included): no claim, whoever is down
+    r.step(Answer(3, 1, 1, int(AnswerReason.OK), 0))
+    assert r.role == Role.CANDIDATE
+
+
+def test_an_election_from_a_worse_peer_withdraws_its_earlier_objection():
+    # Both followers lose leader 3; node 2's Election reached node 1 before node 1's own
+    # hint, so node 1 objected. Node 1's Election then says it hears no leader any more.
+    r = following(2, leader=3)
+    r.peer_disconnected(3)
+    r.ready()
+    r.step(Answer(1, 2, 1, int(AnswerReason.LEADER_ALIVE), 3))
+    assert r.role == Role.ELECTING  # one OK of three: waits for the rest (or the answer timeout)
+    r.step(Election(1, 2, 1, 0, 0, False))  # node 1 (worse: lower id) now runs
+    assert of(r.ready().messages, Answer)[0].reason == AnswerReason.BETTER
+    assert r.role == Role.CANDIDATE  # its Election is the OK it would give us now; node 3 is down
+
+    late = following(2, leader=3)  # the same, but node 1's Election comes after the answer timeout
+    late.peer_disconnected(3)
+    late.step(Answer(1, 2, 1, int(AnswerReason.LEADER_ALIVE), 3))
+    for _ in range(T.answer_ticks):
+        late.tick()
+    assert late.role == Role.FOLLOWER and late.leader == 0  # not running
+    late.step(Election(1, 2, 1, 0, 0, False))
+    assert late.role == Role.ELECTING  # a better node runs itself
+    late.step(Answer(1, 2, 1, int(AnswerReason.OK), 0))
+    assert late.role == Role.CANDIDATE
+
+
 def test_an_isolated_node_never_inflates_its_epoch():
     r = replica(1, hs=HardState(3, 1))
     for _ in range(20 * T.election_ticks):

@@ -20,8 +20,10 @@ def test_bench_failover_measures_each_kill():
     result = CliRunner().invoke(main, ["bench", "failover", "--kills", "2", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert report["kills"] == 2 and len(report["all_ms"]) == 2
+    assert report["kind"] == "crash" and report["kills"] == 2 and len(report["all_ms"]) == 2
     assert 0 < report["median_ms"] <= report["max_ms"] < 15_000
+    pause = report["pause"]  # SIGSTOP: no closed connection, the election timeout path
+    assert pause["kills"] == 2 and len(pause["all_ms"]) == 2 and 0 < pause["median_ms"] <= pause["max_ms"] < 15_000
 
 
 def test_failover_phase_completes_with_writers_at_full_speed():
@@ -49,6 +51,7 @@ def test_bench_quick_runs_every_phase_and_prints_one_json_object(tmp_path):
         assert set(cpu["nodes"]) == {"1", "2", "3"} and str(cpu["leader"]) in cpu["nodes"]
         assert min(cpu["nodes"].values()) >= 0 and cpu["clients"] > 0
     assert 0 < report["failover"]["median_ms"] <= report["failover"]["max_ms"] < 15_000
+    assert 0 < report["failover"]["pause"]["median_ms"] <= report["failover"]["pause"]["max_ms"] < 15_000
     assert report["catchup_per_s"] > 0 and report["catchup"]["entries"] >= 2_000
     assert report["memory"]["messages"] >= 5_000
     assert 1 < report["rss_mb_per_node"] == max(report["memory"]["rss_mb"].values()) < 4096

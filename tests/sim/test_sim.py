@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
+import statistics
 
 import pytest
 
-from zrep.sim.cluster import run_seed
+from zrep.sim.cluster import SimCluster, run_seed
+from zrep.sim.network import LinkFaults
+from zrep.sim.plan import SimPlan
 
 # Seeds that once exposed a bug (in the protocol or in the checker) stay here:
 # 8052: a leader of an old epoch, elected late by delayed promises, lacks entries
 # committed in a newer epoch; that is allowed (it can commit nothing), and the
 # leader-completeness check had wrongly flagged it.
-REGRESSION_SEEDS_3 = [8052]
+# 13643: a leader committed (and applied) an entry and died in the same step, unobserved;
+# the nemesis then wiped its disk, thinking the survivors held every commit (they did not).
+REGRESSION_SEEDS_3 = [8052, 13643]
 # 1836, 2050, 3511: a follower that learned a new epoch from its promise kept
 # what it had verified with the old leader and took the new leader's commit
 # index against it (two replicas applied different entries at one index).
@@ -112,3 +118,36 @@ def test_the_sweep_meets_snapshots_compactions_installs_and_wipes():
             kinds[kind] = kinds.get(kind, 0) + n
     for kind in ("snapshot", "compaction", "crash_in_compaction", "snapshot_install", "wipe"):
         assert kinds.get(kind, 0) >= 3, (kind, kinds)
+
+
+def test_the_sweep_gives_true_lost_late_false_and_stall_hints():
+    kinds: dict[str, int] = {}
+    for seed in range(40):
+        result, violation, _ = run_seed(seed, 3)
+        assert violation is None, (seed, violation)
+        for kind, n in result.faults.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    for kind in ("hint", "hint_lost", "hint_late", "hint_false", "hint_stall"):
+        assert kinds.get(kind, 0) >= 3, (kind, kinds)
+
+
+def test_disconnect_hints_make_a_crashed_leaders_failover_faster():
+    # The same seeds with crashes as the only fault, every crash heard at once, then
+    # none heard: the hint lets the followers skip the election timeout.
+    def failovers(**hints: object) -> list[float]:
+        out: list[float] = []
+        for seed in range(20):
+            p = SimPlan.from_seed(seed, 3)
+            calm = dataclasses.replace(
+                p, link=LinkFaults(0.0, 0.0, 1, p.link.max_delay), crash_p=0.01, sync_crash_p=0.0, churn_p=0.0,
+                kill_on_commit_p=0.0, pause_p=0.0, partition_p=0.0,
+                restart_ticks=(p.timing.election_ticks, 2 * p.timing.election_ticks), **hints)
+            result = SimCluster(calm).run()
+            out += [t / result.election_ticks for t in result.failover_ticks]
+        return out
+
+    heard = failovers(hint_p=1.0, hint_late_p=0.0, false_hint_p=0.0)
+    unheard = failovers(hint_p=0.0, false_hint_p=0.0, stall_hints=False)
+    assert len(heard) >= 20 and len(unheard) >= 20
+    # (measured: median 0.29 election timeouts heard, 1.53 unheard)
+    assert statistics.median(heard) < 0.5 and statistics.median(unheard) > 1.0

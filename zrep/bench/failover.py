@@ -1,9 +1,15 @@
 """Failover benchmark: `zrep bench failover [--kills N] [--json]`.
 
-Starts a local 3-node cluster on free ports with the default timeouts
-(LocalCluster's, as in config/cluster.toml), keeps one client writing through the real
-client library, and N times: SIGKILLs the leader, measures the time from the
-kill to the next acknowledged write, restarts the dead node and waits until
+Two kinds, each on a fresh local 3-node cluster on free ports with the default
+timeouts (LocalCluster's, as in config/cluster.toml):
+- crash: the leader is SIGKILLed. Its kernel closes its connections at once,
+  the followers' socket monitors see it and start the pre-vote without waiting
+  out the election timeout (Replica.peer_disconnected).
+- pause: the leader is SIGSTOPped. Its connections stay open: the followers
+  notice only the leader's silence (the election timeout path).
+Each keeps one client writing through the real client library, and N times:
+stops the leader, measures the time from the signal to the next acknowledged
+write, restarts (crash) or resumes (pause) the old leader and waits until
 it caught up (`LocalCluster.wait_caught_up`: every node applied the commit
 index the leader reported when the wait began: one fixed index, so the
 writers never make the wait a matter of luck). Reports the median and the
@@ -88,8 +94,13 @@ class _BulkWriter(_Writer):
                 self.errors += 1
 
 
-def run_failover_bench(kills: int = 10, progress: Any = None, bulk_writers: int = 0) -> dict[str, Any]:
+KINDS = {"crash": signal.SIGKILL, "pause": signal.SIGSTOP}
+
+
+def run_failover_bench(kills: int = 10, progress: Any = None, bulk_writers: int = 0,
+                       kind: str = "crash") -> dict[str, Any]:
     say = progress or (lambda text: None)
+    sig = KINDS[kind]
     with tempfile.TemporaryDirectory(prefix="zrep-bench-failover-") as tmp, LocalCluster(Path(tmp)) as cluster:
         cluster.wait_for_leader(15)
         clients = [Client(cluster.cfg, timeout_s=WRITE_TIMEOUT_S, attempt_timeout_s=ATTEMPT_TIMEOUT_S)
@@ -104,15 +115,21 @@ def run_failover_bench(kills: int = 10, progress: Any = None, bulk_writers: int 
             for k in range(kills):
                 writer.first_ack_after(time.monotonic(), 10)  # the cluster takes writes again
                 leader = cluster.wait_for_leader(15)
-                killed_at = time.monotonic()
-                cluster.kill(leader, signal.SIGKILL)
-                acked = writer.first_ack_after(killed_at, 15)
+                stopped_at = time.monotonic()
+                if sig == signal.SIGKILL:
+                    cluster.kill(leader, sig)
+                else:
+                    cluster.pause(leader)
+                acked = writer.first_ack_after(stopped_at, 15)
                 if acked is None:
-                    raise RuntimeError(f"no write was acknowledged within 15 s of killing leader {leader}")
-                durations.append((acked - killed_at) * 1000)
-                say(f"failover {k + 1}/{kills}: leader {leader} killed, next write acknowledged after "
-                    f"{durations[-1]:.0f} ms")
-                cluster.restart(leader)
+                    raise RuntimeError(f"no write was acknowledged within 15 s of stopping leader {leader} ({kind})")
+                durations.append((acked - stopped_at) * 1000)
+                say(f"failover {kind} {k + 1}/{kills}: leader {leader} {'killed' if sig == signal.SIGKILL else 'paused'}, "
+                    f"next write acknowledged after {durations[-1]:.0f} ms")
+                if sig == signal.SIGKILL:
+                    cluster.restart(leader)
+                else:
+                    cluster.resume(leader)
                 cluster.wait_caught_up(30)
         finally:
             for w in writers:
@@ -122,6 +139,7 @@ def run_failover_bench(kills: int = 10, progress: Any = None, bulk_writers: int 
             for c in clients:
                 c.close()
     return {
+        "kind": kind,
         "kills": kills,
         "median_ms": round(statistics.median(durations), 1),
         "max_ms": round(max(durations), 1),
@@ -133,14 +151,26 @@ def run_failover_bench(kills: int = 10, progress: Any = None, bulk_writers: int 
     }
 
 
+def run_failover_kinds(kills: int = 10, progress: Any = None) -> dict[str, Any]:
+    """Both kinds, `kills` times each: the crash figures at the top (as before the pause
+    kind existed, so history lines compare), the pause figures under "pause"."""
+    crash = run_failover_bench(kills, progress, kind="crash")
+    pause = run_failover_bench(kills, progress, kind="pause")
+    return {**crash, "pause": {k: pause[k] for k in ("kills", "median_ms", "max_ms", "all_ms")}}
+
+
 def format_report(r: dict[str, Any]) -> str:
-    return (f"failover (3 nodes, heartbeat {r['heartbeat_ms']} ms, election timeout {r['election_timeout_ms']} ms, "
-            f"{r['kills']} leader kills): "
-            f"median {r['median_ms']:.0f} ms, max {r['max_ms']:.0f} ms from SIGKILL to the next acknowledged "
-            f"write\n  (the first write invoked after the kill)\n  each: {', '.join(f'{d:.0f}' for d in r['all_ms'])} ms\n  {r['machine']}, {r['date']}")
+    p = r["pause"]
+    return (f"failover (3 nodes, heartbeat {r['heartbeat_ms']} ms, election timeout {r['election_timeout_ms']} ms), "
+            f"to the next acknowledged write (the first invoked after the signal):\n"
+            f"  crash (SIGKILL, {r['kills']} times): median {r['median_ms']:.0f} ms, max {r['max_ms']:.0f} ms; "
+            f"each: {', '.join(f'{d:.0f}' for d in r['all_ms'])} ms\n"
+            f"  pause (SIGSTOP, {p['kills']} times): median {p['median_ms']:.0f} ms, max {p['max_ms']:.0f} ms; "
+            f"each: {', '.join(f'{d:.0f}' for d in p['all_ms'])} ms\n"
+            f"  {r['machine']}, {r['date']}")
 
 
 def main(kills: int = 10, as_json: bool = False) -> int:
-    result = run_failover_bench(kills, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    result = run_failover_kinds(kills, progress=lambda text: print(text, file=sys.stderr, flush=True))
     print(json.dumps(result) if as_json else format_report(result))
     return 0

@@ -192,4 +192,8 @@ def format_text(r: dict[str, Any]) -> str:
         f = r["failover"]
         out.append(f"failover ({f['kills']} leader kills, a fresh default cluster): median {f['median_ms']:,.0f} ms, "
                    f"max {f['max_ms']:,.0f} ms from SIGKILL to the next acknowledged send")
+        if f.get("pause"):  # history lines from before the pause kind have none
+            p = f["pause"]
+            out.append(f"failover ({p['kills']} leader pauses): median {p['median_ms']:,.0f} ms, "
+                       f"max {p['max_ms']:,.0f} ms from SIGSTOP to the next acknowledged send")
     return "\n".join(out)

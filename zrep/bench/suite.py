@@ -19,7 +19,8 @@ which):
   zrep.bench.ceiling: bare leader and follower processes doing only the
   messages and fsyncs of a send, 1 in flight (the most sends/s any node
   could reach here at 1 in flight);
-- failover: zrep.bench.failover (its own fresh default cluster), run last.
+- failover: zrep.bench.failover, leader crash and leader pause (each on its own
+  fresh default cluster), run last.
 
 Every phase checks its error count: more than `max_error_fraction` of
 non-OK answers stops the benchmark with one line saying so.
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from zrep.bench.ceiling import SENDS as CEILING_SENDS
-from zrep.bench.failover import run_failover_bench
+from zrep.bench.failover import run_failover_kinds
 from zrep.bench.floor import run_floor_bench
 from zrep.bench.options import Options
 from zrep.bench.report import (
@@ -251,12 +252,12 @@ def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
     except ClusterError as e:
         raise BenchError(f"{e}; rerun with --dir DIR and read the node logs there") from None
     if "failover" in opts.phases:
-        progress.step(f"failover: {opts.kills} leader kills on a fresh cluster")
+        progress.step(f"failover: {opts.kills} leader kills and {opts.kills} leader pauses, each on a fresh cluster")
         try:
-            f = run_failover_bench(opts.kills, progress=progress.step)
+            f = run_failover_kinds(opts.kills, progress=progress.step)
         except (RuntimeError, ClusterError) as e:
             raise BenchError(f"failover: {e}; run 'zrep bench failover' alone to see it again") from None
-        r["failover"] = {k: f[k] for k in ("kills", "median_ms", "max_ms", "all_ms")}
+        r["failover"] = {k: f[k] for k in ("kills", "median_ms", "max_ms", "all_ms", "pause")}
     r.update(machine=machine(), date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), commit=git_commit(),
              options={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()})
     return r

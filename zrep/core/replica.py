@@ -16,6 +16,11 @@ Rules it keeps (DESIGN section 4), each enforced here and nowhere else:
   * No election while a healthy leader is heard: an `Election` is a pre-vote;
     a node claims an epoch only when a majority (itself included) answered
     and nobody objected, so an isolated node never inflates its epoch.
+  * A disconnect hint (`peer_disconnected`: the shell saw the connection to a
+    peer close) only moves a pre-vote earlier and lets an election stop
+    waiting for that peer's answer; it never counts as anyone's consent. A
+    false, late or repeated hint costs at most one pre-vote round per time
+    the node followed a leader.
   * Snapshots (DESIGN 4): the log drops a prefix only when the shell says a
     durable snapshot holds it (`compact`, at most up to `applied`). A follower
     the leader's log cannot serve any more gets the snapshot instead of
@@ -129,6 +134,7 @@ class Replica:
         self._max_seen_epoch = hard_state.epoch
         self._peer_rank: dict[int, Rank] = {}
         self._last_heard: dict[int, int] = {}  # peer -> tick of its last message to us
+        self._hinted_down: set[int] = set()  # peers whose connection closed since we last heard them
         self._answers: dict[int, int] = {}
         self._insist = False
         self._awaiting_better = False
@@ -195,6 +201,18 @@ class Replica:
             self._send(ReadIndexRequest(self.id, self.leader, self.hs.epoch, ctx))
             return True
         return False
+
+    def peer_disconnected(self, peer: int) -> None:
+        """The shell saw its connection to `peer` close (a crashed process's socket, a
+        flapping link): a hint, not proof. A follower that loses its leader this way
+        starts the pre-vote round now instead of after the election timeout; peers that
+        still hear a healthy leader object, and promises still need a majority."""
+        if peer not in self.peers:
+            return
+        self._hinted_down.add(peer)
+        if self.role == Role.FOLLOWER and self.leader == peer:
+            self._note(f"lost the connection to leader {peer}")
+            self._start_election(insist=False)
 
     def durable_on(self, index: int) -> tuple[int, ...]:
         """Leader only: the members known to hold `index` on disk, in id order."""
@@ -360,6 +378,7 @@ class Replica:
 
     def _heard_from(self, peer: int) -> None:
         self._last_heard[peer] = self.now
+        self._hinted_down.discard(peer)
         self.tracker.contact(peer, self.now)
 
     def _hears_live_leader(self) -> int:
@@ -425,14 +444,16 @@ class Replica:
         self._maybe_decide_election()
 
     def _silent(self, peer: int) -> bool:
-        """Not heard from for a whole election timeout: presumed down (a crashed leader)."""
-        return self.now - self._last_heard.get(peer, 0) >= self.timing.election_ticks
+        """Not heard from for a whole election timeout, or its connection closed since we
+        last heard it: presumed down (a crashed leader)."""
+        return peer in self._hinted_down or self.now - self._last_heard.get(peer, 0) >= self.timing.election_ticks
 
     def _maybe_decide_election(self, timed_out: bool = False) -> None:
         # Decide once every peer answered, or (saving the answer wait after a
-        # crash) once the only ones missing have been silent for an election
-        # timeout: their answer would not come in time anyway. Silence still
-        # never counts as consent: the majority of OKs below is required.
+        # crash) once the only ones missing are presumed down (silent for an
+        # election timeout, or their connection closed since we last heard them):
+        # their answer would not come in time anyway. Being down still never
+        # counts as consent: the majority of OKs below is required.
         if not timed_out and len(self._answers) < len(self.members):
             missing = [p for p in self.members if p not in self._answers]
             oks = sum(1 for r in self._answers.values() if r == AnswerReason.OK)
@@ -536,6 +557,11 @@ class Replica:
         self._send(Answer(self.id, m.src, self.hs.epoch, int(reason), leader))
         if reason == AnswerReason.BETTER and self.role == Role.FOLLOWER:
             self._start_election(insist=False)
+        elif reason == AnswerReason.BETTER and self.role == Role.ELECTING:
+            # Its Election says it hears no live leader now, and we outrank it: the answer it
+            # would give us if we asked again (an earlier objection of its is stale).
+            self._answers[m.src] = AnswerReason.OK
+            self._maybe_decide_election()
         elif reason == AnswerReason.OK and not m.insist and self.role == Role.ELECTING:
             # A better node is running: let it, rather than split the promises.
             self._become_follower(0)

@@ -201,12 +201,15 @@ class Node:
         step = self.replica.step
         for msg in peer:
             step(msg)
+        lost = self.transport.disconnects()
+        for peer_id in lost:  # after its messages: a dead leader's last Append must not undo the hint
+            self.replica.peer_disconnected(peer_id)
         if clients:
             on_request = self.requests.on_request
             for ident, req, batched in clients:
                 on_request(ident, req, batched)
             self.stats.turn_requests.observe(len(clients))
-        return bool(peer or clients), bool(peer)
+        return bool(peer or clients or lost), bool(peer)
 
     def close(self) -> None:
         self.compaction.close()

@@ -64,6 +64,18 @@ Socket options, and why:
     libzmq, never raised. ROUTER_HANDOVER on: a restarted peer's new
     connection takes over its routing id at once instead of being refused
     while the old one is still being torn down.
+  * A socket monitor on each peer DEALER (EVENT_DISCONNECTED only): when a
+    peer's process dies its kernel closes the TCP connection at once, libzmq
+    reports it, and `disconnects()` hands the node the peer's id, a hint the
+    core uses to start a pre-vote without waiting out the election timeout
+    (Replica.peer_disconnected). Only a hint: a flapping link or a restart
+    gives the same event, and the ZMTP keepalive above gives it late for a
+    paused peer. A connect that fails (the peer still down) is not an event.
+    After this node's own stall (a SIGSTOP, a turn longer than the keepalive
+    interval: `poll` returns that long after it last did) its keepalive timers
+    fire before its I/O thread reads what waited, closing healthy connections:
+    disconnects within one keepalive interval of such a stall are counted
+    (`hints_after_stall`) but not handed on.
   * CONNECT_TIMEOUT 2 election timeouts and RECONNECT_IVL 100 ms up to 1 s: a
     connect into a partition (dropped SYNs) is retried rather than hanging for
     TCP's two minutes; a restarted peer is reconnected within a second.
@@ -79,6 +91,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zrep.config import ClusterConfig, NodeConfig, source_endpoint
 from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
@@ -148,6 +161,8 @@ class Counters:
     client_forbidden: int = 0  # curve: a principal's request its grants refuse, or a client key sending peer kinds
     key_unknown: int = 0  # curve: a frame whose key is no longer listed (revoked by a reload)
     zap_refused: int = 0  # curve: handshakes refused (key not listed, or not CURVE)
+    peer_disconnects: int = 0  # a peer DEALER's connection closed (the socket monitor's hints)
+    hints_after_stall: int = 0  # ... of which just after our own stall: not handed on
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -168,6 +183,11 @@ class Transport:
         self.peer_ids = tuple(sorted(self._peer_by_ident.values()))
         self.last_heard: dict[int, float] = {}  # peer -> time.monotonic() of its last valid frame
         self._batched: dict[bytes, list[bytes]] = {}  # routing id -> packed replies that flush() sends
+        self._monitors: dict[zmq.Socket, int] = {}  # monitor of a peer DEALER -> that peer
+        self._disconnects: list[int] = []  # peers whose connection closed since disconnects() was last asked
+        self._stall_s = max(1, cfg.election_timeout_ms // 2) / 1000  # the keepalive interval (HEARTBEAT_IVL)
+        self._polled_at = time.monotonic()  # when poll() last returned
+        self._distrust_until = 0.0  # disconnects before this follow our own stall
         self._ctx = zmq.Context(io_threads=1)
         self._sockets: list[zmq.Socket] = []
         self.secure = cfg.security.curve
@@ -241,12 +261,14 @@ class Transport:
         """Curve: a peer's key changed; close its DEALER and SUB, connect new ones with the new key."""
         dealer = self._dealers[peer]
         endpoint, sub_endpoint = self._endpoints[peer]
+        self._unwatch_dealer(peer)
         self._sockets.remove(dealer)
         dealer.close(linger=0)
         fresh = self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **self._zmtp)
         self._secure_client(fresh, None, peer)
         fresh.connect(endpoint)
         self._dealers[peer] = fresh
+        self._watch_dealer(peer, fresh)
         old_sub = next(s for s, p in self._subs.items() if p == peer)
         self._poller.unregister(old_sub)
         self._sockets.remove(old_sub)
@@ -320,9 +342,28 @@ class Transport:
         self._poller.register(self._sub, zmq.POLLIN)
         for sub in self._subs:
             self._poller.register(sub, zmq.POLLIN)
+        for peer_id, dealer in self._dealers.items():
+            self._watch_dealer(peer_id, dealer)
+
+    def _watch_dealer(self, peer_id: int, dealer: zmq.Socket) -> None:
+        """A socket monitor on a peer DEALER: its closed connections are failover hints."""
+        monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        monitor.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(monitor)
+        self._monitors[monitor] = peer_id
+        self._poller.register(monitor, zmq.POLLIN)
+
+    def _unwatch_dealer(self, peer_id: int) -> None:
+        for monitor, peer in list(self._monitors.items()):
+            if peer == peer_id:
+                self._poller.unregister(monitor)
+                self._sockets.remove(monitor)
+                del self._monitors[monitor]
+                monitor.close(linger=0)
 
     def close(self) -> None:
         """Close every socket now (LINGER 0) and the context. Idempotent."""
+        self._monitors = {}
         for sock in self._sockets:
             sock.close(linger=0)
         self._sockets = []
@@ -332,7 +373,12 @@ class Transport:
 
     def poll(self, timeout_ms: int) -> list[zmq.Socket]:
         """Wait up to `timeout_ms` for input; the sockets that have some."""
-        return [sock for sock, _ in self._poller.poll(timeout_ms)]
+        ready = [sock for sock, _ in self._poller.poll(timeout_ms)]
+        now = time.monotonic()
+        if now - self._polled_at > self._stall_s:
+            self._distrust_until = now + self._stall_s
+        self._polled_at = now
+        return ready
 
     def drain(self, ready: list[zmq.Socket], budget: int) -> tuple[list[Message], list[ClientIn]]:
         """Read up to `budget` messages from each ready socket, without blocking
@@ -357,7 +403,28 @@ class Transport:
                 self._drain_sub(budget, peer, now)
             elif sock in self._subs:
                 self._drain_sub(budget, peer, now, sock, self._subs[sock])
+            elif sock in self._monitors:
+                self._drain_monitor(sock, self._monitors[sock])
         return peer, clients
+
+    def _drain_monitor(self, monitor: zmq.Socket, peer_id: int) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, _NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            self.counters.peer_disconnects += 1
+            if time.monotonic() < self._distrust_until:
+                self.counters.hints_after_stall += 1  # our keepalive may have timed out, not the peer
+            else:
+                self._disconnects.append(peer_id)
+
+    def disconnects(self) -> list[int]:
+        """The peers whose connection closed since the last call, in order (hints, not proof)."""
+        out, self._disconnects = self._disconnects, []
+        return out
 
     def _drain_router_secure(self, budget: int, peer: list[Message], clients: list[ClientIn], now: float) -> None:
         """Curve: every frame carries the key its connection authenticated with (ZAP's User-Id);

@@ -17,6 +17,9 @@ entry (else wiping loses committed entries, whatever the protocol does), and
 every other disk holds its epoch or a later one (else a later candidate may
 reuse an epoch it promised in, and get a second promise for it); it stays
 down for two election timeouts, so no candidacy of that epoch is still open.
+Disconnect hints (zrep.sim.hints: true, lost, late, false and stall ones) go
+to the replica as the real node's socket monitor gives them; a paused node
+reads its hints when it resumes.
 Must not import os, time or zmq.
 """
 
@@ -36,6 +39,7 @@ from zrep.service.pending import Done
 from zrep.service.service import Service
 from zrep.sim.checker import Ack, Checker, Violation
 from zrep.sim.disk import SimCrash, SimDisk
+from zrep.sim.hints import Hint, SimHints
 from zrep.sim.network import LinkFaults, SimNetwork
 from zrep.sim.plan import SimPlan
 from zrep.sim.snapshots import SimSnapshots
@@ -148,6 +152,8 @@ class SimCluster:
         self._leader_killed_epoch = 0
         self.failovers: list[int] = []
         self._leader_commit: dict[int, int] = {}
+        # Hints draw from a generator of their own: the other draws replay as before.
+        self.hints = SimHints(plan, random.Random(f"hint-{plan.seed}-{plan.nodes}"), self._count)
         for node in self.nodes.values():
             self._boot(node)
 
@@ -275,12 +281,16 @@ class SimCluster:
         if claimed:
             self._check_stable_survived(node, claimed)
         self.net.lose_unflushed(node.id, self.plan.unflushed_loss)
-        if node.service is not None and node.service.replica.role == Role.LEADER and self._leader_killed_at is None:
-            self._leader_killed_at = self.now
-            self._leader_killed_epoch = node.service.replica.hs.epoch
+        if node.service is not None and node.service.replica.role == Role.LEADER:
+            # It may have committed in this very step, unobserved: the wipe rule needs to know.
+            self.checker.saw_commit(node.service.replica.hs.epoch, node.service.replica.commit)
+            if self._leader_killed_at is None:
+                self._leader_killed_at = self.now
+                self._leader_killed_epoch = node.service.replica.hs.epoch
         node.service = None
         node.inbox.clear()
         node.disk.crash_on_sync = False
+        self.hints.death(self.now, node.id, self._lives())
         lo, hi = self.plan.restart_ticks
         node.restart_at = self.now + self.rng.randint(lo, hi)
         self._count({"fsync": "crash_in_fsync", "compaction": "crash_in_compaction"}.get(why, "crash"))
@@ -306,6 +316,26 @@ class SimCluster:
                 raise Violation(f"tick {self.now}: node {node.id} counted entry {e.index} (epoch {e.epoch}) "
                                 f"as durable, but its disk replays {have.get(e.index)} after a crash")
 
+    # ------------------------------------------------------------ disconnect hints
+
+    def _lives(self) -> list[tuple[int, int]]:
+        return [(n.id, n.lives) for n in self._alive()]
+
+    def _life_of(self, node_id: int) -> int | None:
+        node = self.nodes[node_id]
+        return node.lives if node.service is not None else None
+
+    def _deliver_hints(self) -> None:
+        for node_id, life, peer in self.hints.due(self.now):
+            node = self.nodes[node_id]
+            if node.service is None or node.lives != life:
+                continue  # that process is gone: its sockets (and their monitor) with it
+            self._log(f"node {node_id} hears its connection to node {peer} close")
+            if node.paused_until > self.now:
+                node.inbox.append(Hint(peer))
+            else:
+                node.service.replica.peer_disconnected(peer)
+
     def _count(self, fault: str) -> None:
         self.faults[fault] = self.faults.get(fault, 0) + 1
 
@@ -316,9 +346,11 @@ class SimCluster:
         self.checker.now = self.now
         if faults_on:
             self._nemesis()
+            self.hints.flap(self.now, self._lives(), self.ids)
         for node in self.nodes.values():
             if node.service is None and node.restart_at <= self.now:
                 self._boot(node)
+        self._deliver_hints()
         self._deliver()
         for node in self.nodes.values():
             self._run_node(node)
@@ -340,7 +372,9 @@ class SimCluster:
 
     def _handle(self, node: SimNode, payload: Any) -> None:
         svc = node.service
-        if isinstance(payload, tuple):  # a client request
+        if type(payload) is Hint:
+            svc.replica.peer_disconnected(payload.peer)
+        elif isinstance(payload, tuple):  # a client request
             kind, route, body = payload
             if kind == "write":
                 svc.submit_write(route, body)
@@ -427,7 +461,9 @@ class SimCluster:
         if alive and rng.random() < p.pause_p:
             target = rng.choice(alive)
             if target.paused_until <= self.now:
-                target.paused_until = self.now + rng.randint(*p.pause_ticks)
+                lasts = rng.randint(*p.pause_ticks)
+                target.paused_until = self.now + lasts
+                self.hints.stall(self.now, [(target.id, i) for i in self.ids if i != target.id], lasts, self._life_of)
                 self._count("pause")
                 self._log(f"node {target.id} paused until {target.paused_until}")
         if self.partition_until and self.now >= self.partition_until:
@@ -450,7 +486,9 @@ class SimCluster:
         else:
             group = set(rng.sample(self.ids, rng.randint(1, minority)))
         self.net.isolate(group, everyone, one_way=(shape == "one_way"))
-        self.partition_until = self.now + rng.randint(*self.plan.partition_ticks)
+        lasts = rng.randint(*self.plan.partition_ticks)
+        self.partition_until = self.now + lasts
+        self.hints.stall(self.now, [(a, b) for a in group for b in everyone - group], lasts, self._life_of)
         self._count(f"partition_{shape}")
         self._log(f"partition {shape}: {sorted(group)} cut off until {self.partition_until}")
 

@@ -43,6 +43,12 @@ class SimPlan:
     compact_crash_p: float = 0.0  # a compaction dies before or after its log rewrite
     install_crash_p: float = 0.0  # an install dies between the snapshot's rename and the log rewrite
     wipe_p: float = 0.0  # per tick: wipe a dead node's disk (only while the others hold every commit)
+    # Disconnect hints (the real node's socket monitor; drawn from a generator of their own):
+    hint_p: float = 0.0  # a peer of a dying process hears its connection close (else the hint is lost)
+    hint_late_p: float = 0.0  # ... but only after hint_late_ticks (a slow monitor, a busy loop)
+    hint_late_ticks: tuple[int, int] = (1, 1)
+    false_hint_p: float = 0.0  # per tick: a live node hears a live peer's connection close (a flapping link)
+    stall_hints: bool = False  # a pause or cut longer than the keepalive timeout closes the connections
 
     @classmethod
     def from_seed(cls, seed: int, nodes: int = 3, bugs: frozenset[str] = frozenset(), fault_ticks: int = 600) -> "SimPlan":
@@ -94,6 +100,7 @@ class SimPlan:
             op_p=rng.choice((0.1, 0.3, 0.8)),
             bugs=bugs,
             **_snapshot_draws(random.Random(f"snap-plan-{seed}-{nodes}")),
+            **_hint_draws(random.Random(f"hint-plan-{seed}-{nodes}"), timing.election_ticks),
         )
 
 
@@ -107,4 +114,17 @@ def _snapshot_draws(rng: random.Random) -> dict[str, float | int]:
         "compact_crash_p": rng.choice((0.0, 0.02, 0.1)) if on else 0.0,
         "install_crash_p": rng.choice((0.0, 0.2)) if on else 0.0,
         "wipe_p": rng.choice((0.0, 0.01, 0.05)) if on else 0.0,
+    }
+
+
+def _hint_draws(rng: random.Random, election_ticks: int) -> dict[str, object]:
+    """One seed in five has no hints at all (the timeout path alone); the rest mix true,
+    lost, late and false ones."""
+    on = rng.random() < 0.8
+    return {
+        "hint_p": rng.choice((0.5, 0.9, 1.0)) if on else 0.0,
+        "hint_late_p": rng.choice((0.0, 0.1, 0.3)) if on else 0.0,
+        "hint_late_ticks": (election_ticks // 4, 3 * election_ticks),
+        "false_hint_p": rng.choice((0.0, 0.002, 0.01, 0.05)) if on else 0.0,
+        "stall_hints": on and rng.random() < 0.5,
     }
