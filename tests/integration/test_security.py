@@ -266,3 +266,33 @@ def test_two_principals_with_one_client_id_never_share_exactly_once_answers(secu
         bodies = [m.body for m in admin.read("orders.shared").messages]
     # Had the ids been shared, the second send would have got the first one's kept answer and applied nothing.
     assert bodies == [b"from orders-app", b"from local-admin"] and second.offset == first.offset + 1
+
+
+def test_a_node_refused_by_its_peers_relinks_once_they_list_its_key(tmp_path):
+    """The node's new key reaches its peers' files late: they refuse it (libzmq would never retry
+    that link); once they reload, it relinks by itself, and its acks count again."""
+    import shutil
+    import signal
+
+    c = LocalCluster(tmp_path / "relink", secure=True)
+    try:
+        leader = c.wait_for_leader(20)
+        n, m = [i for i in c.ids if i != leader]
+        keys = c.dir / "keys"
+        old_public = c.cfg.security.node_keys[n][0].decode()
+        _, new_secret, new_pair = new_keypair(f"node-{n}-next", keys)
+        text = c.config_path.read_text()
+        c.config_path.write_text(text.replace(f'"{old_public}"', f'"{new_pair.public.decode()}", "{old_public}"'))
+        c.kill(n, signal.SIGTERM)
+        shutil.copy(new_secret, keys / f"node-{n}.key_secret")
+        c.start(n)  # its peers have not reloaded: they refuse its new key
+        wait_until("node n says it was refused", lambda: "refused our key" in c.node_log(n), 15)
+        c.signal_nodes([leader, m], signal.SIGHUP)
+        wait_until("the peers reloaded", lambda: all("reload: " in c.node_log(i) for i in (leader, m)), 15)
+        c.reload_config()
+        c.kill(m, signal.SIGKILL)  # from now on a write needs node n's ack
+        with Client(c.config_path, key=c.client_key, timeout_s=30) as client:
+            client.send("relinked", b"acked by the leader and node n")
+        assert c.status(n)["counters"]["refused_by_peers"] >= 1
+    finally:
+        c.close()

@@ -201,6 +201,9 @@ class Node:
         step = self.replica.step
         for msg in peer:
             step(msg)
+        if self.transport.notes:
+            for line in self.transport.take_notes():
+                self.say(line)
         lost = self.transport.disconnects()
         for peer_id in lost:  # after its messages: a dead leader's last Append must not undo the hint
             self.replica.peer_disconnected(peer_id)

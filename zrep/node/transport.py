@@ -119,6 +119,8 @@ from zrep.wire.codec import (
     request_id_of,
 )
 
+RELINK_FIRST_S = 0.5  # curve: first wait before relinking to a peer that refused our key
+RELINK_MAX_S = 10.0
 RPC_DOMAIN = "zrep-rpc"  # ZAP domain of the ROUTER: node keys and principals' keys
 PUB_DOMAIN = "zrep-pub"  # ZAP domain of the PUB: node keys only
 HWM_PEER = 1000
@@ -161,6 +163,7 @@ class Counters:
     client_forbidden: int = 0  # curve: a principal's request its grants refuse, or a client key sending peer kinds
     key_unknown: int = 0  # curve: a frame whose key is no longer listed (revoked by a reload)
     zap_refused: int = 0  # curve: handshakes refused (key not listed, or not CURVE)
+    refused_by_peers: int = 0  # curve: a peer's ZAP refused our key (we relink with backoff)
     peer_disconnects: int = 0  # a peer DEALER's connection closed (the socket monitor's hints)
     hints_after_stall: int = 0  # ... of which just after our own stall: not handed on
 
@@ -172,6 +175,7 @@ class Transport:
     """All sockets of node `node_id`. Single-threaded, like every zmq socket."""
 
     secure = False  # curve mode (set per instance in __init__)
+    notes: list[str] = []  # lines for the node's log; replaced per instance, never appended to here
 
     def __init__(self, cfg: ClusterConfig, node_id: int) -> None:
         me = cfg.node(node_id)
@@ -194,6 +198,9 @@ class Transport:
         self.policy: Policy | None = cfg.security.policy() if self.secure else None
         self._zap: ZapHandler | None = None
         self._subs: dict[zmq.Socket, int] = {}  # curve: one SUB per peer, so a heartbeat's sender is known
+        self._relink_at: dict[int, float] = {}  # curve: peer -> when to relink after it refused our key
+        self._relink_backoff: dict[int, float] = {}
+        self.notes: list[str] = []
         self._mailbox_asks: dict[tuple[bytes, int], Principal] = {}  # curve: `mailboxes` answers to filter
         try:
             if self.secure:
@@ -346,8 +353,12 @@ class Transport:
             self._watch_dealer(peer_id, dealer)
 
     def _watch_dealer(self, peer_id: int, dealer: zmq.Socket) -> None:
-        """A socket monitor on a peer DEALER: its closed connections are failover hints."""
-        monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        """A socket monitor on a peer DEALER: its closed connections are failover hints; in curve
+        mode its handshakes too (a peer that refused our key ends the link for good: we relink)."""
+        events = zmq.EVENT_DISCONNECTED
+        if self.secure:
+            events |= zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        monitor = dealer.get_monitor_socket(events)
         monitor.setsockopt(zmq.LINGER, 0)
         self._sockets.append(monitor)
         self._monitors[monitor] = peer_id
@@ -393,6 +404,8 @@ class Transport:
         now = time.monotonic()
         if self._zap is not None:
             self._zap.handle()  # handshakes first: a new peer or client waits on them
+            if self._relink_at:
+                self._relink_due()
         for sock in ready:
             if sock is self._router:
                 if self.secure:
@@ -413,6 +426,12 @@ class Transport:
                 event = recv_monitor_message(monitor, _NOBLOCK)
             except zmq.Again:
                 return
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refused_by(peer_id)
+                continue
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._relink_backoff.pop(peer_id, None)
+                continue
             if event["event"] != zmq.EVENT_DISCONNECTED:
                 continue
             self.counters.peer_disconnects += 1
@@ -420,6 +439,28 @@ class Transport:
                 self.counters.hints_after_stall += 1  # our keepalive may have timed out, not the peer
             else:
                 self._disconnects.append(peer_id)
+
+    def _refused_by(self, peer_id: int) -> None:
+        """Curve: the peer's ZAP refused our key, and libzmq will not retry that link; we do, with backoff."""
+        self.counters.refused_by_peers += 1
+        backoff = min(RELINK_MAX_S, self._relink_backoff.get(peer_id, RELINK_FIRST_S / 2) * 2)
+        self._relink_backoff[peer_id] = backoff
+        self._relink_at[peer_id] = time.monotonic() + backoff
+        self.notes.append(f"node {peer_id} refused our key {fingerprint(self._keys.public)}...: is it listed for "
+                          f"node {self.node_id} in node {peer_id}'s cluster file (then SIGHUP it)? "
+                          f"retrying in {backoff:.1f} s")
+
+    def _relink_due(self) -> None:
+        now = time.monotonic()
+        for peer_id, at in list(self._relink_at.items()):
+            if now >= at:
+                del self._relink_at[peer_id]
+                self._renew_links(peer_id)
+
+    def take_notes(self) -> list[str]:
+        """Lines for the node's log (a peer refusing our key), once each."""
+        out, self.notes = self.notes, []
+        return out
 
     def disconnects(self) -> list[int]:
         """The peers whose connection closed since the last call, in order (hints, not proof)."""
