@@ -80,6 +80,10 @@ Socket options, and why:
     connect into a partition (dropped SYNs) is retried rather than hanging for
     TCP's two minutes; a restarted peer is reconnected within a second.
 
+With security.mode = "curve" the sockets are CURVE sockets and every frame is
+judged by the key its connection authenticated with: that half lives in
+zrep.node.curve (CurveLinks, which Transport inherits).
+
 Imports zmq and the codec; must not import the core's Replica, the WAL or the
 store: this module moves frames, it does not judge protocol state.
 """
@@ -95,11 +99,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zrep.config import ClusterConfig, NodeConfig, source_endpoint
 from zrep.core.messages import PEER_MESSAGE_TYPES, Heartbeat, Message
-from zrep.errors import ConfigError, DecodeError
-from zrep.security.keys import fingerprint, load_secret
-from zrep.security.policy import MAILBOX_OPS, Node, Policy, Principal
-from zrep.security.settings import SecuritySettings
-from zrep.security.zap import ZapHandler, curve_client, curve_server
+from zrep.errors import DecodeError
+from zrep.node.curve import PUB_DOMAIN, RPC_DOMAIN, CurveLinks
+from zrep.security.policy import Policy, Principal
+from zrep.security.zap import ZapHandler
 from zrep.wire.client_messages import (
     ClientBatch,
     ClientReply,
@@ -119,10 +122,6 @@ from zrep.wire.codec import (
     request_id_of,
 )
 
-RELINK_FIRST_S = 0.5  # curve: first wait before relinking to a peer that refused our key
-RELINK_MAX_S = 10.0
-RPC_DOMAIN = "zrep-rpc"  # ZAP domain of the ROUTER: node keys and principals' keys
-PUB_DOMAIN = "zrep-pub"  # ZAP domain of the PUB: node keys only
 HWM_PEER = 1000
 HWM_ROUTER = 1000
 HWM_HEARTBEAT = 100
@@ -171,11 +170,9 @@ class Counters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class Transport:
+class Transport(CurveLinks):
     """All sockets of node `node_id`. Single-threaded, like every zmq socket."""
 
-    secure = False  # curve mode (set per instance in __init__)
-    notes: list[str] = []  # lines for the node's log; replaced per instance, never appended to here
 
     def __init__(self, cfg: ClusterConfig, node_id: int) -> None:
         me = cfg.node(node_id)
@@ -221,82 +218,6 @@ class Transport:
             sock.setsockopt(getattr(zmq, name), value)
         return sock
 
-    def _open_zap(self, cfg: ClusterConfig, node_id: int) -> None:
-        """Curve: the node's keys, and the ZAP handler bound before any CURVE socket (fail closed)."""
-        sec = cfg.security
-        self._keys = load_secret(sec.keys_dir / f"node-{node_id}.key_secret") if sec.keys_dir else None
-        if self._keys is None or self._keys.public not in sec.node_keys.get(node_id, ()):
-            raise ConfigError(f"node {node_id}: its secret key's public half is not listed in public_keys of node "
-                              f"{node_id}; list {fingerprint(self._keys.public) if self._keys else '?'}... there, "
-                              "or start the node with the secret of a listed key")
-        def authorize(domain: str, key: bytes) -> bool:  # reads self.policy: a reload applies at once
-            policy = self.policy
-            assert policy is not None
-            if domain == PUB_DOMAIN:
-                return isinstance(policy.identify(key), Node)  # heartbeats go to nodes only
-            return domain == RPC_DOMAIN and policy.identify(key) is not None
-
-        def refused(domain: str, key: bytes, why: str) -> None:
-            self.counters.zap_refused += 1
-
-        self._node_server_keys = {p: ks[0] for p, ks in sec.node_keys.items() if ks}
-        self._zap = ZapHandler(self._ctx, authorize, refused)
-        self._sockets.append(self._zap.socket)
-        self._handshake_ms = sec.handshake_ms
-
-    def reload_security(self, fresh: SecuritySettings) -> str:
-        """Take new keys and grants (SIGHUP). A key no longer listed is refused at its next frame;
-        a peer whose current key changed gets new links (its old ones fail their handshake).
-        ConfigError, and nothing changes, if the new settings cannot replace the old."""
-        if fresh.mode != ("curve" if self.secure else "none"):
-            raise ConfigError("security.mode cannot change on a reload; stop every node, then start them again")
-        if not self.secure:
-            return "security.mode is none: nothing to reload"
-        own = fresh.node_keys.get(self.node_id, ())
-        if self._keys.public not in own:
-            raise ConfigError(f"node {self.node_id}'s own key {fingerprint(self._keys.public)}... is not listed "
-                              "any more; list it, or restart the node with a key that is")
-        old_keys, self.policy = self._node_server_keys, fresh.policy()
-        self._node_server_keys = {p: ks[0] for p, ks in fresh.node_keys.items() if ks}
-        renewed = sorted(p for p in self._dealers if self._node_server_keys.get(p) != old_keys.get(p))
-        for peer in renewed:
-            self._renew_links(peer)
-        return (f"{len(self.policy.principals)} principals, node keys of {len(self._node_server_keys)} nodes"
-                + (f"; new links to nodes {renewed}" if renewed else ""))
-
-    def _renew_links(self, peer: int) -> None:
-        """Curve: a peer's key changed; close its DEALER and SUB, connect new ones with the new key."""
-        dealer = self._dealers[peer]
-        endpoint, sub_endpoint = self._endpoints[peer]
-        self._unwatch_dealer(peer)
-        self._sockets.remove(dealer)
-        dealer.close(linger=0)
-        fresh = self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **self._zmtp)
-        self._secure_client(fresh, None, peer)
-        fresh.connect(endpoint)
-        self._dealers[peer] = fresh
-        self._watch_dealer(peer, fresh)
-        old_sub = next(s for s, p in self._subs.items() if p == peer)
-        self._poller.unregister(old_sub)
-        self._sockets.remove(old_sub)
-        del self._subs[old_sub]
-        old_sub.close(linger=0)
-        sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **self._zmtp)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._secure_client(sub, None, peer)
-        sub.connect(sub_endpoint)
-        self._subs[sub] = peer
-        self._poller.register(sub, zmq.POLLIN)
-
-    def _secure_server(self, sock: zmq.Socket, domain: str) -> None:
-        if self.secure:
-            curve_server(sock, self._keys.secret, domain, self._handshake_ms)
-
-    def _secure_client(self, sock: zmq.Socket, cfg: ClusterConfig | None, peer_id: int) -> None:
-        if self.secure:
-            server_key = self._node_server_keys[peer_id]  # the first listed is the peer's current key
-            curve_client(sock, self._keys.public, self._keys.secret, server_key, self._handshake_ms)
-
     def _open(self, cfg: ClusterConfig, me: NodeConfig) -> None:
         self._router = self._socket(
             zmq.ROUTER,
@@ -314,7 +235,7 @@ class Transport:
         self._secure_server(self._pub, PUB_DOMAIN)
         self._pub.bind(me.bind_pub)
         timeout_ms = 2 * cfg.election_timeout_ms
-        zmtp = self._zmtp = dict(
+        self._zmtp = dict(
             HEARTBEAT_IVL=max(1, cfg.election_timeout_ms // 2),
             HEARTBEAT_TIMEOUT=timeout_ms,
             HEARTBEAT_TTL=timeout_ms,
@@ -322,12 +243,11 @@ class Transport:
             RECONNECT_IVL=RECONNECT_IVL_MS,
             RECONNECT_IVL_MAX=RECONNECT_IVL_MAX_MS,
         )
-        self._sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **zmtp)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub = self._new_sub()
         self._dealers: dict[int, zmq.Socket] = {}
         self._endpoints: dict[int, tuple[str, str]] = {}  # peer -> (its rpc, its pub), as we connect to them
         for peer in cfg.peers_of(me.id):
-            dealer = self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **zmtp)
+            dealer = self._new_dealer()
             if not self.secure:  # curve: the key says who we are; a routing id could be claimed by anyone
                 dealer.setsockopt(zmq.ROUTING_ID, peer_identity(me.id))
             self._secure_client(dealer, cfg, peer.id)
@@ -335,8 +255,7 @@ class Transport:
             dealer.connect(self._endpoints[peer.id][0])
             self._dealers[peer.id] = dealer
             if self.secure:
-                sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **zmtp)
-                sub.setsockopt(zmq.SUBSCRIBE, b"")
+                sub = self._new_sub()
                 self._secure_client(sub, cfg, peer.id)
                 sub.connect(self._endpoints[peer.id][1])
                 self._subs[sub] = peer.id
@@ -351,6 +270,16 @@ class Transport:
             self._poller.register(sub, zmq.POLLIN)
         for peer_id, dealer in self._dealers.items():
             self._watch_dealer(peer_id, dealer)
+
+    def _new_dealer(self) -> zmq.Socket:
+        """A DEALER to one peer's ROUTER (not connected yet)."""
+        return self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **self._zmtp)
+
+    def _new_sub(self) -> zmq.Socket:
+        """A SUB for heartbeats, subscribed to everything (not connected yet)."""
+        sub = self._socket(zmq.SUB, RCVHWM=HWM_HEARTBEAT, MAXMSGSIZE=SUB_MAX_BYTES, **self._zmtp)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        return sub
 
     def _watch_dealer(self, peer_id: int, dealer: zmq.Socket) -> None:
         """A socket monitor on a peer DEALER: its closed connections are failover hints; in curve
@@ -440,99 +369,10 @@ class Transport:
             else:
                 self._disconnects.append(peer_id)
 
-    def _refused_by(self, peer_id: int) -> None:
-        """Curve: the peer's ZAP refused our key, and libzmq will not retry that link; we do, with backoff."""
-        self.counters.refused_by_peers += 1
-        backoff = min(RELINK_MAX_S, self._relink_backoff.get(peer_id, RELINK_FIRST_S / 2) * 2)
-        self._relink_backoff[peer_id] = backoff
-        self._relink_at[peer_id] = time.monotonic() + backoff
-        self.notes.append(f"node {peer_id} refused our key {fingerprint(self._keys.public)}...: is it listed for "
-                          f"node {self.node_id} in node {peer_id}'s cluster file (then SIGHUP it)? "
-                          f"retrying in {backoff:.1f} s")
-
-    def _relink_due(self) -> None:
-        now = time.monotonic()
-        for peer_id, at in list(self._relink_at.items()):
-            if now >= at:
-                del self._relink_at[peer_id]
-                self._renew_links(peer_id)
-
-    def take_notes(self) -> list[str]:
-        """Lines for the node's log (a peer refusing our key), once each."""
-        out, self.notes = self.notes, []
-        return out
-
     def disconnects(self) -> list[int]:
         """The peers whose connection closed since the last call, in order (hints, not proof)."""
         out, self._disconnects = self._disconnects, []
         return out
-
-    def _drain_router_secure(self, budget: int, peer: list[Message], clients: list[ClientIn], now: float) -> None:
-        """Curve: every frame carries the key its connection authenticated with (ZAP's User-Id);
-        that key, never a routing id or a src field, says who sent it."""
-        router, limit, policy = self._router, self.max_frame_bytes, self.policy
-        assert policy is not None
-        taken = 0
-        while taken < budget:
-            taken += 1
-            try:
-                frames = [router.recv(_NOBLOCK, copy=False)]
-            except zmq.Again:
-                return
-            while router.get(_RCVMORE):
-                frames.append(router.recv(_NOBLOCK, copy=False))
-            try:
-                key = frames[-1].get("User-Id").encode()
-            except zmq.ZMQError:  # no User-Id: cannot happen behind ZAP; refuse rather than trust
-                key = b""
-            parts = [f.bytes for f in frames]
-            ident, who = parts[0], policy.identify(key)
-            if isinstance(who, Node):
-                msg = self._peer_frame(who.id, parts, limit)
-                if msg is not None:
-                    peer.append(msg)
-                    self.last_heard[who.id] = now
-                continue
-            if who is None:
-                self.counters.key_unknown += 1
-                self._forbid(ident, request_id_of(parts[-1], limit) if len(parts) == 2 else 0,
-                             f"key {fingerprint(key) if key else '?'}... is not (or no longer) listed in the cluster file")
-                continue
-            if len(parts) != 2:
-                self._refuse(ident, 0, Code.BAD_REQUEST, f"expected one frame after the routing id, got {len(parts) - 1}")
-                continue
-            req = self._client_frame(ident, parts[1], limit)
-            if req is None:
-                continue
-            items = [req] if type(req) is ClientRequest else list(req.requests)
-            batched = type(req) is ClientBatch
-            taken += len(items) - 1
-            for item in items:
-                if type(item) is not ClientRequest:
-                    self._refuse(ident, item.req_id, Code.BAD_REQUEST, item.message, batched=True)
-                elif self._allowed(ident, item, who, batched):
-                    clients.append((ident, item, batched))
-
-    def _allowed(self, ident: bytes, req: ClientRequest, who: Principal, batched: bool) -> bool:
-        """Curve: check a principal's request against its grants; answer FORBIDDEN if it may not."""
-        assert self.policy is not None
-        op, args = str(req.op), req.args
-        mailbox = args.get("to") if op == "send" else args.get("mailbox") if op in MAILBOX_OPS else None
-        why = self.policy.refusal(who, op, mailbox)
-        if why is not None:
-            self.counters.client_forbidden += 1
-            self._forbid(ident, req.req_id, why, batched)
-            return False
-        if "client" in args:  # a principal's exactly-once answers are its own: no other can read or poison them
-            args["client"] = f"{who.name}/{args['client']}"
-        if op == "mailboxes":
-            if len(self._mailbox_asks) > 10_000:  # asks answered with an error are never popped
-                self._mailbox_asks.clear()
-            self._mailbox_asks[(ident, req.req_id)] = who
-        return True
-
-    def _forbid(self, ident: bytes, req_id: int, why: str, batched: bool = False) -> None:
-        self.reply(ident, error_reply(req_id, Code.FORBIDDEN, why[:1000]), batched)
 
     def _drain_router(self, budget: int, peer: list[Message], clients: list[ClientIn], now: float) -> None:
         router, limit = self._router, self.max_frame_bytes
@@ -683,14 +523,6 @@ class Transport:
             packed = pack_reply(_too_large_reply(req_id, e), self.max_frame_bytes)
         self._batched.setdefault(ident, []).append(packed)
         return True
-
-    def _visible(self, ident: bytes, req_id: int, result: dict[str, Any]) -> dict[str, Any]:
-        """Curve: a `mailboxes` answer lists only what the asking principal may read or send to."""
-        who = self._mailbox_asks.pop((ident, req_id), None)
-        if who is None or "mailboxes" not in result or self.policy is None:
-            return result
-        policy = self.policy
-        return {**result, "mailboxes": [m for m in result["mailboxes"] if policy.visible(who, m[0])]}
 
     def flush(self) -> None:
         """Send the replies to batched requests collected since the last flush,
