@@ -319,7 +319,7 @@ def test_send_read_delete_mailboxes_as_json(live):
     assert [m["offset"] for m in after["messages"]] in ([], [1])  # a stale node may lag, never differ
 
     boxes = json.loads(client_cmd(live, "mailboxes", "b*", "--json").stdout)
-    assert boxes == [{"name": "box", "count": 2}]
+    assert boxes == [{"name": "box", "count": 2, "bytes": len("from stdin") + len("second")}]
     deleted = client_cmd(live, "delete", "box", "0", "--json")
     assert json.loads(deleted.stdout) == {"mailbox": "box", "deleted": [0]}
     again = client_cmd(live, "delete", "box", "0")

@@ -690,3 +690,4 @@ def test_body_bytes_follow_sends_deletes_and_a_snapshot_restore():
     assert s.body_bytes() == 3
     restored = Store.from_bytes(s.to_bytes())
     assert restored.body_bytes() == 3 and restored.to_bytes() == s.to_bytes()
+    assert restored.mailbox_rows() == [["a", 1, 0], ["b", 1, 3]] and restored.mailbox_rows("a") == [["a", 1, 0]]

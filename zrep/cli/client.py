@@ -325,9 +325,10 @@ def mailboxes(ctx: click.Context, pattern: str, as_json: bool) -> None:
     """List mailboxes whose name matches PATTERN (a glob), with their message counts."""
     boxes = _client_of(ctx).mailboxes(pattern)
     if as_json:
-        _echo_json([{"name": b.name, "count": b.count} for b in boxes])
+        _echo_json([{"name": b.name, "count": b.count, "bytes": b.bytes} for b in boxes])
         return
-    for line in _table(["mailbox", "messages"], [[b.name, b.count] for b in boxes]):
+    for line in _table(["mailbox", "messages", "bytes"], [[b.name, b.count, "-" if b.bytes is None else b.bytes]
+                                                          for b in boxes]):
         click.echo(line)
 
 

@@ -262,7 +262,8 @@ class Calls:
         args = {"pattern": pattern}
         check(Op.MAILBOXES, args)
         answer = yield from self._read(Op.MAILBOXES, args, anywhere=False)
-        return [MailboxInfo(str(name), int(count)) for name, count in answer.result.get("mailboxes", ())]
+        return [MailboxInfo(str(row[0]), int(row[1]), int(row[2]) if len(row) > 2 else None)
+                for row in answer.result.get("mailboxes", ())]
 
     def _read(self, op: str, args: dict[str, Any], *, anywhere: bool) -> Steps[Answer]:
         call = Call(op, args, False, time.monotonic() + self.route.timeout_s)

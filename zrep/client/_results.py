@@ -38,6 +38,7 @@ class ReadResult:
 class MailboxInfo:
     name: str
     count: int  # live messages
+    bytes: int | None = None  # their body bytes (None from a node that does not say)
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,7 +188,8 @@ class ClusterWatch:
             while not self._stop.is_set():
                 try:
                     boxes = client.mailboxes()
-                    self._mailboxes = [[b.name, b.count] for b in sorted(boxes, key=lambda b: -b.count)][:MAX_MAILBOXES]
+                    self._mailboxes = [[b.name, b.count, b.bytes] for b in
+                                       sorted(boxes, key=lambda b: -b.count)][:MAX_MAILBOXES]
                     self._mailboxes_error = ""
                 except (ZrepError, OSError) as e:
                     self._mailboxes_error = str(e)

@@ -117,7 +117,7 @@ class Service:
             rows = self.store.read_rows(query["mailbox"], query.get("after", -1), query.get("limit", 100))
             return {"ok": True, "messages": rows, "applied": applied}
         if op == "mailboxes":
-            return {"ok": True, "mailboxes": [list(x) for x in self.store.mailboxes(query.get("pattern", "*"))],
+            return {"ok": True, "mailboxes": self.store.mailbox_rows(query.get("pattern", "*")),
                     "applied": applied}
         return error("BAD_REQUEST", f"unknown query {op!r}")
 

@@ -347,6 +347,10 @@ class Store:
         """
         return sorted((n, b.live) for n, b in self._boxes.items() if fnmatchcase(n, pattern))
 
+    def mailbox_rows(self, pattern: str = "*") -> list[list[Any]]:
+        """[name, live count, live body bytes] of each mailbox `mailboxes` lists, in the same order."""
+        return [[n, b.live, b.bytes] for n, b in sorted(self._boxes.items()) if fnmatchcase(n, pattern)]
+
     def digest(self) -> str:
         """Hex blake2b chained over (index, data) of every applied entry, no-ops included.
 
