@@ -136,3 +136,13 @@ def test_bench_aio_drives_sends_through_the_asyncio_client():
     for r in report["levels"] + report["secure_levels"]:  # the same sends on a CURVE cluster too
         assert r["sends"] > 0 and r["errors"] == {} and 0 < r["p50_ms"] <= r["p99_ms"] < 15_000
         assert r["p50_ms"] > 0.01  # a real latency, not the fastest sample
+
+
+def test_bench_secure_reports_the_cost_of_curve_beside_plain_sends():
+    result = CliRunner().invoke(main, ["bench", "--quick", "--only", "sends", "--secure", "--no-history", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["secure"]["sends"]) == set(report["sends"]) == {"1", "64", "256"}
+    for n, s in report["secure"]["sends"].items():
+        assert s["per_s"] > 0 and s["errors"] == {}
+        assert report["secure"]["secure_over_plain"][n] > 0

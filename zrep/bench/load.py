@@ -40,6 +40,8 @@ from typing import Any
 
 import zmq
 
+from zrep.security.keys import load_secret
+from zrep.security.zap import curve_client
 from zrep.wire.client_messages import (
     MAX_BATCH_REQUESTS,
     ClientBatch,
@@ -65,6 +67,9 @@ class _Load:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if args.key is not None:  # a CURVE cluster: this worker's key, the node's public key
+            pair = load_secret(args.key)
+            curve_client(self.sock, pair.public, pair.secret, args.server_key.encode())
         self.sock.connect(args.rpc)
         self.next_id = 1  # req_id, and for writes also seq: one connection, one client id
         self.waiting: dict[int, float] = {}  # req_id -> sent at; insertion order = ascending
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-latencies", dest="latencies", action="store_false",
                    help="report counts only (big runs: the samples would be megabytes)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start measuring at once, no 'go'")
+    p.add_argument("--key", default=None, help="secret key file, for a cluster with security.mode = curve")
+    p.add_argument("--server-key", default=None, help="the node's public key (z85), with --key")
     p.add_argument("--no-batch", dest="batch", action="store_false",
                    help="one ClientRequest frame per request (default: a ClientBatch of what one iteration issues)")
     a = p.parse_args(argv)

@@ -27,6 +27,7 @@ class Options:
     kills: int = 10
     max_error_fraction: float = 0.01
     batch: bool = True  # load workers send ClientBatch frames; False: one ClientRequest frame per request
+    secure: bool = False  # the sends again on a CURVE cluster, beside the plain one: the cost of security
 
 
 QUICK = {"seconds": 1.0, "count": 300, "warmup": 20, "catchup_messages": 2_000, "messages": 5_000, "kills": 1}

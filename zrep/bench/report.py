@@ -169,6 +169,12 @@ def format_text(r: dict[str, Any]) -> str:
         if cpu:
             out.append("CPU per acknowledged send, in µs: " + "; ".join(cpu))
         out.append("")
+    if r.get("secure"):
+        out.append(f"{'sends with CURVE':<22}{'per s':>10}{'p50 ms':>10}{'p99 ms':>10}{'secure/plain':>14}")
+        for n, s in r["secure"]["sends"].items():
+            out.append(f"{n + ' in flight':<22}{s['per_s']:>10,.0f}{_ms(s['p50_ms']):>10}{_ms(s['p99_ms']):>10}"
+                       f"{r['secure']['secure_over_plain'][n]:>14}")
+        out.append("")
     if r["reads"]:
         for kind in ("linearizable", "stale"):
             rd = r["reads"][kind]

@@ -108,9 +108,14 @@ class _Bench:
 
         pids = {i: p.pid for i, p in self.cluster.procs.items()}
         cpu_at_go: dict[int, float] = {}
+        c = self.cluster
+        curve = None
+        if c.client_key is not None:  # a CURVE cluster: the workers use its client key and each node's key
+            curve = (str(c.client_key), {c.rpc(i): c.cfg.security.node_keys[i][0] for i in c.ids})
         r = run_level(targets, op=op, in_flight=in_flight, workers=self.opts.workers, count=count, seconds=seconds,
                       warmup=warmup, latencies=latencies, mailbox=MAILBOX, body_bytes=BODY_BYTES,
-                      batch=self.opts.batch, on_progress=show, on_go=lambda: cpu_at_go.update(_cpu(pids)))
+                      batch=self.opts.batch, on_progress=show, on_go=lambda: cpu_at_go.update(_cpu(pids)),
+                      curve=curve)
         _check_errors(what, r, self.opts.max_error_fraction)
         if r.acked and len(cpu_at_go) == len(pids):
             used = {i: s - cpu_at_go[i] for i, s in _cpu(pids).items() if i in cpu_at_go}
@@ -249,6 +254,8 @@ def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
                 progress.step("floor: " + format_floor(r["floor"]))
             if any(p in opts.phases for p in CLUSTER_PHASES):
                 _cluster_phases(opts, progress, d, r)
+            if opts.secure and "sends" in opts.phases and opts.config is None:
+                r["secure"] = _secure_sends(opts, progress, d / "secure", r["sends"])
     except ClusterError as e:
         raise BenchError(f"{e}; rerun with --dir DIR and read the node logs there") from None
     if "failover" in opts.phases:
@@ -261,6 +268,19 @@ def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
     r.update(machine=machine(), date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), commit=git_commit(),
              options={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()})
     return r
+
+
+def _secure_sends(opts: Options, progress: Progress, d: Path, plain: dict[str, Any]) -> dict[str, Any]:
+    """--secure: the send levels again on a CURVE cluster in the same run; secure/plain sends/s per level."""
+    with LocalCluster(d, secure=True) as cluster:
+        bench = _Bench(cluster, opts, progress)
+        progress.step(f"secure: a CURVE cluster of {len(cluster.cfg.nodes)} nodes starting in {d}")
+        bench.leader_rpc()
+        sends = {k: bench.level(f"secure sends @{k} in flight", in_flight=int(k), count=opts.count,
+                                seconds=opts.seconds, warmup=opts.warmup).to_json() for k in plain}
+    ratio = {k: round(sends[k]["per_s"] / plain[k]["per_s"], 3) if plain[k]["per_s"] else None for k in plain}
+    progress.step("secure / plain sends/s: " + ", ".join(f"@{k} {v}" for k, v in ratio.items()))
+    return {"sends": sends, "secure_over_plain": ratio}
 
 
 def _cluster_phases(opts: Options, progress: Progress, d: Path, r: dict[str, Any]) -> None:

@@ -222,7 +222,7 @@ class Workers:
 def run_level(rpc: str | Sequence[str], *, op: str = "send", in_flight: int, workers: int, count: int, seconds: float,
               warmup: int = 0, latencies: bool = True, mailbox: str = "bench", body_bytes: int = 100,
               batch: bool = True, on_progress: Callable[[int, int, float], None] | None = None,
-              on_go: Callable[[], None] | None = None) -> LevelResult:
+              on_go: Callable[[], None] | None = None, curve: tuple[str, dict[str, bytes]] | None = None) -> LevelResult:
     """Run one level against `rpc` (or, given several, worker i against the i-th,
     round robin) and merge the workers' reports.
 
@@ -239,7 +239,8 @@ def run_level(rpc: str | Sequence[str], *, op: str = "send", in_flight: int, wor
         [sys.executable, "-m", "zrep.bench.load", "--rpc", rpcs[i % len(rpcs)], "--op", op, "--client", f"bench-{tag}-{i + 1}",
          "--mailbox", mailbox, "--body-bytes", str(body_bytes), "--in-flight", str(f), "--count", str(c),
          "--seconds", str(seconds), "--warmup", str(w), *([] if latencies else ["--no-latencies"]),
-         *([] if batch else ["--no-batch"])]
+         *([] if batch else ["--no-batch"]),
+         *(["--key", curve[0], "--server-key", curve[1][rpcs[i % len(rpcs)]].decode()] if curve else [])]
         for i, (f, c, w) in enumerate(zip(split(in_flight, n), split(count, n), split(warmup, n)))
     ]
     with Workers(commands) as w:

@@ -45,6 +45,8 @@ def _bench_setting(name: str, kind: click.ParamType, text: str, flag: str | None
 @click.option("--history", "history", type=click.Path(dir_okay=False), default=None,
               help="Append the result as one JSON line here  [default: bench/history.jsonl of the repo]")
 @click.option("--no-history", is_flag=True, help="Do not append to the history (quick looks, tests).")
+@click.option("--secure", "secure", flag_value=True, default=None,
+              help="Run the send levels again on a CURVE cluster in the same run and report secure/plain sends/s.")
 @click.option("--no-batch", "batch", flag_value=False, default=None,
               help="Load workers send one frame per request instead of ClientBatch frames (the unbatched figure).")
 @json_option
