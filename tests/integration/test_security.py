@@ -296,3 +296,23 @@ def test_a_node_refused_by_its_peers_relinks_once_they_list_its_key(tmp_path):
         assert c.status(n)["counters"]["refused_by_peers"] >= 1
     finally:
         c.close()
+
+
+def test_the_asyncio_client_is_told_at_once_too(secure, tmp_path):
+    import asyncio
+
+    from zrep.aio import Client as AioClient
+
+    c, _, writer = secure
+    _, stranger, _ = new_keypair("async-stranger", tmp_path)
+
+    async def main() -> float:
+        async with AioClient(c.config_path, key=writer, timeout_s=10) as ok:
+            await ok.send("orders.async", b"keyed")
+        started = time.monotonic()
+        async with AioClient(c.config_path, key=stranger, timeout_s=10) as bad:
+            with pytest.raises(NotAuthorized, match="refused key"):
+                await bad.send("orders.async", b"nope")
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 3.0

@@ -262,6 +262,8 @@ class AsyncLinks:
 
     def __init__(self, addresses: dict[int, str], max_frame_bytes: int, curve: Curve | None = None) -> None:
         self._curve = curve
+        self._monitors: dict[int, tuple[zmq.asyncio.Socket, zmq.Socket]] = {}  # curve: (monitor, its sync view)
+        self._protocol_failures: dict[int, int] = {}
         self._addresses = addresses
         self._max_frame_bytes = max_frame_bytes
         self._ctx = zmq.asyncio.Context()
@@ -271,6 +273,23 @@ class AsyncLinks:
         self._connected_once: set[int] = set()
         self._closed = False
 
+    def _check_handshakes(self, node: int) -> str:
+        """Curve: a refused key raises NotAuthorized at once; a node whose key is not the listed one
+        (twice in a row) is given up on for this call, with why (the blocking client also tries the
+        node's other listed keys; this one does not)."""
+        pair = self._monitors.get(node)
+        while pair is not None and pair[1].poll(0):
+            event = recv_monitor_message(pair[1])["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise self._curve.refused(node, self._addresses[node])  # type: ignore[union-attr]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._protocol_failures[node] = 0
+                continue
+            self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1
+            if self._protocol_failures[node] >= 2:
+                return self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
+        return ""
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -278,6 +297,8 @@ class AsyncLinks:
         for task in self._readers:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
+        for monitor, _ in self._monitors.values():
+            monitor.close(linger=0)
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
@@ -301,6 +322,9 @@ class AsyncLinks:
             if self._closed:
                 raise _closed()
             sock = self._ctx.socket(zmq.DEALER)
+            if self._curve is not None:  # a sync view of the monitor: polled without awaiting
+                monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+                self._monitors[node] = (monitor, zmq.Socket.shadow(monitor.underlying))
             _configure(sock, self._addresses[node], self._curve, node)
             self._sockets[node] = sock
             self._readers.append(asyncio.get_running_loop().create_task(self._read(node, sock)))
@@ -326,5 +350,11 @@ class AsyncLinks:
                 if node in self._connected_once:
                     return f"lost the connection to {self._addresses[node]}"
                 wait_ms = (connect_by - time.monotonic()) * 1000
+                if self._curve is not None:  # watch the handshake in short steps: a refusal is final
+                    problem = self._check_handshakes(node)
+                    if problem:
+                        return problem
+                    if wait_ms > 0 and not await sock.poll(min(20, max(1, int(wait_ms))), zmq.POLLOUT):
+                        continue
                 if wait_ms <= 0 or not await sock.poll(max(1, int(wait_ms)), zmq.POLLOUT):
                     return CANNOT_CONNECT + self._addresses[node]
