@@ -201,7 +201,7 @@ class _Bench:
         reply = self.cluster.request(leader, "mailboxes", {"pattern": "*"}, timeout=10)
         if not reply.ok:
             raise BenchError(f"node {leader} refused to list mailboxes: {reply.code} {reply.message}; retry")
-        return sum(count for _, count in reply.result["mailboxes"])
+        return sum(row[1] for row in reply.result["mailboxes"])  # [name, count, bytes]
 
 
 @contextlib.contextmanager
