@@ -14,51 +14,34 @@ takes only their replies. One Client per event loop (not thread-safe).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 from typing import TypeVar
 
-from zrep.client._calls import Calls
 from zrep.client._client import DEFAULT_POLL_S, WATCH_PAGE
-from zrep.client._links import AsyncLinks, Inbox, curve_for
+from zrep.client._links import AsyncLinks, Curve, Inbox
 from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt
 from zrep.client._retry import (
-    DEFAULT_ATTEMPT_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
     Send,
     Steps,
     Wait,
 )
-from zrep.config import ClusterConfig, load_config
+from zrep.client._setup import ClientSetup
 from zrep.wire.client_messages import Message
 
 T = TypeVar("T")
 
 
-class Client:
+class Client(ClientSetup):
     """An asyncio connection to a zrep cluster: `async with Client(config) as c: await c.send(...)`.
 
     `timeout_s` bounds a whole call, retries included; `attempt_timeout_s` is how
     long one node may stay silent before the next is tried.
     """
 
-    def __init__(
-        self,
-        config: ClusterConfig | str | Path,
-        *,
-        client_id: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
-        key: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self.config = config if isinstance(config, ClusterConfig) else load_config(config)
-        self._calls = Calls(self.config, client_id, timeout_s, attempt_timeout_s, concurrent=True)
-        self.client_id = self._calls.client_id
-        self.timeout_s = timeout_s
-        self.attempt_timeout_s = attempt_timeout_s
-        # key: this client's secret key file, required when the cluster runs with security.mode = "curve"
-        self._links = AsyncLinks(self._calls.route.addresses, self.config.max_frame_bytes, curve_for(self.config, key))
+    _concurrent = True
+
+    def _new_links(self, addresses: dict[int, str], max_frame_bytes: int, curve: Curve | None) -> AsyncLinks:
+        return AsyncLinks(addresses, max_frame_bytes, curve)
 
     async def _drive(self, steps: Steps[T]) -> T:
         """Run the steps of one call over the asyncio links, taking only its own replies."""

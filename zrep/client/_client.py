@@ -14,23 +14,18 @@ Imports only the codec, client messages, config and errors from zrep.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
-from zrep.client._calls import Calls
-from zrep.client._links import Links, curve_for
+from zrep.client._links import Curve, Links
 from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt
 from zrep.client._retry import (
-    DEFAULT_ATTEMPT_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
     Send,
     Steps,
     Wait,
 )
-from zrep.config import ClusterConfig, load_config
+from zrep.client._setup import ClientSetup
 from zrep.wire.client_messages import Message
 
 DEFAULT_POLL_S = 0.2
@@ -38,29 +33,15 @@ WATCH_PAGE = 100  # messages per watch read: a page of big bodies must still fit
 T = TypeVar("T")
 
 
-class Client:
+class Client(ClientSetup):
     """A connection to a zrep cluster. See zrep.client._calls for its rules.
 
     `timeout_s` bounds a whole call, retries included; `attempt_timeout_s` is how
     long one node may stay silent before the next is tried.
     """
 
-    def __init__(
-        self,
-        config: ClusterConfig | str | Path,
-        *,
-        client_id: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
-        key: str | os.PathLike[str] | None = None,
-    ) -> None:
-        self.config = config if isinstance(config, ClusterConfig) else load_config(config)
-        self._calls = Calls(self.config, client_id, timeout_s, attempt_timeout_s, concurrent=False)
-        self.client_id = self._calls.client_id
-        self.timeout_s = timeout_s
-        self.attempt_timeout_s = attempt_timeout_s
-        # key: this client's secret key file, required when the cluster runs with security.mode = "curve"
-        self._links = Links(self._calls.route.addresses, self.config.max_frame_bytes, curve_for(self.config, key))
+    def _new_links(self, addresses: dict[int, str], max_frame_bytes: int, curve: Curve | None) -> Links:
+        return Links(addresses, max_frame_bytes, curve)
 
     def _drive(self, steps: Steps[T]) -> T:
         """Run the steps of one call over the blocking links."""
