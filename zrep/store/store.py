@@ -345,7 +345,7 @@ class Store:
         A mailbox whose messages are all deleted is still listed (count 0): it
         keeps its next offset, since offsets are never reused.
         """
-        return sorted((n, b.live) for n, b in self._boxes.items() if fnmatchcase(n, pattern))
+        return [(name, count) for name, count, _ in self.mailbox_rows(pattern)]
 
     def mailbox_rows(self, pattern: str = "*") -> list[list[Any]]:
         """[name, live count, live body bytes] of each mailbox `mailboxes` lists, in the same order."""
