@@ -43,7 +43,8 @@ import zmq
 
 from zrep.config import ClusterConfig, load_config, source_endpoint, write_config
 from zrep.local.processes import kill_all, signal_group, spawn
-from zrep.security.keys import new_keypair
+from zrep.local.secure import secure_copy
+from zrep.security.keys import load_secret
 from zrep.security.zap import curve_client
 from zrep.wire.client_messages import ClientReply, ClientRequest
 from zrep.wire.codec import decode, encode
@@ -133,8 +134,6 @@ class Life:
         return f"node {self.node} (pid {self.pid}): {how}{sent}"
 
 
-LOCAL_ADMIN = "local-admin"  # the principal a secure LocalCluster's own helpers and tests use
-
 
 class LocalCluster:
     """A cluster of real node processes. Use as a context manager, or call close()."""
@@ -195,17 +194,13 @@ class LocalCluster:
         if snapshot_entries is not None:
             cluster["snapshot_entries"] = snapshot_entries
         doc: dict[str, Any] = {"cluster": cluster, "nodes": rows}
-        if self.secure:
-            keys = self.dir / "keys"
-            for row in rows:
-                new_keypair(f"node-{row['id']}", keys)
-                row["public_keys"] = [f"node-{row['id']}.key"]
-            _, self.client_key, pair = new_keypair(LOCAL_ADMIN, keys)
-            self._curve = (pair.public, pair.secret)
-            doc["security"] = {"mode": "curve", "keys_dir": "keys"}
-            doc["principals"] = [{"name": LOCAL_ADMIN, "public_keys": [f"{LOCAL_ADMIN}.key"], "send": ["*"],
-                                  "read": ["*"], "delete": ["*"], "admin": True}]
-        return write_config(doc, self.config_path)
+        cfg = write_config(doc, self.config_path)
+        if not self.secure:
+            return cfg
+        cfg, key = secure_copy(cfg, self.config_path, self.dir / "keys")
+        pair = load_secret(key)
+        self.client_key, self._curve = key, (pair.public, pair.secret)
+        return cfg
 
     def _copy_config(self, config: ClusterConfig | str | Path) -> ClusterConfig:
         # The data always lives in our directory: a run never touches (or trusts) another's logs.

@@ -22,14 +22,15 @@ from zrep.security.settings import SecuritySettings
 LOCAL_ADMIN = "local-admin"
 
 
-def secure_copy(cfg: ClusterConfig) -> tuple[ClusterConfig, Path]:
-    """The secure twin of `cfg` (written to disk) and the client key that may do everything."""
-    keys_dir = cfg.data_dir / "keys"
+def secure_copy(cfg: ClusterConfig, path: Path | None = None, keys_dir: Path | None = None) -> tuple[ClusterConfig, Path]:
+    """The secure twin of `cfg`, written to `path` (default DATA_DIR/cluster-secure.toml) with its
+    keys in `keys_dir` (default DATA_DIR/keys), and the client key that may do everything."""
+    keys_dir = keys_dir if keys_dir is not None else cfg.data_dir / "keys"
     node_keys = {n.id: (_keypair(keys_dir, f"node-{n.id}"),) for n in cfg.nodes}
     admin = _keypair(keys_dir, LOCAL_ADMIN)
     security = SecuritySettings("curve", keys_dir, node_keys=node_keys,
                                 principals=(Principal(LOCAL_ADMIN, (admin,), ("*",), ("*",), ("*",), True),))
-    path = cfg.data_dir / "cluster-secure.toml"
+    path = path if path is not None else cfg.data_dir / "cluster-secure.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_config(dataclasses.replace(cfg, security=security), path)
     return load_config(path), keys_dir / f"{LOCAL_ADMIN}.key_secret"
