@@ -171,7 +171,7 @@ def test_frame_layout_is_version_kind_msgpack() -> None:
     payload = encode(msg)
     assert payload[0] == codec.VERSION == 1
     assert payload[1] == codec.KIND_OF[Promise] == 5
-    assert msgpack.unpackb(payload[2:]) == [1, 2, 7, True]
+    assert msgpack.unpackb(payload[2:]) == [1, 2, 7, True, 0]
 
 
 def test_entries_are_nested_arrays() -> None:
@@ -281,21 +281,21 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("ext type", b"\x01\x05" + msgpack.packb(msgpack.ExtType(1, b"abcd")), "malformed msgpack"),
     ("empty ext type", b"\x01\x05\xc7\x00\x05", "Promise: expected an array"),
     ("timestamp ext", b"\x01\x05" + msgpack.packb(msgpack.Timestamp(1, 0), datetime=False), "malformed msgpack"),
-    ("map body", raw(PROMISE, {"src": 1}), "Promise: expected an array of 4 fields"),
-    ("nil body", raw(PROMISE, None), "Promise: expected an array of 4 fields"),
-    ("short array", raw(PROMISE, [1, 2, 3]), "Promise: expected an array of 4 fields"),
-    ("long array", raw(PROMISE, [1, 2, 3, True, 5]), "Promise: expected an array of 4 fields"),
-    ("bool for int", raw(PROMISE, [True, 2, 3, True]), r"Promise\.src: expected an integer"),
-    ("int for bool", raw(PROMISE, [1, 2, 3, 1]), r"Promise\.granted: expected a boolean"),
-    ("negative int", raw(PROMISE, [1, 2, -3, True]), r"Promise\.epoch: expected an integer in 0"),
-    ("int above int64", raw(PROMISE, [1, 2**63, 3, True]), r"Promise\.dst: expected an integer"),
-    ("uint64 max", raw(PROMISE, [1, 2**64 - 1, 3, True]), r"Promise\.dst"),
-    ("float for int", raw(PROMISE, [1.0, 2, 3, True]), r"Promise\.src"),
-    ("str for int", raw(PROMISE, ["1", 2, 3, True]), r"Promise\.src"),
-    ("nil for int", raw(PROMISE, [None, 2, 3, True]), r"Promise\.src"),
-    ("role out of range", raw(HEARTBEAT, [1, 0, 1, 4, 1, 1, 1, 1]), r"Heartbeat\.role: expected a Role value"),
-    ("role as bool", raw(HEARTBEAT, [1, 0, 1, True, 1, 1, 1, 1]), r"Heartbeat\.role"),
-    ("reason out of range", raw(ANSWER, [1, 2, 3, 9, 0]), r"Answer\.reason: expected a AnswerReason value"),
+    ("map body", raw(PROMISE, {"src": 1}), "Promise: expected an array of 5 fields"),
+    ("nil body", raw(PROMISE, None), "Promise: expected an array of 5 fields"),
+    ("short array", raw(PROMISE, [1, 2, 3]), "Promise: expected an array of 5 fields"),
+    ("long array", raw(PROMISE, [1, 2, 3, True, 5, 6]), "Promise: expected an array of 5 fields"),
+    ("bool for int", raw(PROMISE, [True, 2, 3, True, 0]), r"Promise\.src: expected an integer"),
+    ("int for bool", raw(PROMISE, [1, 2, 3, 1, 0]), r"Promise\.granted: expected a boolean"),
+    ("negative int", raw(PROMISE, [1, 2, -3, True, 0]), r"Promise\.epoch: expected an integer in 0"),
+    ("int above int64", raw(PROMISE, [1, 2**63, 3, True, 0]), r"Promise\.dst: expected an integer"),
+    ("uint64 max", raw(PROMISE, [1, 2**64 - 1, 3, True, 0]), r"Promise\.dst"),
+    ("float for int", raw(PROMISE, [1.0, 2, 3, True, 0]), r"Promise\.src"),
+    ("str for int", raw(PROMISE, ["1", 2, 3, True, 0]), r"Promise\.src"),
+    ("nil for int", raw(PROMISE, [None, 2, 3, True, 0]), r"Promise\.src"),
+    ("role out of range", raw(HEARTBEAT, [1, 0, 1, 4, 1, 1, 1, 1, 0]), r"Heartbeat\.role: expected a Role value"),
+    ("role as bool", raw(HEARTBEAT, [1, 0, 1, True, 1, 1, 1, 1, 0]), r"Heartbeat\.role"),
+    ("reason out of range", raw(ANSWER, [1, 2, 3, 9, 0, 0]), r"Answer\.reason: expected a AnswerReason value"),
     ("commands not array", raw(FORWARD, [1, 2, 3, b"x"]), r"Forward\.commands: expected an array of bytes"),
     ("str command", raw(FORWARD, [1, 2, 3, ["x"]]), r"Forward\.commands: expected bytes"),
     ("entries not array", raw(APPEND, [1, 2, 3, 0, 0, {}, 0, 0]), r"Append\.entries: expected an array"),
@@ -362,7 +362,7 @@ def test_bad_bodies_table_mutates_valid_messages() -> None:
     # Guards the table: these near-misses of bad rows are accepted, so each row fails for its stated reason.
     assert decode(raw(APPEND, [1, 2, 3, 5, 2, [[2, 6, b""], [3, 7, b""]], 0, 0])).entries[1].index == 7
     assert decode(raw(APPEND, [1, 2, 3, MAX - 1, 3, [[3, MAX, b""]], 0, 0])).entries[0].index == MAX
-    assert decode(raw(HEARTBEAT, [1, 0, 1, 3, 1, 1, 1, 1])).role is Role.LEADER
+    assert decode(raw(HEARTBEAT, [1, 0, 1, 3, 1, 1, 1, 1, 0])).role is Role.LEADER
     assert decode(raw(REPLY, [1, False, "NOT_LEADER", "", {"leader": 2, "rpc": ""}])).result["leader"] == 2
     assert decode(raw(REPLY, [1, True, "OK", "", {"x": [[[[[[[1]]]]]]]}])).ok
     assert decode(raw(REPLY, [1, True, "OK", "", {str(i): i for i in range(1024)}])).ok

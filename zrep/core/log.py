@@ -101,6 +101,16 @@ class LogView:
         self._epochs.extend(epochs)
         self._data.extend(data)
 
+    def find(self, lo: int, hi: int, marker: bytes) -> list[int]:
+        """Indexes in lo..hi (clipped to the view) whose data starts with `marker`."""
+        first = self.first_index
+        lo, hi = max(lo, first), min(hi, self.last_index)
+        data = self._data
+        return [first + i for i in range(lo - first, hi - first + 1) if data[i][:1] == marker]
+
+    def data_at(self, index: int) -> bytes:
+        return self._data[index - self.first_index]
+
     def truncate_from(self, index: int) -> None:
         """Drop entries >= index. The caller guarantees none of them is committed."""
         if index < self.first_index:

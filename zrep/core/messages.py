@@ -68,6 +68,7 @@ class Heartbeat:
     last_epoch: int
     last_index: int
     commit: int
+    inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class Election:
     last_epoch: int
     last_index: int
     insist: bool
+    inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class Answer:
     epoch: int
     reason: int  # AnswerReason
     leader: int  # with LEADER_ALIVE: the leader this node hears
+    inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class Coordinator:
     epoch: int
     last_epoch: int
     last_index: int
+    inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,7 @@ class Promise:
     dst: int
     epoch: int
     granted: bool
+    inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,7 @@ class AppendAck:
     match: int
     round: int
     rejected: int
+    inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +215,7 @@ class InstallSnapshotAck:
     index: int
     offset: int
     done: bool
+    inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
 Message = (

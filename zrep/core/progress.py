@@ -28,6 +28,7 @@ class Progress:
     snapshot: bool = False
     snap_index: int = 0
     snap_offset: int = 0
+    inc: int = 0  # the incarnation its acks carry (0: not heard yet): `match` is of that disk
 
     def can_send(self, max_inflight: int) -> bool:
         if self.probing:

@@ -42,6 +42,15 @@ from dataclasses import dataclass
 
 from zrep.core.election import Rank, may_promise, rank
 from zrep.core.log import LogView
+from zrep.core.membership import (
+    Config,
+    Member,
+    decode_config,
+    encode_config,
+    is_config,
+    static_config,
+    voter_change,
+)
 from zrep.core.messages import (
     Answer,
     AnswerReason,
@@ -62,11 +71,10 @@ from zrep.core.messages import (
     Role,
 )
 from zrep.core.progress import Progress
-from zrep.core.quorum import majority
 from zrep.core.reads import ReadIndex
 from zrep.core.ready import Outbox, ReadState, Ready, ShipOrder, Timing
 from zrep.core.tracker import Tracker
-from zrep.errors import InvariantError
+from zrep.errors import DecodeError, InvariantError
 
 # Test-only planted bugs: each switches one safety rule off, so that tests can
 # show the simulator and the chaos checker catch its absence.
@@ -78,6 +86,12 @@ BUGS = frozenset(
         "promise_not_persisted",  # (d) promise without persisting it
         "never_truncate",  # keep a conflicting suffix and ack anyway
         "count_self_before_fsync",  # the leader counts its new entries as durable before its fsync
+        "config_before_own_commit",  # a leader changes the configuration before its no-op committed
+        "two_pending_configs",  # a leader changes the configuration while the previous change is uncommitted
+        "no_config_fallback_on_truncate",  # a truncated configuration entry stays in force
+        "count_any_incarnation",  # promises and acks count whatever incarnation sends them
+        "removed_leader_counts_self",  # a leader its configuration removed still counts its own disk
+        "learner_campaigns",  # learners and observers run elections
     }
 )
 
@@ -98,9 +112,10 @@ class Replica:
     def __init__(
         self,
         node_id: int,
-        members: Sequence[int],
+        members: Sequence[int] | Config,
         *,
         rng: random.Random,
+        incarnation: int = 0,
         timing: Timing = Timing(),
         hard_state: HardState = HardState(),
         log: LogView | None = None,
@@ -108,19 +123,23 @@ class Replica:
         applied: int = 0,
         bugs: frozenset[str] = frozenset(),
     ) -> None:
-        if node_id not in members:
-            raise InvariantError(f"node {node_id} is not a member of {sorted(members)}")
+        base = members if isinstance(members, Config) else static_config(members)
         unknown = set(bugs) - BUGS
         if unknown:
             raise InvariantError(f"unknown planted bugs {sorted(unknown)}")
         self.id = node_id
-        self.members = tuple(sorted(members))
-        self.peers = tuple(m for m in self.members if m != node_id)
+        self.inc = incarnation
         self.timing = timing
         self.bugs = bugs
         self._rng = rng
         self.hs = hard_state
         self.log = log if log is not None else LogView()
+        # Membership: `base_config` holds as of log.first_index - 1 (the snapshot's, or the
+        # seed list); `_configs` the configuration entries in the log, by index, ascending.
+        self.base_config = base
+        self._configs: dict[int, Config] = {}
+        self._scan_configs(self.log.first_index, self.log.last_index)
+        self.config, self.config_index = self._latest_config()
         self.stable = self.log.last_index  # last index known durable on our disk
         self.commit = min(commit, self.log.last_index)
         self.applied = applied
@@ -141,7 +160,7 @@ class Replica:
         self._promises: set[int] = set()
         self._verified = 0  # follower: last index verified to match the leader of _verified_epoch
         self._verified_epoch = 0
-        self.tracker = Tracker(node_id, self.members)  # leader: each follower's progress
+        self.tracker = Tracker(node_id, incarnation, self.config, any_incarnation="count_any_incarnation" in bugs)  # leader: each follower's progress
         self._epoch_start = 0  # leader: index of its no-op
         self.reads = ReadIndex()
         self.dropped = 0  # messages ignored as malformed for this cluster
@@ -163,7 +182,9 @@ class Replica:
 
     def step(self, msg: Message) -> None:
         handler = _STEP.get(type(msg))
-        if handler is None or msg.src not in self.peers or msg.dst not in (0, self.id):
+        # Any node may write to us (a joining node knows no configuration yet, a new member's
+        # first append comes before ours names it): what counts is decided per message.
+        if handler is None or msg.src == self.id or msg.src <= 0 or msg.dst not in (0, self.id):
             self.dropped += 1
             return
         self._heard_from(msg.src)
@@ -210,7 +231,7 @@ class Replica:
         if peer not in self.peers:
             return
         self._hinted_down.add(peer)
-        if self.role == Role.FOLLOWER and self.leader == peer:
+        if self.role == Role.FOLLOWER and self.leader == peer and self.can_campaign():
             self._note(f"lost the connection to leader {peer}")
             self._start_election(insist=False)
 
@@ -249,6 +270,9 @@ class Replica:
     def status(self) -> dict[str, int]:
         return {
             "id": self.id,
+            "incarnation": self.inc,
+            "config_index": self.config_index,
+            "voter": int(self.config.counts(self.id, self.inc)),
             "role": int(self.role),
             "epoch": self.hs.epoch,
             "leader": self.leader,
@@ -259,6 +283,124 @@ class Replica:
             "applied": self.applied,
         }
 
+    # ------------------------------------------------------------ membership
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Every member of the current configuration (voters and learners)."""
+        return self.config.ids
+
+    @property
+    def voters(self) -> tuple[int, ...]:
+        return self.config.voters
+
+    @property
+    def peers(self) -> tuple[int, ...]:
+        return tuple(m for m in self.config.ids if m != self.id)
+
+    def _voter_peers(self) -> tuple[int, ...]:
+        return tuple(m for m in self.config.voters if m != self.id)
+
+    def _counts(self, src: int, inc: int) -> bool:
+        """Whether a promise or answer from (src, inc) counts under our configuration."""
+        if "count_any_incarnation" in self.bugs:
+            m = self.config.member(src)
+            return m is not None and m.voter
+        return self.config.counts(src, inc)
+
+    def can_campaign(self) -> bool:
+        """Only a voter of our own configuration, under our own incarnation, runs elections."""
+        return "learner_campaigns" in self.bugs or self.config.counts(self.id, self.inc)
+
+    @property
+    def removed(self) -> bool:
+        """Our committed configuration no longer names us: an operator removed this node
+        (or replaced its incarnation). The shell stops, keeping the data."""
+        cfg = self.committed_config()
+        return not cfg.provisional and bool(cfg.members) and not cfg.is_member(self.id, self.inc)
+
+    def committed_config(self) -> Config:
+        """The latest configuration at or below the commit index."""
+        for index in sorted(self._configs, reverse=True):
+            if index <= self.commit:
+                return self._configs[index]
+        return self.base_config
+
+    def change_config(self, new: Config) -> tuple[int, str]:
+        """Leader: append `new` as the next configuration. Returns (its index, "") or
+        (0, why not). Safety rules only; whether the live nodes can carry it is the caller's."""
+        if self.role != Role.LEADER:
+            return 0, "not the leader"
+        if self.config.provisional:
+            return 0, "the cluster is still forming; retry shortly"
+        if self.commit < self._epoch_start and "config_before_own_commit" not in self.bugs:
+            return 0, "the leader's first entry of its epoch has not committed yet; retry shortly"
+        if self.config_index > self.commit and "two_pending_configs" not in self.bugs:
+            return 0, "the previous configuration change has not committed yet; retry shortly"
+        if new.cluster_id != self.config.cluster_id:
+            return 0, "a configuration of another cluster"
+        if voter_change(self.config, new) > 1:
+            return 0, "a change may add or remove one voter at a time"
+        if not new.voters:
+            return 0, "a configuration needs at least one voter"
+        self._append_own(encode_config(new))
+        self._note(f"proposes configuration {_describe(new)} at index {self.log.last_index}")
+        self._broadcast_append()
+        return self.log.last_index, ""
+
+    def _maybe_form(self) -> None:
+        """Leader of a provisional configuration: once our no-op committed (every seed has
+        everything) and every seed told us its incarnation, write the first formed one."""
+        if not self.config.provisional or self.commit < self._epoch_start or self.config_index > self.commit:
+            return
+        members = []
+        for m in self.config.members:
+            inc = self.inc if m.id == self.id else self.tracker[m.id].inc
+            if not inc:
+                return
+            members.append(Member(m.id, inc, m.voter, m.rpc, m.pub, m.keys))
+        formed = Config(self._rng.getrandbits(62) + 1, tuple(members))
+        self._append_own(encode_config(formed))
+        self._note(f"forms the cluster: configuration {_describe(formed)} at index {self.log.last_index}")
+        self._broadcast_append()
+
+    def _scan_configs(self, lo: int, hi: int) -> None:
+        for index in self.log.find(lo, hi, b"\xc1"):
+            config = self._decode_config(index)
+            if config is not None:
+                self._configs[index] = config
+
+    def _decode_config(self, index: int) -> Config | None:
+        try:
+            return decode_config(self.log.data_at(index))
+        except DecodeError as e:  # the same on every node: a bad entry changes nothing anywhere
+            self._note(f"ignores the malformed configuration entry {index}: {e}")
+            return None
+
+    def _latest_config(self) -> tuple[Config, int]:
+        if self._configs:
+            index = max(self._configs)
+            return self._configs[index], index
+        return self.base_config, self.log.first_index - 1
+
+    def _configs_appended(self, entries: Sequence[Entry]) -> None:
+        """New log entries: a configuration among them is in force at once (on append)."""
+        for e in entries:
+            if is_config(e.data):
+                config = self._decode_config(e.index)
+                if config is not None:
+                    self._configs[e.index] = config
+                    self._use_config()
+
+    def _use_config(self) -> None:
+        config, index = self._latest_config()
+        if index == self.config_index and config is self.config:
+            return
+        self.config, self.config_index = config, index
+        self.tracker.set_config(config, index, self.log.last_index + 1, self.now,
+                                self.role == Role.LEADER, self.bugs)
+        self._note(f"uses configuration {_describe(config)} of index {index}")
+
     # ------------------------------------------------------------ snapshots
 
     def compact(self, index: int) -> None:
@@ -266,32 +408,48 @@ class Replica:
         if index > self.applied:
             raise InvariantError(f"compacting to {index} past the applied index {self.applied}")
         if index >= self.log.first_index:
+            below = [i for i in self._configs if i <= index]
+            if below:
+                self.base_config = self._configs[max(below)]
+                for i in below:
+                    del self._configs[i]
             self.log.compact(index)
 
     def snapshot_stored(self, chunk: InstallSnapshot, offset: int) -> None:
         """Follower: the shell holds the first `offset` bytes of `chunk`'s snapshot."""
         if chunk.epoch == self.hs.epoch:
-            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, chunk.index, offset, False))
+            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, chunk.index, offset, False,
+                                                        self.inc))
 
-    def snapshot_installed(self, chunk: InstallSnapshot, installed: bool) -> None:
+    def snapshot_installed(self, chunk: InstallSnapshot, installed: bool, config: Config | None = None) -> None:
         """Follower: `chunk` completed snapshot (index, index_epoch), now durable. `installed`:
         the shell replaced store and log with it (as `wants_install` allowed); else the store
-        had applied it already and only the ack is due."""
+        had applied it already and only the ack is due. `config`: the configuration the
+        snapshot holds (None: a store from before configurations; ours stays)."""
         if installed:
-            self._install(chunk)
+            self._install(chunk, config)
         if chunk.epoch == self.hs.epoch:
             end = chunk.offset + len(chunk.data)
-            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, chunk.index, end, True))
+            self._send_after_persist(InstallSnapshotAck(self.id, chunk.src, self.hs.epoch, chunk.index, end, True,
+                                                        self.inc))
 
-    def _install(self, chunk: InstallSnapshot) -> None:
+    def _install(self, chunk: InstallSnapshot, config: Config | None) -> None:
         index, epoch = chunk.index, chunk.index_epoch
         if not self.wants_install(chunk):
             raise InvariantError(f"snapshot {index} installed at applied {self.applied}, epoch {chunk.epoch}")
         # Raft's rule, as kept_after: keep the suffix if the log holds the snapshot's last entry.
+        below = [i for i in self._configs if i <= index]
+        if config is None and below:
+            config = self._configs[max(below)]  # a store from before configurations: ours as of its index
         if self.log.first_index - 1 <= index <= self.log.last_index and self.log.matches(index, epoch):
             self.log.compact(index)
+            self._configs = {i: c for i, c in self._configs.items() if i > index}
         else:
             self.log.reset(index, epoch)
+            self._configs = {}
+        if config is not None:
+            self.base_config = config
+        self._use_config()
         self.stable = self.log.last_index  # the shell rewrote the WAL with exactly this log
         self.commit, self.applied = max(self.commit, index), index
         verified = self._verified if self._verified_epoch == self.hs.epoch else 0
@@ -354,6 +512,8 @@ class Replica:
         entry = Entry(self.hs.epoch, self.log.last_index + 1, data)
         self.log.append(entry)
         self.out.entries.append(entry)
+        if data[:1] == b"\xc1":
+            self._configs_appended((entry,))
 
     def _truncate_from(self, index: int) -> None:
         if index <= self.commit:
@@ -363,6 +523,11 @@ class Replica:
         if index <= self.stable:
             self.stable = index - 1
             self.out.truncate_durable(index)
+        gone = [i for i in self._configs if i >= index]
+        if gone and "no_config_fallback_on_truncate" not in self.bugs:
+            for i in gone:
+                del self._configs[i]
+            self._use_config()  # back to the one before: committed, as one change is pending at most
 
     # ------------------------------------------------------------ timing
 
@@ -372,7 +537,8 @@ class Replica:
     def _new_timeout(self) -> int:
         """Election timeout, staggered so the best-ranked live node moves first."""
         mine = self._rank()
-        better = sum(1 for r in self._peer_rank.values() if r > mine)
+        voters = self.config.voters
+        better = sum(1 for p, r in self._peer_rank.items() if r > mine and p in voters)
         jitter = self._rng.randrange(max(1, self.timing.election_ticks // 4))
         return self.timing.election_ticks + better * self.timing.answer_ticks + jitter
 
@@ -393,7 +559,7 @@ class Replica:
         self._send(
             Heartbeat(
                 self.id, 0, self.hs.epoch, int(self.role), self.leader,
-                self.log.last_epoch, self.log.last_index, self.commit,
+                self.log.last_epoch, self.log.last_index, self.commit, self.inc,
             )
         )
         if self.role == Role.LEADER:
@@ -439,8 +605,9 @@ class Replica:
         self._insist = insist
         self._awaiting_better = False
         self._answers = {self.id: AnswerReason.OK}
-        for peer in self.peers:
-            self._send(Election(self.id, peer, self.hs.epoch, self.log.last_epoch, self.log.last_index, insist))
+        for peer in self._voter_peers():
+            self._send(Election(self.id, peer, self.hs.epoch, self.log.last_epoch, self.log.last_index, insist,
+                                self.inc))
         self._maybe_decide_election()
 
     def _silent(self, peer: int) -> bool:
@@ -454,10 +621,11 @@ class Replica:
         # election timeout, or their connection closed since we last heard them):
         # their answer would not come in time anyway. Being down still never
         # counts as consent: the majority of OKs below is required.
-        if not timed_out and len(self._answers) < len(self.members):
-            missing = [p for p in self.members if p not in self._answers]
+        voters, need = self.config.voters, self.config.quorum()
+        if not timed_out and len(self._answers) < len(voters):
+            missing = [p for p in voters if p not in self._answers]
             oks = sum(1 for r in self._answers.values() if r == AnswerReason.OK)
-            if oks < majority(len(self.members)) or not all(map(self._silent, missing)):
+            if oks < need or not all(map(self._silent, missing)):
                 return
         reasons = list(self._answers.values())
         if AnswerReason.BETTER in reasons and not self._insist:
@@ -468,10 +636,10 @@ class Replica:
         elif AnswerReason.LEADER_ALIVE in reasons:
             self._note("a peer still hears a healthy leader; not running")
             self._become_follower(0)
-        elif reasons.count(AnswerReason.OK) >= majority(len(self.members)):
+        elif reasons.count(AnswerReason.OK) >= need:
             self._become_candidate()
         else:
-            self._note(f"only {len(reasons)} of {len(self.members)} answered; not running")
+            self._note(f"only {len(reasons)} of {len(voters)} voters answered; not running")
             self._become_follower(0)
 
     def _become_candidate(self) -> None:
@@ -479,14 +647,15 @@ class Replica:
         self._set_hard_state(HardState(epoch, self.id))
         self.role = Role.CANDIDATE
         self._elapsed = 0
-        self._promises = {self.id}
+        self._promises = {self.id} if self._counts(self.id, self.inc) else set()
         self._note(f"claims epoch {epoch} with rank {self._rank()}")
-        for peer in self.peers:
-            self._send_after_persist(Coordinator(self.id, peer, epoch, self.log.last_epoch, self.log.last_index))
+        for peer in self._voter_peers():
+            self._send_after_persist(Coordinator(self.id, peer, epoch, self.log.last_epoch, self.log.last_index,
+                                                 self.inc))
         self._maybe_win()
 
     def _maybe_win(self) -> None:
-        if len(self._promises) >= majority(len(self.members)):
+        if len(self._promises) >= self.config.quorum():
             self._become_leader()
 
     def _become_leader(self) -> None:
@@ -503,7 +672,7 @@ class Replica:
     # ------------------------------------------------------------ ticks
 
     def _tick_follower(self) -> None:
-        if self._elapsed >= self._timeout:
+        if self._elapsed >= self._timeout and self.can_campaign():
             self._start_election(insist=self._awaiting_better)
 
     def _tick_electing(self) -> None:
@@ -520,8 +689,8 @@ class Replica:
         # so a leader cut off with a minority stops taking writes.
         window = self.timing.election_ticks
         heard = self.tracker.heard_within(self.now, window)
-        if heard < majority(len(self.members)):
-            self._note(f"heard from {heard} of {len(self.members)} nodes in {window} ticks; stepping down")
+        if heard < self.config.quorum():
+            self._note(f"heard from {heard} of {len(self.config.voters)} voters in {window} ticks; stepping down")
             self._become_follower(0)
             return
         self._tell_commit()
@@ -547,14 +716,15 @@ class Replica:
     def _on_election(self, m: Election) -> None:
         self._peer_rank[m.src] = rank(m.last_epoch, m.last_index, m.src)
         live = self._hears_live_leader()
-        better = self._rank() > rank(m.last_epoch, m.last_index, m.src)
+        # Learners and observers never claim to be better: they will not run.
+        better = self.can_campaign() and self._rank() > rank(m.last_epoch, m.last_index, m.src)
         if live:
             reason, leader = AnswerReason.LEADER_ALIVE, live
         elif better and not m.insist:
             reason, leader = AnswerReason.BETTER, 0
         else:
             reason, leader = AnswerReason.OK, 0
-        self._send(Answer(self.id, m.src, self.hs.epoch, int(reason), leader))
+        self._send(Answer(self.id, m.src, self.hs.epoch, int(reason), leader, self.inc))
         if reason == AnswerReason.BETTER and self.role == Role.FOLLOWER:
             self._start_election(insist=False)
         elif reason == AnswerReason.BETTER and self.role == Role.ELECTING:
@@ -571,6 +741,8 @@ class Replica:
     def _on_answer(self, m: Answer) -> None:
         if self.role != Role.ELECTING or m.reason not in AnswerReason._value2member_map_:
             return
+        if not self._counts(m.src, m.inc):
+            return  # not a voter of ours (any more, or under that incarnation)
         self._answers[m.src] = m.reason
         self._maybe_decide_election()
 
@@ -586,7 +758,7 @@ class Replica:
             ignore_log="promise_behind_log" in self.bugs,
         )
         if not grant:
-            self._send(Promise(self.id, m.src, self.hs.epoch, False))
+            self._send(Promise(self.id, m.src, self.hs.epoch, False, self.inc))
             return
         unpersisted = "promise_not_persisted" in self.bugs
         self._set_hard_state(HardState(m.epoch, m.src), persist=not unpersisted)
@@ -595,12 +767,14 @@ class Replica:
         self._elapsed = 0
         self._awaiting_better = False
         self._timeout = self.timing.election_ticks
-        promise = Promise(self.id, m.src, m.epoch, True)
+        promise = Promise(self.id, m.src, m.epoch, True, self.inc)
         self._send(promise) if unpersisted else self._send_after_persist(promise)
 
     def _on_promise(self, m: Promise) -> None:
         if self.role != Role.CANDIDATE or m.epoch != self.hs.epoch or not m.granted:
             return
+        if not self._counts(m.src, m.inc):
+            return  # a learner, an observer, or a disk that is not the one our configuration names
         self._promises.add(m.src)
         self._maybe_win()
 
@@ -637,6 +811,7 @@ class Replica:
         if entries and entries[0].index == self.log.last_index + 1:
             self.log.extend(entries)  # the common case (and all of a catch-up): nothing to compare
             self.out.entries.extend(entries)
+            self._configs_appended(entries)
             return
         for entry in entries:
             have = self.log.epoch_at(entry.index)
@@ -649,9 +824,10 @@ class Replica:
                 self._truncate_from(entry.index)
             self.log.append(entry)
             self.out.entries.append(entry)
+            self._configs_appended((entry,))
 
     def _ack(self, m: Append, success: bool, match: int, rejected: int = 0) -> None:
-        ack = AppendAck(self.id, m.src, self.hs.epoch, success, match, m.round, rejected)
+        ack = AppendAck(self.id, m.src, self.hs.epoch, success, match, m.round, rejected, self.inc)
         if "ack_before_persist" in self.bugs:
             self._send(ack)
         else:
@@ -660,7 +836,11 @@ class Replica:
     def _on_append_ack(self, m: AppendAck) -> None:
         if self.role != Role.LEADER or m.epoch != self.hs.epoch:
             return
-        pr = self.tracker[m.src]
+        pr = self.tracker.get(m.src)
+        if pr is None:
+            return  # not a member we replicate to (any more)
+        if m.inc != pr.inc:
+            self._new_incarnation(m.src, pr, m.inc)
         pr.last_ack_tick = self.now
         if m.round > pr.round:
             pr.round = m.round
@@ -689,6 +869,17 @@ class Replica:
             pr.next = max(pr.match + 1, min(m.match + 1, self.log.last_index + 1))
         self._send_more(m.src)
 
+    def _new_incarnation(self, peer: int, pr: Progress, inc: int) -> None:
+        """Acks from another incarnation of `peer`: a new disk. What we knew of the old one
+        says nothing of it; find its log again (it counts only if the configuration names it)."""
+        old, pr.inc = pr.inc, inc
+        if not old:
+            return  # the first we hear of it: nothing known to forget
+        self._note(f"node {peer} answers as incarnation {inc:x}, not {old:x}: its disk is new")
+        pr.match, pr.round, pr.inflight, pr.probing = 0, 0, 0, True
+        pr.snapshot, pr.snap_index, pr.snap_offset = False, 0, 0
+        pr.next = self.log.last_index + 1  # probe from our end: its refusal says where its log ends
+
     @staticmethod
     def _rejection_is_current(pr: Progress, rejected: int) -> bool:
         """etcd-raft's maybeDecrTo: a probe's refusal must be of the probe in flight;
@@ -699,21 +890,23 @@ class Replica:
 
     def _on_install_snapshot(self, m: InstallSnapshot) -> None:
         if m.epoch < self.hs.epoch:
-            self._send(InstallSnapshotAck(self.id, m.src, self.hs.epoch, m.index, 0, False))  # our epoch fences it
+            self._send(InstallSnapshotAck(self.id, m.src, self.hs.epoch, m.index, 0, False, self.inc))  # our epoch fences it
             return
         if self.role == Role.LEADER:
             raise InvariantError(f"two leaders in epoch {m.epoch}: {self.id} and {m.src}")
         self._follow(m.src, m.epoch)  # a long transfer is a sign of life: no election meanwhile
         if m.index <= self.commit:
             # Everything up to a committed index is equal on every node: we hold it already.
-            self._send_after_persist(InstallSnapshotAck(self.id, m.src, self.hs.epoch, m.index, 0, True))
+            self._send_after_persist(InstallSnapshotAck(self.id, m.src, self.hs.epoch, m.index, 0, True, self.inc))
             return
         self.out.chunks.append(m)
 
     def _on_install_snapshot_ack(self, m: InstallSnapshotAck) -> None:
         if self.role != Role.LEADER or m.epoch != self.hs.epoch:
             return
-        pr = self.tracker[m.src]
+        pr = self.tracker.get(m.src)
+        if pr is None or m.inc != pr.inc:
+            return  # not a member, or another disk than the one receiving our transfer
         if not pr.snapshot:
             return  # a late ack of a finished transfer
         pr.last_ack_tick = self.now
@@ -734,7 +927,9 @@ class Replica:
     def _on_forward(self, m: Forward) -> None:
         if self.role == Role.LEADER and m.commands:
             self.propose(m.commands)
-            self.tracker[m.src].forwarded = self.log.last_index
+            pr = self.tracker.get(m.src)
+            if pr is not None:
+                pr.forwarded = self.log.last_index
 
     def _on_read_index_request(self, m: ReadIndexRequest) -> None:
         if self.role == Role.LEADER:
@@ -749,9 +944,9 @@ class Replica:
     # ------------------------------------------------------------ leader work
 
     def _broadcast_append(self) -> None:
-        for peer in self.peers:
+        for peer in self.tracker.progress:
             self._send_more(peer)
-        if not self.peers:
+        if not self.tracker.progress:
             self._maybe_commit()
 
     def _send_more(self, peer: int) -> None:
@@ -794,6 +989,16 @@ class Replica:
         if self.log.epoch_at(index) != self.hs.epoch and "commit_old_epoch" not in self.bugs:
             return  # Raft 5.4.2: older epochs commit only under an entry of ours
         self._set_commit(index)
+        if self.tracker.linger:
+            for peer in self.tracker.prune(self.commit):
+                self._note(f"node {peer} holds its removal; no longer replicating to it")
+        if not self.tracker.self_counts and self.commit >= self.config_index:
+            # Removed (or demoted) while leading: we led until the configuration without us
+            # committed; the voters elect the next leader among themselves.
+            self._note(f"configuration {self.config_index} without this node committed; stepping down")
+            self._become_follower(0)
+            return
+        self._maybe_form()
         for peer, pr in self.tracker.items():
             # A follower that forwarded writes answers its clients once it applies them:
             # tell it now. The others hear at the next tick (_tell_commit) or with the next
@@ -863,3 +1068,10 @@ _TICK: dict[Role, Callable[[Replica], None]] = {
     Role.CANDIDATE: Replica._tick_candidate,
     Role.LEADER: Replica._tick_leader,
 }
+
+
+def _describe(config: Config) -> str:
+    """`{1, 2, 3+4}`-style: voters, then learners after a plus sign; incarnations left out."""
+    voters = ", ".join(map(str, config.voters))
+    learners = "+".join(map(str, config.learners))
+    return "{" + voters + (" +" + learners if learners else "") + "}" + (" (forming)" if config.provisional else "")

@@ -13,18 +13,18 @@ msgpack reads a single byte of the body.
 
 | kind | message          | body                                                                      |
 |------|------------------|---------------------------------------------------------------------------|
-| 1    | Heartbeat        | [src, dst, epoch, role, leader, last_epoch, last_index, commit]           |
-| 2    | Election         | [src, dst, epoch, last_epoch, last_index, insist]                         |
-| 3    | Answer           | [src, dst, epoch, reason, leader]                                         |
-| 4    | Coordinator      | [src, dst, epoch, last_epoch, last_index]                                 |
-| 5    | Promise          | [src, dst, epoch, granted]                                                |
+| 1    | Heartbeat        | [src, dst, epoch, role, leader, last_epoch, last_index, commit, inc]      |
+| 2    | Election         | [src, dst, epoch, last_epoch, last_index, insist, inc]                    |
+| 3    | Answer           | [src, dst, epoch, reason, leader, inc]                                    |
+| 4    | Coordinator      | [src, dst, epoch, last_epoch, last_index, inc]                            |
+| 5    | Promise          | [src, dst, epoch, granted, inc]                                           |
 | 6    | Append           | [src, dst, epoch, prev_index, prev_epoch, entries, commit, round]         |
-| 7    | AppendAck        | [src, dst, epoch, success, match, round, rejected]                        |
+| 7    | AppendAck        | [src, dst, epoch, success, match, round, rejected, inc]                   |
 | 8    | Forward          | [src, dst, epoch, commands]                                               |
 | 9    | ReadIndexRequest | [src, dst, epoch, ctx]                                                    |
 | 10   | ReadIndexReply   | [src, dst, epoch, ctx, ok, index]                                         |
 | 11   | InstallSnapshot  | [src, dst, epoch, index, index_epoch, offset, data, done]                 |
-| 12   | InstallSnapshotAck | [src, dst, epoch, index, offset, done]                                  |
+| 12   | InstallSnapshotAck | [src, dst, epoch, index, offset, done, inc]                             |
 | 64   | ClientRequest    | [req_id, op, args]                                                        |
 | 65   | ClientReply      | [req_id, ok, code, message, result]                                       |
 | 66   | ClientBatch      | [requests]: 1..1024 arrays [req_id, op, args], each as a ClientRequest    |
