@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "httpd": set(),  # the guarded stdlib HTTP server of node metrics and the dashboard
     "core": {"errors"},
     "wire": {"core", "errors"},
-    "store": {"wire", "errors"},
+    "store": {"core", "wire", "errors"},  # core: which log entries are configurations
     "service": {"core", "store", "errors"},
     "storage": {"core", "store", "errors"},
     "sim": {"core", "store", "service", "errors"},

@@ -29,11 +29,10 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-import msgpack
 
 from zrep.core.quorum import majority
 from zrep.errors import DecodeError
@@ -146,7 +145,8 @@ def encode_config(config: Config) -> bytes:
     if config.provisional:
         raise ValueError("a provisional configuration never goes into the log")
     rows = [[m.id, m.incarnation, m.voter, m.rpc, m.pub, list(m.keys)] for m in config.members]
-    return CONFIG_MARK + msgpack.packb([CONFIG_VERSION, config.cluster_id, rows])
+    # JSON (the core imports only the standard library): configurations are small and rare.
+    return CONFIG_MARK + json.dumps([CONFIG_VERSION, config.cluster_id, rows], separators=(",", ":")).encode()
 
 
 def decode_config(data: bytes) -> Config:
@@ -154,8 +154,8 @@ def decode_config(data: bytes) -> Config:
     if not is_config(data):
         raise DecodeError("not a configuration entry")
     try:
-        body: Any = msgpack.unpackb(data[1:], raw=False, strict_map_key=True)
-    except (ValueError, msgpack.UnpackException) as e:
+        body: Any = json.loads(data[1:])
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise DecodeError(f"configuration entry: {e}") from None
     if not (type(body) is list and len(body) == 3 and body[0] == CONFIG_VERSION and _is_id(body[1], 0)
             and type(body[2]) is list):

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from zrep.core.election import Rank, may_promise, rank
 from zrep.core.log import LogView
 from zrep.core.membership import (
+    CONFIG_MARK,
     Config,
     Member,
     decode_config,
@@ -365,7 +366,7 @@ class Replica:
         self._broadcast_append()
 
     def _scan_configs(self, lo: int, hi: int) -> None:
-        for index in self.log.find(lo, hi, b"\xc1"):
+        for index in self.log.find(lo, hi, CONFIG_MARK):
             config = self._decode_config(index)
             if config is not None:
                 self._configs[index] = config
@@ -512,7 +513,7 @@ class Replica:
         entry = Entry(self.hs.epoch, self.log.last_index + 1, data)
         self.log.append(entry)
         self.out.entries.append(entry)
-        if data[:1] == b"\xc1":
+        if data[:1] == CONFIG_MARK:
             self._configs_appended((entry,))
 
     def _truncate_from(self, index: int) -> None:
@@ -926,7 +927,12 @@ class Replica:
 
     def _on_forward(self, m: Forward) -> None:
         if self.role == Role.LEADER and m.commands:
-            self.propose(m.commands)
+            commands = [c for c in m.commands if c[:1] != CONFIG_MARK]
+            if len(commands) != len(m.commands):
+                self.dropped += 1  # only the leader writes configurations, never a forwarded "command"
+                if not commands:
+                    return
+            self.propose(commands)
             pr = self.tracker.get(m.src)
             if pr is not None:
                 pr.forwarded = self.log.last_index

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from zrep.core.membership import CONFIG_MARK
 from zrep.errors import DecodeError
 from zrep.store.mailbox import ANSWER_OVERHEAD, ClientRecord, Mailbox
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from zrep.store.store import Store
 
 SNAPSHOT_MAGIC = b"zrep-store"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3  # 3 added the configuration entry; 2 (without it) is still read
 
 
 def write_image(store: Store) -> bytes:
@@ -47,7 +48,7 @@ def write_image(store: Store) -> bytes:
     """
     p = msgpack.Packer(autoreset=False)
     p.pack([SNAPSHOT_MAGIC, SNAPSHOT_VERSION, store._applied, store._chain, list(astuple(store._limits)),
-            len(store._boxes), len(store._clients), len(store._expired)])
+            len(store._boxes), len(store._clients), len(store._expired), store._config])
     for name in sorted(store._boxes):
         p.pack(store._boxes[name].columns(name))
     for cid, c in store._clients.items():
@@ -83,13 +84,15 @@ def read_image(cls: type[Store], data: bytes, start: int) -> Store:
             raise DecodeError("store snapshot: truncated") from None
 
     head = item()
-    _need(type(head) is list and len(head) == 8 and head[0] == SNAPSHOT_MAGIC, "header")
-    _need(head[1] == SNAPSHOT_VERSION and type(head[1]) is int, "version")
-    applied, chain, limits, n_boxes, n_clients, n_expired = head[2:]
+    _need(type(head) is list and len(head) in (8, 9) and head[0] == SNAPSHOT_MAGIC, "header")
+    _need(type(head[1]) is int and head[1] == SNAPSHOT_VERSION - (9 - len(head)), "version")
+    applied, chain, limits, n_boxes, n_clients, n_expired = head[2:8]
+    config = head[8] if len(head) == 9 else b""
+    _need(type(config) is bytes and (not config or config[:1] == CONFIG_MARK), "configuration entry")
     _need(_is_int(applied) and type(chain) is bytes and len(chain) == 32, "applied index or chain")
     _need(type(limits) is list and all(_is_int(n) for n in (n_boxes, n_clients, n_expired)), "counts")
     store = cls(*limits)
-    store._applied, store._chain = applied, chain
+    store._applied, store._chain, store._config = applied, chain, config
     prev_name = ""
     for _ in range(n_boxes):
         name, box = _restore_box(item, applied)

@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterable
 
 import msgpack
 
+from zrep.core.membership import CONFIG_MARK
 from zrep.errors import DecodeError, InvariantError
 from zrep.store.commands import (
     MAX_BODY_BYTES,
@@ -128,6 +129,7 @@ class Store:
         self._answer_bytes = 0
         self._expired: deque[str] = deque()  # evicted ids, oldest first
         self._expired_set: set[str] = set()
+        self._config = b""  # data of the last configuration entry applied (b"": none yet)
 
     # --- applying -----------------------------------------------------------
 
@@ -145,6 +147,9 @@ class Store:
         self._last_key = None
         if not data:
             return None
+        if data[:1] == CONFIG_MARK:
+            self._config = data  # membership is the core's business; the snapshot carries it
+            return None
         try:
             cmd = decode_command(data)
         except DecodeError as e:
@@ -158,6 +163,12 @@ class Store:
         apply = self.apply
         for _, index, data in entries:
             apply(index, data)
+
+    @property
+    def config_entry(self) -> bytes:
+        """The data of the last configuration entry applied (b"" if none): a snapshot of
+        this store carries the cluster's membership as of its index."""
+        return self._config
 
     @property
     def last_key(self) -> tuple[str, int] | None:
