@@ -30,10 +30,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from zrep.core.membership import Config, decode_config, encode_config
 from zrep.core.messages import Entry, Message, Role
 from zrep.core.ready import ReadState, Ready
 from zrep.core.replica import Replica
 from zrep.service.apply import Storage, apply_ready
+from zrep.service.membership import Refused, members_view, plan_change
 from zrep.service.pending import Done, Pending, error
 from zrep.service.shipping import Receiver, Shipper
 from zrep.store.commands import command_key
@@ -76,6 +78,8 @@ class Service:
         self.on_apply: Callable[[Entry, dict[str, Any] | None], None] | None = None  # observers (sim checks)
         self.snapshots: SnapshotPort | None = None
         self.on_install: Callable[[Snapshot], None] | None = None  # observers (sim checks, node bookkeeping)
+        # Membership changes this leader appended: index -> (route, deadline, the entry's data).
+        self._changes: dict[int, tuple[Any, int, bytes]] = {}
 
     # ------------------------------------------------------------ requests
 
@@ -108,6 +112,42 @@ class Service:
                 return
             self._read_ctx = self._next_ctx
         self.pending.add_read(self._read_ctx, route, self.replica.now + self.request_ticks, query)
+
+    def submit_admin(self, route: Any, request: dict[str, Any]) -> None:
+        """A membership request (zrep.service.membership): `members` is answered here at
+        once; a change is answered once its configuration entry is applied (committed)."""
+        rep = self.replica
+        if request.get("op") == "members":
+            self._done.append(Done(route, {"ok": True, **members_view(rep)}))
+            return
+        try:
+            new = plan_change(rep, request)
+        except Refused as e:
+            extra = {"leader": rep.leader} if e.code == "NOT_LEADER" else {}
+            if e.code == "NOT_LEADER" and not rep.leader:
+                e = Refused("NO_LEADER", "no leader known; retry shortly")
+            self._done.append(Done(route, error(e.code, str(e), **extra)))
+            return
+        index, why = rep.change_config(new)
+        if not index:
+            self._done.append(Done(route, error("UNAVAILABLE", why)))
+            return
+        self._changes[index] = (route, rep.now + self.request_ticks, encode_config(new))
+
+    def _change_applied(self, entry: Entry) -> None:
+        route, _, data = self._changes.pop(entry.index)
+        if entry.data == data:
+            self._done.append(Done(route, {"ok": True, "index": entry.index, **members_view(self.replica)}))
+        else:
+            self._done.append(Done(route, error("UNAVAILABLE", "the change was lost in a leader change; "
+                                                "see zrep admin members, then retry")))
+
+    def _expire_changes(self) -> None:
+        now = self.replica.now
+        for index in [i for i, (_, deadline, _) in self._changes.items() if deadline <= now]:
+            route = self._changes.pop(index)[0]
+            self._done.append(Done(route, error("TIMEOUT", "the change did not commit in time; outcome "
+                                                "unknown: see zrep admin members")))
 
     def run_query(self, query: dict[str, Any]) -> dict[str, Any]:
         """Answer a read from the local store, saying how fresh it is."""
@@ -148,7 +188,9 @@ class Service:
                     self._done.append(Done(route, self.run_query(query)))
         for route, query in self.pending.reads_ready(self.store.applied_index):
             self._done.append(Done(route, self.run_query(query)))
-        self._done += self.pending.check_all(rep.durable_on, rep.members, rep.now)
+        self._done += self.pending.check_all(rep.durable_on, rep.voters, rep.now)
+        if self._changes:
+            self._expire_changes()
         expired = self.pending.expire(rep.now)
         if expired:
             self._done += expired
@@ -184,6 +226,8 @@ class Service:
 
     def _apply(self, entry: Entry) -> None:
         answer = self.store.apply(entry.index, entry.data)
+        if self._changes and entry.index in self._changes:
+            self._change_applied(entry)
         if self.on_apply is not None:
             self.on_apply(entry, answer)
         if answer is None:
@@ -218,7 +262,7 @@ class Service:
             elif rep.wants_install(chunk):
                 port.install(snap, rep.kept_after(snap.index, snap.epoch))
                 self.store = snap.store
-                rep.snapshot_installed(chunk, True)
+                rep.snapshot_installed(chunk, True, snapshot_config(snap.store))
                 self._answer_from_store()
                 if self.on_install is not None:
                     self.on_install(snap)
@@ -279,3 +323,8 @@ class _DurableRun:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if self._durable_on(mid) == members else (lo, mid)
         return lo
+
+
+def snapshot_config(store: Store) -> Config | None:
+    """The configuration a store (a snapshot's) holds; None for a store from before configurations."""
+    return decode_config(store.config_entry) if store.config_entry else None
