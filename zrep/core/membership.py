@@ -96,9 +96,10 @@ class Config:
         return self.provisional or m.incarnation == incarnation
 
     def is_member(self, node_id: int, incarnation: int) -> bool:
-        """Named by this configuration under this incarnation (voter or learner)."""
+        """Named by this configuration under this incarnation (voter or learner; a learner
+        added with incarnation 0 is whichever disk of that id answers)."""
         m = self._by_id.get(node_id)
-        return m is not None and (self.provisional or m.incarnation == incarnation)
+        return m is not None and (self.provisional or m.incarnation in (incarnation, ANY_INCARNATION))
 
     def voter_keys(self) -> frozenset[tuple[int, int]]:
         return frozenset((m.id, m.incarnation) for m in self.members if m.voter)

@@ -141,6 +141,8 @@ class Replica:
         self._configs: dict[int, Config] = {}
         self._scan_configs(self.log.first_index, self.log.last_index)
         self.config, self.config_index = self._latest_config()
+        self._named = self._names_us(self.config)  # some formed configuration named us (see `removed`)
+        self._caught_up = False  # our commit reached the commit index of the leader's last append
         self.stable = self.log.last_index  # last index known durable on our disk
         self.commit = min(commit, self.log.last_index)
         self.applied = applied
@@ -155,6 +157,7 @@ class Replica:
         self._peer_rank: dict[int, Rank] = {}
         self._last_heard: dict[int, int] = {}  # peer -> tick of its last message to us
         self._hinted_down: set[int] = set()  # peers whose connection closed since we last heard them
+        self._peer_inc: dict[int, int] = {}  # peer -> the incarnation its last message carried
         self._answers: dict[int, int] = {}
         self._insist = False
         self._awaiting_better = False
@@ -189,6 +192,9 @@ class Replica:
             self.dropped += 1
             return
         self._heard_from(msg.src)
+        inc = getattr(msg, "inc", None)
+        if inc is not None:
+            self._peer_inc[msg.src] = inc  # a new leadership starts its progress with it
         if msg.epoch > self.hs.epoch:
             self._max_seen_epoch = max(self._max_seen_epoch, msg.epoch)
             if self.role in (Role.LEADER, Role.CANDIDATE):
@@ -315,10 +321,13 @@ class Replica:
 
     @property
     def removed(self) -> bool:
-        """Our committed configuration no longer names us: an operator removed this node
-        (or replaced its incarnation). The shell stops, keeping the data."""
+        """A configuration named us and our committed one no longer does: an operator removed
+        this node. The shell stops, keeping the data. (A node that was never named, a joining
+        or wiped one, is an observer, not removed.)"""
+        if not self._named or not self._caught_up:
+            return False  # (catching up through old configurations proves nothing about now)
         cfg = self.committed_config()
-        return not cfg.provisional and bool(cfg.members) and not cfg.is_member(self.id, self.inc)
+        return not cfg.provisional and not cfg.is_member(self.id, self.inc)
 
     def committed_config(self) -> Config:
         """The latest configuration at or below the commit index."""
@@ -365,6 +374,11 @@ class Replica:
         self._note(f"forms the cluster: configuration {_describe(formed)} at index {self.log.last_index}")
         self._broadcast_append()
 
+    def _names_us(self, config: Config) -> bool:
+        # Exactly: a learner added as "incarnation 0" names whichever disk answers, not us in particular.
+        m = config.member(self.id)
+        return not config.provisional and m is not None and m.incarnation == self.inc
+
     def _scan_configs(self, lo: int, hi: int) -> None:
         for index in self.log.find(lo, hi, CONFIG_MARK):
             config = self._decode_config(index)
@@ -398,6 +412,7 @@ class Replica:
         if index == self.config_index and config is self.config:
             return
         self.config, self.config_index = config, index
+        self._named = self._named or self._names_us(config)
         self.tracker.set_config(config, index, self.log.last_index + 1, self.now,
                                 self.role == Role.LEADER, self.bugs)
         self._note(f"uses configuration {_describe(config)} of index {index}")
@@ -664,7 +679,7 @@ class Replica:
         self.leader = self.id
         self.leader_since = self.now
         self._elapsed = 0
-        self.tracker.start(self.log.last_index + 1, self.now)
+        self.tracker.start(self.log.last_index + 1, self.now, self._peer_inc)
         self._append_own(b"")  # the no-op that lets us commit (and serve reads) in our epoch
         self._epoch_start = self.log.last_index
         self._note(f"is leader with promises from {sorted(self._promises)}")
@@ -806,6 +821,7 @@ class Replica:
             self._verified, self._verified_epoch = 0, m.epoch
         self._verified = max(self._verified, match)
         self._set_commit(min(m.commit, self._verified))
+        self._caught_up = self.commit >= m.commit
         self._ack(m, True, match)
 
     def _append_entries(self, entries: Sequence[Entry]) -> None:
@@ -906,8 +922,13 @@ class Replica:
         if self.role != Role.LEADER or m.epoch != self.hs.epoch:
             return
         pr = self.tracker.get(m.src)
-        if pr is None or m.inc != pr.inc:
-            return  # not a member, or another disk than the one receiving our transfer
+        if pr is None:
+            return  # not a member we replicate to (any more)
+        if m.inc != pr.inc:
+            self._new_incarnation(m.src, pr, m.inc)  # another disk than the one the transfer was for
+            if pr.snapshot is False and pr.probing:
+                self._send_more(m.src)
+            return
         if not pr.snapshot:
             return  # a late ack of a finished transfer
         pr.last_ack_tick = self.now
@@ -956,9 +977,9 @@ class Replica:
             self._maybe_commit()
 
     def _send_more(self, peer: int) -> None:
-        pr = self.tracker[peer]
-        if pr.snapshot:
-            return
+        pr = self.tracker.get(peer)
+        if pr is None or pr.snapshot:
+            return  # (None: removed and pruned, or we stepped down, while handling its ack)
         # Bounded by appends and by entries past `match`: a follower far behind
         # gets a window it can persist and ack within the resend timeout, not a
         # flood it is still chewing on when the leader gives up and resends it all.

@@ -36,10 +36,12 @@ class Tracker:
         self.self_counts = config.counts(node_id, incarnation)
         self.linger: dict[int, int] = {}  # removed peer -> index of the configuration that removed it
 
-    def start(self, next_index: int, now: int) -> None:
-        """A new leadership: every member probed from `next_index`."""
+    def start(self, next_index: int, now: int, incarnations: dict[int, int] | None = None) -> None:
+        """A new leadership: every member probed from `next_index`, under the incarnation its
+        last message carried (its promise, its heartbeat): nothing is known of its log yet."""
+        incs = incarnations or {}
         self.linger = {}
-        self.progress = {p: Progress(next=next_index, last_ack_tick=now, last_contact_tick=now)
+        self.progress = {p: Progress(next=next_index, last_ack_tick=now, last_contact_tick=now, inc=incs.get(p, 0))
                          for p in self.config.ids if p != self.id}
 
     def reset(self) -> None:

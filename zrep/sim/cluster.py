@@ -31,16 +31,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zrep.core.log import LogView
+from zrep.core.membership import Config, provisional_config
 from zrep.core.messages import Entry, Role
-from zrep.core.quorum import majority
 from zrep.core.replica import Replica
 from zrep.errors import DecodeError, InvariantError
 from zrep.service.pending import Done
-from zrep.service.service import Service
+from zrep.service.service import Service, snapshot_config
 from zrep.sim.checker import Ack, Checker, Violation
 from zrep.sim.disk import SimCrash, SimDisk
 from zrep.sim.hints import Hint, SimHints
 from zrep.sim.network import LinkFaults, SimNetwork
+from zrep.sim.operator import SimOperator
 from zrep.sim.plan import SimPlan
 from zrep.sim.snapshots import SimSnapshots
 from zrep.store.commands import encode_send
@@ -67,6 +68,7 @@ class CheckedDisk(SimDisk):
 
     def truncate(self, from_index: int) -> None:
         super().truncate(from_index)
+        self.truncated = True
         self._checker.truncated(self._node, from_index)
 
     def append_entries(self, entries: Any) -> None:
@@ -143,6 +145,11 @@ class SimCluster:
         self.net = SimNetwork(random.Random(f"net-{plan.seed}"), LinkFaults(**vars(plan.link)))
         self.ids = tuple(range(1, plan.nodes + 1))
         self.nodes = {i: SimNode(i, CheckedDisk(i, self.checker), plan.speeds[i - 1]) for i in self.ids}
+        # Membership draws come from a generator of their own: the other draws replay as before.
+        self.operator = SimOperator(self, random.Random(f"admin-{plan.seed}-{plan.nodes}"))
+        self.admin_addr = CLIENT_BASE + 999
+        for node in self.nodes.values():
+            node.disk.incarnation = self.operator.new_incarnation()  # every node founds the cluster (--init)
         self.clients = [SimClient(k) for k in range(plan.clients)]
         self.now = 0
         self.faults: dict[str, int] = {}
@@ -171,9 +178,13 @@ class SimCluster:
             node.disk.rewrite(snap.index + 1, snap.epoch, [])  # zrep.node.loop: the snapshot wins, the log goes
             replay = node.disk.replay()
         node.lives += 1
+        base = snapshot_config(snap.store) if snap is not None else None
+        if base is None:  # zrep.node.start: the seeds for a founding member, nothing for a joining one
+            base = Config(0, ()) if node.disk.joined else provisional_config(self.ids)
         replica = Replica(
             node.id,
-            self.ids,
+            base,
+            incarnation=node.disk.incarnation,
             rng=random.Random(f"replica-{self.plan.seed}-{node.id}-{node.lives}"),
             timing=self.plan.timing,
             hard_state=replay.hard_state,
@@ -260,16 +271,9 @@ class SimCluster:
         if not dead or not p.wipe_p or rng.random() >= p.wipe_p:
             return
         target = rng.choice(dead)
-        committed = self.checker._committed_upto
-        holders = sum(1 for n in self._alive() if n.service.replica.commit >= committed)
-        if holders < majority(len(self.ids)):
-            return  # wiping now could lose committed entries: an operator must not either
-        # Its promises die with the disk. Safe only if every other node has durably joined its
-        # epoch or a later one: any candidate from now on claims a later epoch than any it promised.
-        lost_epoch = target.disk.replay().hard_state.epoch
-        if any(n.disk.replay().hard_state.epoch < lost_epoch for n in self.nodes.values() if n is not target):
-            return
-        target.disk.wipe()
+        if not self.operator.may_wipe(target):
+            return  # it would leave a configuration without a quorum of intact disks
+        self.operator.forget_disk(target)
         target.restart_at = max(target.restart_at, self.now + 2 * p.timing.election_ticks + p.link.max_delay)
         self._count("wipe")
         self._log(f"node {target.id}'s disk wiped; restarts at {target.restart_at}")
@@ -356,9 +360,14 @@ class SimCluster:
             self._run_node(node)
         self._clients_tick(faults_on)
         self._observe()
+        self.operator.check()
+        self.operator.tick(faults_on)
 
     def _deliver(self) -> None:
         for dst, payload in self.net.due(self.now):
+            if dst == self.admin_addr:
+                self._log(f"operator hears {payload.result}")
+                continue
             if dst >= CLIENT_BASE:
                 self._client_reply(self.clients[dst - CLIENT_BASE], payload)
                 continue
@@ -402,6 +411,11 @@ class SimCluster:
         for d in done:
             self.net.send(self.now, node.id, d.route[0], d)
         self._snapshot_turn(node)
+        if node.service is not None and node.service.replica.removed:
+            self.operator.removed(node)
+
+    def _stop(self, node: SimNode) -> None:
+        self._crash(node, "removed")
 
     def _send_peer(self, src: int, msg: Any) -> None:
         if msg.dst == 0:
@@ -567,6 +581,8 @@ class SimCluster:
             return False
         lrep = leader.service.replica
         if lrep.commit < lrep.log.last_index:
+            return False
+        if not self.operator.settled():
             return False
         digests = {n.service.store.digest() for n in self.nodes.values()}
         applied = {n.service.store.applied_index for n in self.nodes.values()}

@@ -46,6 +46,10 @@ class SimDisk:
     syncs: int = 0
     snapshot: bytes | None = None  # the durable snapshot file
     rewrites: int = 0
+    incarnation: int = 0  # made with the disk (zrep.node's identity file); a wipe makes a new one
+    joined: bool = False  # made by --join (an observer until added), not --init (a founding seed)
+    truncated: bool = False  # a truncation since the operator last looked (zrep.sim.operator)
+    _view: tuple | None = None  # synced_view's cache: (len(synced), view, rewrites)
 
     def set_hard_state(self, hs: HardState) -> None:
         self.unsynced.append(("hs", hs))
@@ -78,6 +82,18 @@ class SimDisk:
 
     def wipe(self) -> None:
         self.synced, self.unsynced, self.snapshot = [], [], None
+        self._view = None
+
+    def synced_view(self) -> tuple[dict[int, int], int]:
+        """What a crash now would keep: {index: epoch} of the log, and the index below which
+        the snapshot holds everything. Cached until the synced records change."""
+        if self._view is not None and self._view[0] == len(self.synced) and self.rewrites == self._view[2]:
+            return self._view[1]
+        replay = self.replay()
+        held = {e.index: e.epoch for e in replay.entries}
+        view = (held, replay.first_index - 1)
+        self._view = (len(self.synced), view, self.rewrites)
+        return view
 
     def crash(self, rng: random.Random) -> int:
         """Lose the page cache: keep a random prefix of the unsynced records."""

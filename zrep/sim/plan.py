@@ -42,7 +42,8 @@ class SimPlan:
     window_chunks: int = 2
     compact_crash_p: float = 0.0  # a compaction dies before or after its log rewrite
     install_crash_p: float = 0.0  # an install dies between the snapshot's rename and the log rewrite
-    wipe_p: float = 0.0  # per tick: wipe a dead node's disk (only while the others hold every commit)
+    wipe_p: float = 0.0  # per tick: wipe a dead node's disk (while every configuration keeps a quorum of intact disks)
+    admin_p: float = 0.0  # per tick, with a leader: the operator asks for a membership change
     # Disconnect hints (the real node's socket monitor; drawn from a generator of their own):
     hint_p: float = 0.0  # a peer of a dying process hears its connection close (else the hint is lost)
     hint_late_p: float = 0.0  # ... but only after hint_late_ticks (a slow monitor, a busy loop)
@@ -101,6 +102,7 @@ class SimPlan:
             bugs=bugs,
             **_snapshot_draws(random.Random(f"snap-plan-{seed}-{nodes}")),
             **_hint_draws(random.Random(f"hint-plan-{seed}-{nodes}"), timing.election_ticks),
+            admin_p=random.Random(f"admin-plan-{seed}-{nodes}").choice((0.0, 0.005, 0.02, 0.05)),
         )
 
 
