@@ -109,8 +109,8 @@ class SimOperator:
             return
         rep = leader.service.replica
         cfg = rep.config
-        if cfg.provisional or rep.config_index > rep.commit:
-            return
+        if cfg.provisional:
+            return  # (a change still pending is the core's to refuse: the operator does not wait)
         request = self._next_request(rep, cfg, faults_on)
         if request is None:
             return

@@ -1,0 +1,83 @@
+"""The configuration as a log entry, and who counts: (id, incarnation) voters only."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from zrep.core.membership import (
+    CONFIG_MARK,
+    Config,
+    Member,
+    decode_config,
+    encode_config,
+    is_config,
+    provisional_config,
+    voter_change,
+)
+from zrep.core.messages import Coordinator, Promise, Role
+from zrep.core.replica import Replica
+from zrep.errors import DecodeError
+
+FORMED = Config(7, (Member(1, 11), Member(2, 22), Member(3, 33), Member(4, 0, voter=False)))
+
+
+def test_a_configuration_round_trips_through_its_log_entry():
+    data = encode_config(FORMED)
+    assert is_config(data) and data[:1] == CONFIG_MARK
+    assert decode_config(data) == FORMED
+
+
+@pytest.mark.parametrize("data", [b"\xc1", b"\xc1[1,2]", b"\xc1[1,7,[[1,1,true,\"\",\"\"]]]", b"\xc1\xff",
+                                  b"\xc1[1,7,[[1,1,true,\"\",\"\",[]],[1,2,true,\"\",\"\",[]]]]", b"x"])
+def test_malformed_configuration_entries_are_refused(data):
+    with pytest.raises(DecodeError):
+        decode_config(data)
+
+
+def test_only_the_named_incarnation_of_a_voter_counts():
+    assert FORMED.counts(1, 11) and not FORMED.counts(1, 12)
+    assert not FORMED.counts(4, 0)  # a learner never counts
+    assert FORMED.is_member(4, 99)  # a learner added as "0" is whichever disk answers
+    assert FORMED.quorum() == 2
+
+
+def test_a_forming_configuration_counts_any_incarnation_but_needs_every_seed():
+    p = provisional_config([1, 2, 3])
+    assert p.counts(2, 12345) and p.quorum() == 3
+    with pytest.raises(ValueError):
+        encode_config(p)
+
+
+def test_voter_change_counts_voter_keys():
+    assert voter_change(FORMED, FORMED.without(4)) == 0  # a learner
+    assert voter_change(FORMED, FORMED.without(3)) == 1
+    assert voter_change(FORMED, FORMED.with_member(Member(3, 34))) == 2  # a new disk is a new voter
+
+
+def _candidate() -> Replica:
+    r = Replica(1, FORMED, incarnation=11, rng=random.Random(1))
+    r._become_candidate()
+    r.ready()
+    return r
+
+
+def test_a_promise_from_another_incarnation_does_not_elect():
+    r = _candidate()
+    r.step(Promise(2, 1, r.hs.epoch, True, 999))  # node 2's disk was wiped: a new incarnation
+    r.step(Promise(4, 1, r.hs.epoch, True, 44))  # a learner
+    assert r.role == Role.CANDIDATE
+    r.step(Promise(3, 1, r.hs.epoch, True, 33))
+    assert r.role == Role.LEADER
+
+
+def test_learners_and_observers_never_campaign():
+    observer = Replica(2, FORMED, incarnation=999, rng=random.Random(1))  # a wiped node 2
+    learner = Replica(4, FORMED, incarnation=44, rng=random.Random(1))
+    for r in (observer, learner):
+        for _ in range(10 * r.timing.election_ticks):
+            r.tick()
+        assert r.role == Role.FOLLOWER and not r.can_campaign()
+        r.step(Coordinator(1, r.id, 5, 0, 0, 11))  # still answers by the usual rules
+        assert r.ready().after_persist[0].granted
