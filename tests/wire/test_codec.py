@@ -228,7 +228,7 @@ def test_client_replies_round_trip(rep: ClientReply) -> None:
         (b"\x02\x05\x94\x01\x02\x03\xc3", "unknown wire version 2"),
         (b"\x00\x05\x94\x01\x02\x03\xc3", "unknown wire version 0"),
         (b"\x01\x00\x90", "unknown message kind 0"),
-        (b"\x01\x0d\x90", "unknown message kind 13"),
+        (b"\x01\x0e\x90", "unknown message kind 14"),
         (b"\x01\xff\x90", "unknown message kind 255"),
         (b"\x01\x05", "malformed msgpack"),  # header only, empty body
     ],

@@ -82,6 +82,7 @@ class Election:
     last_index: int
     insist: bool
     inc: int = 0  # the sender's incarnation: only the one its configuration names counts
+    handover: int = 0  # the leader that asked the sender to run (TimeoutNow): not a reason to object
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ class Coordinator:
     last_epoch: int
     last_index: int
     inc: int = 0  # the sender's incarnation: only the one its configuration names counts
+    handover: int = 0  # as Election.handover
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +220,16 @@ class InstallSnapshotAck:
     inc: int = 0  # the sender's incarnation: only the one its configuration names counts
 
 
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leader to a caught-up voter: 'run an election now; I hand over to you' (leadership
+    transfer). Peers that still hear this leader do not object to that election."""
+
+    src: int
+    dst: int
+    epoch: int
+
+
 Message = (
     Heartbeat
     | Election
@@ -231,6 +243,7 @@ Message = (
     | ReadIndexReply
     | InstallSnapshot
     | InstallSnapshotAck
+    | TimeoutNow
 )
 
 PEER_MESSAGE_TYPES: tuple[type, ...] = (
@@ -246,4 +259,5 @@ PEER_MESSAGE_TYPES: tuple[type, ...] = (
     ReadIndexReply,
     InstallSnapshot,
     InstallSnapshotAck,
+    TimeoutNow,
 )

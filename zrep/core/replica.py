@@ -70,6 +70,7 @@ from zrep.core.messages import (
     ReadIndexReply,
     ReadIndexRequest,
     Role,
+    TimeoutNow,
 )
 from zrep.core.progress import Progress
 from zrep.core.reads import ReadIndex
@@ -166,6 +167,9 @@ class Replica:
         self._verified_epoch = 0
         self.tracker = Tracker(node_id, incarnation, self.config, any_incarnation="count_any_incarnation" in bugs)  # leader: each follower's progress
         self._epoch_start = 0  # leader: index of its no-op
+        self.transfer_to = 0  # leader: the voter it is handing over to (no new writes meanwhile)
+        self._transfer_since = 0
+        self._handover = 0  # follower: the leader that asked us to run (TimeoutNow), for this election
         self.reads = ReadIndex()
         self.dropped = 0  # messages ignored as malformed for this cluster
         self.snapshots_started = 0  # leader: transfers begun (status counters)
@@ -206,7 +210,10 @@ class Replica:
         handler(self, msg)
 
     def propose(self, commands: Sequence[bytes]) -> Proposal:
-        """Append client commands (leader), forward them (follower), or refuse."""
+        """Append client commands (leader), forward them (follower), or refuse (no leader
+        known, or a leadership transfer under way: the client retries shortly)."""
+        if self.transfer_to:
+            return Proposal(False, False, 0)
         if self.role == Role.LEADER:
             first = self.log.last_index + 1
             for data in commands:
@@ -357,6 +364,53 @@ class Replica:
         self._note(f"proposes configuration {_describe(new)} at index {self.log.last_index}")
         self._broadcast_append()
         return self.log.last_index, ""
+
+    def transfer_leadership(self, target: int = 0) -> tuple[int, str]:
+        """Leader: hand over to voter `target` (0: the most caught-up live voter). New writes
+        are refused meanwhile; once the target holds our whole log it is told to run at once
+        (TimeoutNow); abandoned after an election timeout. Returns (target, "") or (0, why)."""
+        if self.role != Role.LEADER:
+            return 0, "not the leader"
+        if self.transfer_to:
+            return 0, f"a transfer to node {self.transfer_to} is under way"
+        window = self.timing.election_ticks
+        live = [p for p, pr in self.tracker.items()
+                if self.config.counts(p, pr.inc) and self.now - pr.last_contact_tick < window]
+        if target == 0:
+            if not live:
+                return 0, "no other live voter to hand over to"
+            target = max(live, key=lambda p: (self.tracker[p].match, -p))
+        elif target == self.id:
+            return 0, "this node leads already"
+        elif target not in live:
+            return 0, f"node {target} is not a live voter"
+        self.transfer_to, self._transfer_since = target, self.now
+        self._note(f"hands leadership over to node {target}")
+        self._maybe_timeout_now()
+        return target, ""
+
+    def _maybe_timeout_now(self) -> None:
+        pr = self.tracker.get(self.transfer_to)
+        if pr is None:
+            self._end_transfer("the target left the configuration")
+        elif pr.match >= self.log.last_index:
+            self._send(TimeoutNow(self.id, self.transfer_to, self.hs.epoch))
+        else:
+            self._send_more(self.transfer_to)
+
+    def _end_transfer(self, why: str) -> None:
+        if self.transfer_to:
+            self._note(f"transfer to node {self.transfer_to} ends: {why}")
+            self.transfer_to = 0
+
+    def _on_timeout_now(self, m: TimeoutNow) -> None:
+        if m.epoch != self.hs.epoch or self.leader != m.src or self.role != Role.FOLLOWER:
+            return  # only our current leader may ask, and only in its epoch
+        if not self.can_campaign():
+            return
+        self._note(f"leader {m.src} hands over: running now")
+        self._handover = m.src
+        self._start_election(insist=True)
 
     def _maybe_form(self) -> None:
         """Leader of a provisional configuration: once our no-op committed (every seed has
@@ -593,6 +647,8 @@ class Replica:
     def _become_follower(self, leader: int) -> None:
         if self.role == Role.LEADER:
             self._fail_reads()
+            self._end_transfer("stepped down")
+        self._handover = 0
         self.role = Role.FOLLOWER
         self.leader = leader
         self.tracker.reset()
@@ -623,7 +679,7 @@ class Replica:
         self._answers = {self.id: AnswerReason.OK}
         for peer in self._voter_peers():
             self._send(Election(self.id, peer, self.hs.epoch, self.log.last_epoch, self.log.last_index, insist,
-                                self.inc))
+                                self.inc, self._handover))
         self._maybe_decide_election()
 
     def _silent(self, peer: int) -> bool:
@@ -667,7 +723,7 @@ class Replica:
         self._note(f"claims epoch {epoch} with rank {self._rank()}")
         for peer in self._voter_peers():
             self._send_after_persist(Coordinator(self.id, peer, epoch, self.log.last_epoch, self.log.last_index,
-                                                 self.inc))
+                                                 self.inc, self._handover))
         self._maybe_win()
 
     def _maybe_win(self) -> None:
@@ -675,6 +731,7 @@ class Replica:
             self._become_leader()
 
     def _become_leader(self) -> None:
+        self._handover = 0
         self.role = Role.LEADER
         self.leader = self.id
         self.leader_since = self.now
@@ -709,6 +766,11 @@ class Replica:
             self._note(f"heard from {heard} of {len(self.config.voters)} voters in {window} ticks; stepping down")
             self._become_follower(0)
             return
+        if self.transfer_to:
+            if self.now - self._transfer_since >= self.timing.election_ticks:
+                self._end_transfer("not done within an election timeout; taking writes again")
+            else:
+                self._maybe_timeout_now()
         self._tell_commit()
 
     def _tell_commit(self) -> None:
@@ -732,6 +794,8 @@ class Replica:
     def _on_election(self, m: Election) -> None:
         self._peer_rank[m.src] = rank(m.last_epoch, m.last_index, m.src)
         live = self._hears_live_leader()
+        if live and live == m.handover:
+            live = 0  # the leader we hear asked it to run
         # Learners and observers never claim to be better: they will not run.
         better = self.can_campaign() and self._rank() > rank(m.last_epoch, m.last_index, m.src)
         if live:
@@ -765,7 +829,7 @@ class Replica:
     def _on_coordinator(self, m: Coordinator) -> None:
         self._peer_rank[m.src] = rank(m.last_epoch, m.last_index, m.src)
         live = self._hears_live_leader()
-        grant = (live in (0, m.src)) and may_promise(
+        grant = (live in (0, m.src, m.handover)) and may_promise(
             self.hs,
             m.src,
             m.epoch,
@@ -872,6 +936,8 @@ class Replica:
             pr.inflight = max(0, pr.inflight - 1)
             pr.probing = False
             self._maybe_commit()
+            if self.transfer_to == m.src:
+                self._maybe_timeout_now()
         elif not self._rejection_is_current(pr, m.rejected):
             return  # stale or duplicated: acting on it would resend needlessly (and, with
             # duplicating networks, multiply messages without bound)
@@ -1087,6 +1153,7 @@ _STEP: dict[type, Callable[[Replica, Message], None]] = {
     ReadIndexReply: Replica._on_read_index_reply,
     InstallSnapshot: Replica._on_install_snapshot,
     InstallSnapshotAck: Replica._on_install_snapshot_ack,
+    TimeoutNow: Replica._on_timeout_now,
 }
 
 _TICK: dict[Role, Callable[[Replica], None]] = {

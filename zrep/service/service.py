@@ -80,6 +80,7 @@ class Service:
         self.on_install: Callable[[Snapshot], None] | None = None  # observers (sim checks, node bookkeeping)
         # Membership changes this leader appended: index -> (route, deadline, the entry's data).
         self._changes: dict[int, tuple[Any, int, bytes]] = {}
+        self._transfers: list[tuple[Any, int, int]] = []  # (route, target, deadline) of transfers under way
 
     # ------------------------------------------------------------ requests
 
@@ -120,6 +121,9 @@ class Service:
         if request.get("op") == "members":
             self._done.append(Done(route, {"ok": True, **members_view(rep)}))
             return
+        if request.get("op") == "transfer":
+            self._start_transfer(route, request.get("id", 0))
+            return
         try:
             new = plan_change(rep, request)
         except Refused as e:
@@ -133,6 +137,39 @@ class Service:
             self._done.append(Done(route, error("UNAVAILABLE", why)))
             return
         self._changes[index] = (route, rep.now + self.request_ticks, encode_config(new))
+
+    def _start_transfer(self, route: Any, target: Any) -> None:
+        rep = self.replica
+        if type(target) is not int or target < 0:
+            self._done.append(Done(route, error("BAD_REQUEST", "the node id must be a positive integer (or 0: any)")))
+            return
+        if rep.role != Role.LEADER:
+            self._done.append(Done(route, self._not_leader("a leadership transfer starts at the leader")))
+            return
+        chosen, why = rep.transfer_leadership(target)
+        if not chosen:
+            self._done.append(Done(route, error("UNAVAILABLE", why)))
+            return
+        self._transfers.append((route, chosen, rep.now + self.request_ticks))
+
+    def _transfer_progress(self) -> None:
+        """Answer transfer requests once leadership moved, or the transfer was abandoned."""
+        rep = self.replica
+        if rep.role == Role.LEADER and rep.transfer_to:
+            return
+        waiting = []
+        for route, target, deadline in self._transfers:
+            if rep.role != Role.LEADER and rep.leader:
+                self._done.append(Done(route, {"ok": True, "leader": rep.leader, "asked": target}))
+            elif rep.role == Role.LEADER:
+                self._done.append(Done(route, error("UNAVAILABLE", f"node {target} did not take over within "
+                                                    "an election timeout; this node leads on")))
+            elif rep.now >= deadline:
+                self._done.append(Done(route, error("TIMEOUT", "this node stepped down but no new leader is "
+                                                    "known yet; see zrep admin members")))
+            else:
+                waiting.append((route, target, deadline))  # stepped down; the new leader is not known yet
+        self._transfers = waiting
 
     def _change_applied(self, entry: Entry) -> None:
         route, _, data = self._changes.pop(entry.index)
@@ -191,6 +228,8 @@ class Service:
         self._done += self.pending.check_all(rep.durable_on, rep.voters, rep.now)
         if self._changes:
             self._expire_changes()
+        if self._transfers:
+            self._transfer_progress()
         expired = self.pending.expire(rep.now)
         if expired:
             self._done += expired

@@ -4,7 +4,8 @@ checked after every step.
 
 The operator sends the requests `zrep admin` sends, through the same `Service.submit_admin`:
 it replaces a node whose disk was wiped (remove, then add it back as a learner, then promote
-it once caught up), removes or demotes a voter now and then and brings it back, and after the
+it once caught up), removes or demotes a voter now and then and brings it back, hands
+leadership over (transfer), and after the
 heal restores every node as a voter under its current incarnation. A node that learns it was
 removed stops; its disk is wiped (the operator reformats it) and it comes back with --join.
 
@@ -32,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from zrep.core.membership import CONFIG_MARK, Config, decode_config
 from zrep.core.messages import Role
+from zrep.service.service import snapshot_config
 from zrep.sim.checker import Violation
+from zrep.store.snapshot import decode_snapshot
 
 if TYPE_CHECKING:
     from zrep.sim.cluster import SimCluster, SimNode
@@ -83,10 +86,12 @@ class SimOperator:
     def may_wipe(self, target: SimNode) -> bool:
         """Wiping `target` leaves every configuration any node holds with a quorum of intact voters."""
         configs: list[Config] = []
-        for n in self.c.nodes.values():
+        for n in self.c.nodes.values():  # a dead node's configuration counts too: it returns with it
             if n.service is not None:
                 rep = n.service.replica
                 configs += [rep.config, rep.committed_config()]
+            else:
+                configs += self._disk_configs(n)
         if not configs:
             return False
         for cfg in configs:
@@ -99,6 +104,22 @@ class SimOperator:
             if intact < cfg.quorum():
                 return False
         return True
+
+    @staticmethod
+    def _disk_configs(node: SimNode) -> list[Config]:
+        """The latest and the committed configuration a dead node's disk would start with."""
+        replay = node.disk.replay()
+        found = [e for e in replay.entries if e.data[:1] == CONFIG_MARK]
+        base = None
+        if node.disk.snapshot is not None:
+            snap = decode_snapshot(node.disk.snapshot)
+            base = snapshot_config(snap.store)
+        out = [decode_config(e.data) for e in found[-1:]]
+        committed = [e for e in found if e.index <= replay.commit]
+        out += [decode_config(e.data) for e in committed[-1:]]
+        if base is not None:
+            out.append(base)
+        return out
 
     # ------------------------------------------------------------ the operator
 
@@ -124,13 +145,16 @@ class SimOperator:
         for m in cfg.members:  # a wiped member: replace it (remove first)
             if m.incarnation and nodes[m.id].disk.incarnation != m.incarnation:
                 return {"op": "remove", "id": m.id}
+        for i in cfg.learners:  # promote before adding: learners are capped
+            if self.rng.random() < 0.7:
+                return {"op": "promote", "id": i}
         for i in self.c.ids:  # a node outside the configuration, running with --join: add it
             if cfg.member(i) is None and nodes[i].service is not None:
                 return {"op": "add", "id": i}
-        for i in cfg.learners:
-            return {"op": "promote", "id": i}
         if not faults_on or self.rng.random() >= 0.3:
             return None
+        if self.rng.random() < 0.4:  # hand leadership over (0: to the most caught-up voter)
+            return {"op": "transfer", "id": self.rng.choice((0,) + tuple(v for v in cfg.voters if v != rep.id))}
         floor = 2 if len(self.c.ids) <= 3 else 3
         if len(cfg.voters) <= floor:
             return None

@@ -14,9 +14,9 @@ msgpack reads a single byte of the body.
 | kind | message          | body                                                                      |
 |------|------------------|---------------------------------------------------------------------------|
 | 1    | Heartbeat        | [src, dst, epoch, role, leader, last_epoch, last_index, commit, inc]      |
-| 2    | Election         | [src, dst, epoch, last_epoch, last_index, insist, inc]                    |
+| 2    | Election         | [src, dst, epoch, last_epoch, last_index, insist, inc, handover]          |
 | 3    | Answer           | [src, dst, epoch, reason, leader, inc]                                    |
-| 4    | Coordinator      | [src, dst, epoch, last_epoch, last_index, inc]                            |
+| 4    | Coordinator      | [src, dst, epoch, last_epoch, last_index, inc, handover]                  |
 | 5    | Promise          | [src, dst, epoch, granted, inc]                                           |
 | 6    | Append           | [src, dst, epoch, prev_index, prev_epoch, entries, commit, round]         |
 | 7    | AppendAck        | [src, dst, epoch, success, match, round, rejected, inc]                   |
@@ -25,12 +25,13 @@ msgpack reads a single byte of the body.
 | 10   | ReadIndexReply   | [src, dst, epoch, ctx, ok, index]                                         |
 | 11   | InstallSnapshot  | [src, dst, epoch, index, index_epoch, offset, data, done]                 |
 | 12   | InstallSnapshotAck | [src, dst, epoch, index, offset, done, inc]                             |
+| 13   | TimeoutNow       | [src, dst, epoch]                                                         |
 | 64   | ClientRequest    | [req_id, op, args]                                                        |
 | 65   | ClientReply      | [req_id, ok, code, message, result]                                       |
 | 66   | ClientBatch      | [requests]: 1..1024 arrays [req_id, op, args], each as a ClientRequest    |
 | 67   | ClientReplies    | [replies]: 1..1024 arrays [req_id, ok, code, message, result]             |
 
-Kinds 13-63 are free for new peer messages, 68-127 for client messages.
+Kinds 14-63 are free for new peer messages, 68-127 for client messages.
 A test checks this table against the dataclasses, so it cannot drift.
 
 Field types. Peer ints (ids, epochs, indexes, ctx, round) are msgpack ints in
@@ -88,6 +89,7 @@ from zrep.core.messages import (
     Heartbeat,
     InstallSnapshot,
     InstallSnapshotAck,
+    TimeoutNow,
     Message,
     Promise,
     ReadIndexReply,
@@ -207,6 +209,7 @@ KINDS: tuple[_Kind, ...] = (
     _kind(10, ReadIndexReply),
     _kind(11, InstallSnapshot, rule=check_chunk),
     _kind(12, InstallSnapshotAck),
+    _kind(13, TimeoutNow),
     # A request is checked again on encode: a client's args dict mutated after
     # construction is caught at home. A reply is made and encoded at once by the
     # node (the hot path), so its construction check is enough.
