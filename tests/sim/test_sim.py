@@ -133,7 +133,7 @@ def test_disconnect_hints_make_a_crashed_leaders_failover_faster():
             p = SimPlan.from_seed(seed, 3)
             calm = dataclasses.replace(
                 p, link=LinkFaults(0.0, 0.0, 1, p.link.max_delay), crash_p=0.01, sync_crash_p=0.0, churn_p=0.0,
-                kill_on_commit_p=0.0, pause_p=0.0, partition_p=0.0,
+                kill_on_commit_p=0.0, pause_p=0.0, partition_p=0.0, admin_p=0.0, wipe_p=0.0,
                 restart_ticks=(p.timing.election_ticks, 2 * p.timing.election_ticks), **hints)
             result = SimCluster(calm).run()
             out += [t / result.election_ticks for t in result.failover_ticks]
