@@ -16,7 +16,8 @@ from zrep.core.membership import (
     provisional_config,
     voter_change,
 )
-from zrep.core.messages import Coordinator, Promise, Role
+from zrep.core.log import LogView
+from zrep.core.messages import Coordinator, Entry, HardState, Promise, Role
 from zrep.core.replica import Replica
 from zrep.errors import DecodeError
 
@@ -81,3 +82,37 @@ def test_learners_and_observers_never_campaign():
         assert r.role == Role.FOLLOWER and not r.can_campaign()
         r.step(Coordinator(1, r.id, 5, 0, 0, 11))  # still answers by the usual rules
         assert r.ready().after_persist[0].granted
+
+
+def _pump(nodes: dict[int, Replica], ticks: int) -> None:
+    """Run `nodes` (only they are up) for `ticks`, delivering every message at once."""
+    for _ in range(ticks):
+        for r in nodes.values():
+            r.tick()
+        moving = True
+        while moving:
+            moving = False
+            for r in list(nodes.values()):
+                if not r.has_ready():
+                    continue
+                ready = r.ready()
+                r.advance(ready)
+                for m in (*ready.messages, *ready.after_persist):
+                    targets = [d for d in nodes if d != r.id] if m.dst == 0 else [m.dst]
+                    for d in targets:
+                        if d in nodes:
+                            nodes[d].step(m)
+                            moving = True
+
+
+def test_a_wiped_voter_cannot_help_elect_a_node_that_lacks_a_committed_entry():
+    """The issue's counterexample: e committed on A (1) and C (3), B (2) lags; C is wiped and
+    comes back under a new incarnation; A is down. B and the new C must wait, not forget."""
+    three = Config(7, (Member(1, 11), Member(2, 22), Member(3, 33)))
+    entries = [Entry(1, 1, encode_config(three)), Entry(1, 2, b"")]
+    b = Replica(2, three, incarnation=22, rng=random.Random(2), hard_state=HardState(1, 1),
+                log=LogView(entries), commit=2)  # lacks e (index 3), committed on 1 and 3
+    wiped_c = Replica(3, Config(0, ()), incarnation=99, rng=random.Random(3))  # --join, empty
+    _pump({2: b, 3: wiped_c}, 40 * b.timing.election_ticks)
+    assert b.role != Role.LEADER and wiped_c.role != Role.LEADER
+    assert b.hs.epoch == 1  # it never even claimed an epoch: the new C's answers do not count
