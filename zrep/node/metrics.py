@@ -77,7 +77,17 @@ class NodeCollector(Collector):
         yield fam
         yield GaugeMetricFamily("zrep_epoch", "The node's epoch (its promised or current leadership period)", value=rep.hs.epoch)
         yield GaugeMetricFamily("zrep_leader_id", "The leader this node knows (0: none)", value=rep.leader)
-        yield GaugeMetricFamily("zrep_cluster_nodes", "Voting members", value=len(rep.members))
+        config = rep.config
+        yield GaugeMetricFamily("zrep_cluster_nodes", "Voting members of the configuration in force",
+                                value=len(config.voters))
+        yield GaugeMetricFamily("zrep_cluster_learners", "Learners (replicated to, never counted)",
+                                value=len(config.learners))
+        yield GaugeMetricFamily("zrep_config_index", "Log index of the configuration in force (0: the seeds)",
+                                value=rep.config_index)
+        yield GaugeMetricFamily("zrep_config_pending", "1 while the configuration in force is not committed",
+                                value=1.0 if rep.config_index > rep.commit else 0.0)
+        yield GaugeMetricFamily("zrep_voter", "1 if this node, under its incarnation, is a voter",
+                                value=1.0 if config.counts(rep.id, rep.inc) else 0.0)
         yield CounterMetricFamily("zrep_leader_changes", "Times the known leader changed", value=stats.leader_changes)
         fam = CounterMetricFamily("zrep_elections", "Elections by outcome, as this node took part",
                                   labels=["outcome"])
