@@ -196,3 +196,41 @@ def test_a_change_that_would_lose_quorum_is_refused_and_a_dead_voter_can_go(clus
     assert info["config_source"] == "wal" and info["config_index"] > 0
     assert [m["id"] for m in info["config"]["members"]] == sorted((leader, live))
     assert info["last_index"] >= info["config_index"] and info["rank"] == [info["last_epoch"], info["last_index"]]
+
+
+def test_replace_a_wiped_node_removes_it_adds_it_back_and_waits_for_it(cluster: LocalCluster) -> None:
+    c = cluster
+    leader = c.wait_for_leader()
+    lost = max(i for i in c.ids if i != leader)
+    with Client(c.config_path, timeout_s=10) as cl:
+        for i in range(20):
+            cl.send("before", f"b{i}")
+    c.kill(lost, signal.SIGKILL)
+    shutil.rmtree(c.cfg.node_data_dir(lost))  # its disk is gone
+
+    replace = subprocess.Popen([sys.executable, "-m", "zrep", "admin", "replace", str(lost), "--wait", "3",
+                                "--config", str(c.config_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        with Client(c.config_path, timeout_s=10) as cl:
+            # Started only once the old (id, incarnation) is out and the id is back as a learner.
+            wait_member(cl, f"node {lost} back as a learner",
+                        lambda v: v.member(lost) is not None and v.member(lost).role == "learner")
+            c.start(lost)
+            wait_member(cl, f"node {lost} caught up", lambda v: v.member(lost).lag == 0
+                        and v.member(lost).state == "live")
+        out, err = replace.communicate(timeout=30)
+    finally:
+        if replace.poll() is None:
+            replace.kill()
+            replace.wait()
+    assert f"node {lost} removed" in out and f"node {lost} added back as a learner" in out
+    if c.status(lost).get("incarnation", 0) == 0:
+        # No identities on this branch: the promotion is refused, and the line says how to finish.
+        assert replace.returncode == EXIT_REJECTED, err
+        assert len(err.strip().splitlines()) == 1 and f"zrep admin promote {lost}" in err
+    else:
+        assert replace.returncode == EXIT_OK, err
+        assert lost in members_json(c)["voters"]
+    assert read_all(c, "before") == [f"b{i}" for i in range(20)]
+    c.wait_converged(15)
