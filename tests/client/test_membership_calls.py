@@ -46,6 +46,9 @@ def drive(steps: Any, answer: Any) -> tuple[Any, list[tuple[int, str, dict[str, 
                 req = codec.decode(effect.payload, 1 << 20)
                 asked.append((effect.node, req.op, req.args))
                 reply = answer(effect.node, req.op, req.args)
+                if reply is None:  # this node stays silent
+                    effect = steps.send("")
+                    continue
                 pending.append((effect.node, type(reply)(req.req_id, reply.ok, reply.code, reply.message,
                                                          reply.result)))
                 effect = steps.send("")
@@ -131,3 +134,24 @@ def test_bad_changes_are_refused_before_anything_is_sent() -> None:
     for op, kw in [("add", {}), ("remove", {"rpc": "tcp://x"}), ("members", {}), ("drop", {})]:
         with pytest.raises(Rejected):
             drive(c.admin(op, 4, **kw), lambda *a: pytest.fail("nothing may be sent"))
+
+
+def test_a_change_whose_unanswered_attempt_applied_it_is_answered_from_members() -> None:
+    c = calls()
+    c.route.preferred = 3
+    after = view(1, (1, "voter", ""), (2, "voter", ""))  # node 3, the old leader, is gone
+
+    def answer(node: int, op: str, args: dict[str, Any]) -> ClientReply | None:
+        if node == 3:
+            return None  # it applied the removal of itself, then failed before answering
+        if args["op"] == "remove":
+            return reply_for(0, {"ok": False, "error": "BAD_REQUEST", "message": "node 3 is not a member"}, str)
+        return ok_reply(0, after)
+
+    result, asked = drive(c.admin("remove", 3), answer)
+    assert [(n, a["op"]) for n, _, a in asked] == [(3, "remove"), (1, "remove"), (1, "members")]
+    assert result.voters == [1, 2]
+
+    # The same refusal without an unanswered attempt is the caller's mistake: Rejected.
+    with pytest.raises(Rejected, match="not a member"):
+        drive(c.admin("remove", 3), answer)

@@ -23,9 +23,10 @@ Invariants
   address of a member whose configuration names none are always kept. A
   refresh that fails changes nothing (and a principal refused `admin` stops
   asking).
-- A membership change is not exactly-once like a write: retried after an
-  attempt went unanswered, it may be refused because it already applied
-  ("is a member already"); `members` then tells.
+- A membership change carries no (client, seq): retried after an attempt
+  went unanswered, it may be refused because that attempt applied it ("is
+  not a member"); the call then asks `members` and, if the configuration is
+  what the change asked for, returns it as the change's answer.
 - After `OutcomeUnknown`, or a write call abandoned midway (an asyncio task
   cancelled, Ctrl-C), a later write call with the same op and arguments is
   a retry: it reuses the seq(s), so it is applied at most once in all. The
@@ -302,7 +303,20 @@ class Calls:
             raise Rejected("BAD_REQUEST", "use members() to list the members")
         check(Op.ADMIN, args)
         call = Call(Op.ADMIN, args, True, time.monotonic() + self.route.timeout_s)
-        answer = yield from run(self.route, call, self.client_id, self.config.max_frame_bytes)
+        try:
+            answer = yield from run(self.route, call, self.client_id, self.config.max_frame_bytes)
+        except Rejected as e:
+            if not call.maybe_accepted or e.code != Code.BAD_REQUEST:
+                raise
+            # An earlier attempt went unanswered (its leader may have applied it, then failed):
+            # a retry refused as "already so" is that attempt's success.
+            if self.route.preferred in self.route.silent_since:
+                self.route.preferred = None  # not the node that went silent first
+            view = yield from self._members(call.deadline + self.route.attempt_timeout_s)
+            if not in_effect(view, args):
+                raise
+            self._learn(view)
+            return view
         view = membership_of(answer.node, answer.result)
         self._learn(view)
         return view
@@ -383,3 +397,17 @@ class Calls:
         rows = [node_status(n, addresses[n], reply, heard.get(n)) for n, reply in replies.items()]
         rows += [NodeStatus(n, addresses[n], False, last_heard_ms=heard.get(n), error=why) for n, why in down.items()]
         return sorted(rows, key=lambda r: r.id)
+
+
+def in_effect(view: Membership, args: dict[str, Any]) -> bool:
+    """Whether the configuration `view` already is what the change `args` asked for."""
+    op, m = args["op"], view.member(args["id"])
+    if op == "remove":
+        return m is None
+    if m is None:
+        return False
+    if op == "add":
+        return (m.rpc, m.pub) == (args["rpc"], args["pub"])
+    if op == "update":
+        return (m.rpc, m.pub) == (args["rpc"], args["pub"])
+    return (m.role == "voter") == (op == "promote")
