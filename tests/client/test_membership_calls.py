@@ -8,13 +8,17 @@ without sockets.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from zrep.client import Membership, OutcomeUnknown, Rejected
 from zrep.client._calls import Calls
+from zrep.client._links import Links
+from zrep.client._results import membership_of
 from zrep.client._retry import Open, Send, Wait
 from zrep.config import load_config
 from zrep.node.requests import admin_result, reply_for
@@ -155,3 +159,26 @@ def test_a_change_whose_unanswered_attempt_applied_it_is_answered_from_members()
     # The same refusal without an unanswered attempt is the caller's mistake: Rejected.
     with pytest.raises(Rejected, match="not a member"):
         drive(c.admin("remove", 3), answer)
+
+
+def test_a_members_answer_with_a_new_address_moves_the_link_there() -> None:
+    ctx = zmq.Context()
+    old, new = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
+    try:
+        old_port, new_port = old.bind_to_random_port("tcp://127.0.0.1"), new.bind_to_random_port("tcp://127.0.0.1")
+        c = calls()
+        c.route.addresses.update({1: f"tcp://127.0.0.1:{old_port}"})
+        links = Links(c.route.addresses, 1 << 20)
+        try:
+            assert links.send(1, b"first", time.monotonic() + 2) == ""
+            assert old.poll(2000) and old.recv_multipart()[-1] == b"first"
+            c._learn(membership_of(1, view(1, (1, "voter", f"tcp://127.0.0.1:{new_port}"), (2, "voter", ""))))
+            assert c.route.addresses[1] == f"tcp://127.0.0.1:{new_port}"
+            assert links.send(1, b"second", time.monotonic() + 2) == ""
+            assert new.poll(2000) and new.recv_multipart()[-1] == b"second"
+        finally:
+            links.close()
+    finally:
+        old.close(0)
+        new.close(0)
+        ctx.term()

@@ -19,7 +19,7 @@ Invariants
 - The cluster file is a seed list: after a failover (a node went silent, or
   another leader was named) the next call that succeeds refreshes the member
   list from the leader's `members` answer: new members' addresses are added,
-  removed members are no longer tried. The answering node and the file's
+  changed ones followed (the links reconnect), removed members no longer tried. The answering node and the file's
   address of a member whose configuration names none are always kept. A
   refresh that fails changes nothing (and a principal refused `admin` stops
   asking).
@@ -357,8 +357,8 @@ class Calls:
         addresses = self.route.addresses
         named = {m.id for m in view.members}
         for m in view.members:
-            if m.rpc and m.id not in addresses:
-                addresses[m.id] = m.rpc  # a member the seed list does not name
+            if m.rpc:
+                addresses[m.id] = m.rpc  # a member the seed list does not name, or its new address
         for node in [n for n in addresses if n not in named and n != view.node]:
             del addresses[node]
             self.route.silent_since.pop(node, None)
