@@ -15,6 +15,7 @@ that refusal (one line, exit code) where the node reports incarnation 0.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -27,6 +28,7 @@ from typing import Any, Callable
 
 from harness import LocalCluster, wait_until
 
+from zrep.aio import Client as AioClient
 from zrep.client import Client, ClientError, Membership
 from zrep.exit_codes import EXIT_OK, EXIT_REJECTED
 
@@ -104,6 +106,20 @@ def test_members_lists_three_voters_as_the_leader_sees_them(cluster: LocalCluste
     assert all(isinstance(m["lag"], int) for m in view["members"])
     text = admin(cluster, "members")
     assert text.returncode == EXIT_OK and f"leader node {leader}" in text.stdout
+
+    async def from_asyncio() -> Membership:
+        async with AioClient(cluster.config_path, timeout_s=10) as c:
+            return await c.members()
+
+    assert asyncio.run(from_asyncio()).voters == [1, 2, 3]
+
+    # update writes the addresses into the configuration (here the ones the file has: the node stays put)
+    follower = min(i for i in cluster.ids if i != leader)
+    node = cluster.cfg.node(follower)
+    proc = admin(cluster, "update", str(follower), "--rpc", node.rpc, "--pub", node.pub, "--json")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    row = next(m for m in json.loads(proc.stdout)["members"] if m["id"] == follower)
+    assert (row["rpc"], row["pub"], row["role"]) == (node.rpc, node.pub, "voter")
 
 
 def test_remove_a_follower_under_load_then_add_it_back(cluster: LocalCluster) -> None:
