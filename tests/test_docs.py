@@ -41,6 +41,8 @@ def test_every_repository_path_a_doc_names_exists(doc: Path):
     ["zrep", "bench", "--help"],
     ["zrep", "chaos", "--help"],
     ["zrep", "keys", "--help"],
+    ["zrep", "admin", "--help"],
+    ["zrep", "admin", "inspect", "--help"],
 ])
 def test_the_commands_the_docs_show_run(command: list[str]):
     proc = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -12,6 +12,8 @@ EXPECTED = [
     "ClientError",
     "ClientExpired",
     "MailboxInfo",
+    "MemberInfo",
+    "Membership",
     "Message",
     "NodeStatus",
     "NotAuthorized",

@@ -32,6 +32,7 @@ def test_grants_follow_the_globs_and_say_why_not():
         'principal "orders-app" may not send mailbox "billing.eu" (send: orders.*)'
     assert "delete: nothing" in policy.refusal(p, "delete", "orders.eu")
     assert "not an admin" in policy.refusal(p, "status")
+    assert "not an admin" in policy.refusal(p, "admin")  # membership: members and every change
     assert policy.refusal(p, "mailboxes") is None
     assert policy.visible(p, "orders.x") and not policy.visible(p, "billing.x")
     assert "unknown operation" in policy.refusal(p, "shutdown")

@@ -123,6 +123,13 @@ OP_ARG_STRATEGIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     Op.STALE_READ: _READ,
     Op.MAILBOXES: st.fixed_dictionaries({"pattern": names}),
     Op.STATUS: st.just({}),
+    Op.ADMIN: st.one_of(
+        st.just({"op": "members", "id": 0, "rpc": "", "pub": "", "keys": (), "force": False}),
+        st.fixed_dictionaries({"op": st.sampled_from(["promote", "demote", "remove"]), "id": st.integers(1, 2**31 - 1),
+                               "rpc": st.just(""), "pub": st.just(""), "keys": st.just(()), "force": st.booleans()}),
+        st.fixed_dictionaries({"op": st.just("add"), "id": st.integers(1, 2**31 - 1), "rpc": client_ids, "pub": client_ids,
+                               "keys": st.lists(names, max_size=3).map(tuple), "force": st.just(False)}),
+    ),
 }
 
 requests = st.sampled_from(sorted(OP_ARG_STRATEGIES)).flatmap(
@@ -687,3 +694,45 @@ def test_legitimate_large_frames_still_decode():
     entries = tuple(Entry(1, i, b"x" * 200) for i in range(1, 513))
     append = Append(1, 2, 1, 0, 0, entries, 0, 1)
     assert codec.decode(codec.encode(append)) == append
+
+
+# ------------------------------------------------------------------ admin args
+
+
+def _admin(**kw: Any) -> dict[str, Any]:
+    return {"op": "members", "id": 0, "rpc": "", "pub": "", "keys": [], "force": False, **kw}
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (_admin(id=3), "members: id must be 0"),
+    (_admin(op="remove"), "remove: id must be a node id"),
+    (_admin(op="add", id=4, rpc="tcp://127.0.0.1:1"), "add: rpc and pub addresses are required"),
+    (_admin(op="update", id=4, pub="tcp://127.0.0.1:1"), "update: rpc and pub addresses are required"),
+    (_admin(op="remove", id=4, rpc="tcp://127.0.0.1:1"), "remove: takes no rpc"),
+    (_admin(op="promote", id=4, keys=["k"]), "promote: takes no keys"),
+    (_admin(op="add", id=4, rpc="a", pub="b", force=True), "add: takes no force"),
+    (_admin(op="members", force=True), "members: takes no force"),
+    (_admin(op="drop", id=4), "args.op: expected one of"),
+    (_admin(op="remove", id=True), "args.id: expected an integer"),
+    (_admin(op="remove", id=2**31), "args.id: expected an integer"),
+    (_admin(op="remove", id=2, force=1), "args.force: expected a boolean"),
+    (_admin(op="add", id=2, rpc="a", pub="b", keys=["k"] * 9), "args.keys: expected an array of at most 8"),
+    (_admin(op="add", id=2, rpc="a", pub="b", keys=[""]), "args.keys: expected a key"),
+    (_admin(op="add", id=2, rpc="a\n", pub="b"), "args.rpc: expected an address"),
+    ({k: v for k, v in _admin().items() if k != "force"}, "missing \\['force'\\]"),
+])
+def test_admin_args_are_checked_op_by_op(args: dict[str, Any], pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        ClientRequest(1, Op.ADMIN, args)
+
+
+def test_admin_requests_from_the_wire_are_checked_as_on_construction() -> None:
+    good = ClientRequest(7, Op.ADMIN, _admin(op="add", id=4, rpc="tcp://127.0.0.1:7104", pub="tcp://127.0.0.1:7204",
+                                             keys=["k" * 40]))
+    decoded = codec.decode(codec.encode(good, 1 << 20), 1 << 20)
+    assert decoded == ClientRequest(7, Op.ADMIN, {**good.args, "keys": ("k" * 40,)})
+    body = [7, "admin", _admin(op="remove", id=4, rpc="tcp://x")]
+    frame = codec.encode(good, 1 << 20)
+    forged = frame[:2] + msgpack.packb(body)  # same version and kind, a body the schema refuses
+    with pytest.raises(DecodeError, match="remove: takes no rpc"):
+        codec.decode(forged, 1 << 20)

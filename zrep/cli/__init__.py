@@ -8,7 +8,7 @@ command group lives in its own module and is imported only when used (or
 listed by --help): `node` (cli/node.py), `client ...` (cli/client.py),
 `cluster up` (cli/cluster.py), `log inspect` (cli/log.py), `bench ...`
 (cli/bench.py), `sim` (cli/sim.py), `chaos` (cli/chaos.py), `verify`
-(cli/verify.py), `keys` (cli/keys.py).
+(cli/verify.py), `keys` (cli/keys.py), `admin ...` (cli/admin.py).
 
 Invariants
 - Output is human-readable by default; `--json` prints data (one JSON value,
@@ -100,6 +100,7 @@ class ZrepGroup(click.Group):
         "chaos": "zrep.cli.chaos:chaos",
         "verify": "zrep.cli.verify:verify",
         "keys": "zrep.cli.keys:keys",
+        "admin": "zrep.cli.admin:admin",
         "dashboard": "zrep.cli.dashboard:dashboard",
     }
 

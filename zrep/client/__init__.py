@@ -19,7 +19,7 @@ from zrep.client._errors import (
     Rejected,
     Unavailable,
 )
-from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt
+from zrep.client._results import MailboxInfo, MemberInfo, Membership, NodeStatus, ReadResult, Receipt
 from zrep.wire.client_messages import Message
 
 __all__ = [
@@ -27,6 +27,8 @@ __all__ = [
     "ClientError",
     "ClientExpired",
     "MailboxInfo",
+    "MemberInfo",
+    "Membership",
     "Message",
     "NodeStatus",
     "NotAuthorized",

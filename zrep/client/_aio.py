@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from zrep.client._client import DEFAULT_POLL_S, WATCH_PAGE
 from zrep.client._links import AsyncLinks, Curve, Inbox
-from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt
+from zrep.client._results import MailboxInfo, Membership, NodeStatus, ReadResult, Receipt
 from zrep.client._retry import (
     Send,
     Steps,
@@ -126,3 +126,12 @@ class Client(ClientSetup):
     async def status(self, timeout_s: float = 1.0) -> list[NodeStatus]:
         """Ask every node at once; a node silent for `timeout_s` is reported down."""
         return await self._drive(self._calls.status(timeout_s))
+
+    async def members(self) -> Membership:
+        """As zrep.client.Client.members."""
+        return await self._drive(self._calls.members())
+
+    async def admin(self, op: str, node: int, *, rpc: str = "", pub: str = "", keys: Iterable[str] = (),
+                    force: bool = False) -> Membership:
+        """As zrep.client.Client.admin."""
+        return await self._drive(self._calls.admin(op, node, rpc, pub, keys, force))

@@ -1,7 +1,7 @@
 """The public calls as sans-I/O steps, and the seq/low bookkeeping of one client id.
 
-Job: turn `send`, `send_many`, `delete`, `read`, `mailboxes` and `status`
-into the generators of zrep.client._retry and zrep.client._batch, with the
+Job: turn `send`, `send_many`, `delete`, `read`, `mailboxes`, `status`,
+`members` and `admin` into the generators of zrep.client._retry and zrep.client._batch, with the
 (client id, seq, low) every write carries. Both the blocking Client and the
 asyncio one hold one `Calls` and drive its steps; neither repeats this logic.
 
@@ -16,6 +16,17 @@ Invariants
   answer from the store, `low` stays 1: the store admits an id it does not
   know only with low == 1 (else CLIENT_EXPIRED).
 - A local refusal (a request the wire would refuse) spends no seq.
+- The cluster file is a seed list: after a failover (a node went silent, or
+  another leader was named) the next call that succeeds refreshes the member
+  list from the leader's `members` answer: new members' addresses are added,
+  changed ones followed (the links reconnect), removed members no longer tried. The answering node and the file's
+  address of a member whose configuration names none are always kept. A
+  refresh that fails changes nothing (and a principal refused `admin` stops
+  asking).
+- A membership change carries no (client, seq): retried after an attempt
+  went unanswered, it may be refused because that attempt applied it ("is
+  not a member"); the call then asks `members` and, if the configuration is
+  what the change asked for, returns it as the change's answer.
 - After `OutcomeUnknown`, or a write call abandoned midway (an asyncio task
   cancelled, Ctrl-C), a later write call with the same op and arguments is
   a retry: it reuses the seq(s), so it is applied at most once in all. The
@@ -32,13 +43,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from zrep.client._batch import SEND_MANY_WINDOW, Many, run_many
-from zrep.client._errors import ClientExpired, OutcomeUnknown, Rejected, Unavailable
+from zrep.client._errors import ClientError, ClientExpired, OutcomeUnknown, Rejected, Unavailable
 from zrep.client._results import (
     MailboxInfo,
+    Membership,
     NodeStatus,
     ReadResult,
     Receipt,
     heard_by_peers,
+    membership_of,
     node_status,
 )
 from zrep.client._retry import (
@@ -99,6 +112,7 @@ class Calls:
             raise ValueError("timeout_s and attempt_timeout_s must be > 0")
         self.route = Route({n.id: n.rpc for n in config.nodes}, timeout_s, attempt_timeout_s)
         self.seq = 0  # last seq used
+        self._refresh_members = True  # False once the cluster refused this client `members`
         self.known = False  # the store has a record of this client id
         self._concurrent = concurrent
         self._inflight: set[int] = set()  # the first seq of every write call in progress
@@ -220,6 +234,7 @@ class Calls:
         finally:
             self._inflight.discard(seq)
         self.known = True
+        yield from self._after_failover()
         return answer
 
     def _retry_of(self, op: str, args: dict[str, Any]) -> dict[str, Any] | None:
@@ -267,7 +282,88 @@ class Calls:
 
     def _read(self, op: str, args: dict[str, Any], *, anywhere: bool) -> Steps[Answer]:
         call = Call(op, args, False, time.monotonic() + self.route.timeout_s)
-        return (yield from run(self.route, call, self.client_id, self.config.max_frame_bytes, anywhere=anywhere))
+        answer = yield from run(self.route, call, self.client_id, self.config.max_frame_bytes, anywhere=anywhere)
+        yield from self._after_failover()
+        return answer
+
+    # --- membership ----------------------------------------------------------
+
+    def members(self) -> Steps[Membership]:
+        """The configuration, as the leader sees it (with each member's lag and liveness):
+        a follower's answer names the leader, which is then asked once."""
+        view = yield from self._members(time.monotonic() + self.route.timeout_s)
+        self._learn(view)
+        return view
+
+    def admin(self, op: str, node: int, rpc: str = "", pub: str = "", keys: Iterable[str] = (),
+              force: bool = False) -> Steps[Membership]:
+        """A membership change, answered once its configuration entry has committed."""
+        args = {"op": op, "id": node, "rpc": rpc, "pub": pub, "keys": list(keys), "force": force}
+        if op == "members":
+            raise Rejected("BAD_REQUEST", "use members() to list the members")
+        check(Op.ADMIN, args)
+        call = Call(Op.ADMIN, args, True, time.monotonic() + self.route.timeout_s)
+        try:
+            answer = yield from run(self.route, call, self.client_id, self.config.max_frame_bytes)
+        except Rejected as e:
+            if not call.maybe_accepted or e.code != Code.BAD_REQUEST:
+                raise
+            # An earlier attempt went unanswered (its leader may have applied it, then failed):
+            # a retry refused as "already so" is that attempt's success.
+            if self.route.preferred in self.route.silent_since:
+                self.route.preferred = None  # not the node that went silent first
+            view = yield from self._members(call.deadline + self.route.attempt_timeout_s)
+            if not in_effect(view, args):
+                raise
+            self._learn(view)
+            return view
+        view = membership_of(answer.node, answer.result)
+        self._learn(view)
+        return view
+
+    def _members(self, deadline: float) -> Steps[Membership]:
+        args = {"op": "members", "id": 0, "rpc": "", "pub": "", "keys": [], "force": False}
+        answer = yield from run(self.route, Call(Op.ADMIN, args, False, deadline), self.client_id,
+                                self.config.max_frame_bytes)
+        view = membership_of(answer.node, answer.result)
+        if view.leader and view.leader != answer.node and view.leader in self.route.addresses:
+            # route.done made the leader the first target: ask it once, briefly, for lag and liveness
+            again = Call(Op.ADMIN, args, False, min(deadline, time.monotonic() + self.route.attempt_timeout_s))
+            try:
+                answer = yield from run(self.route, again, self.client_id, self.config.max_frame_bytes)
+                view = membership_of(answer.node, answer.result)
+            except (Unavailable, Rejected):
+                pass  # the follower's view it is, without lag
+        return view
+
+    def _after_failover(self) -> Steps[None]:
+        """After a failover, refresh the member list (best effort, one attempt's time)."""
+        if not self.route.failover or not self._refresh_members:
+            return
+        self.route.failover = False
+        try:
+            view = yield from self._members(time.monotonic() + 2 * self.route.attempt_timeout_s)
+        except Rejected as e:
+            self._refresh_members = e.code != Code.FORBIDDEN  # a principal without the admin grant
+            return
+        except ClientError:  # the call itself succeeded: a failed refresh changes nothing
+            return
+        self._learn(view)
+
+    def _learn(self, view: Membership) -> None:
+        """Follow the configuration: add new members' addresses, stop trying removed ones."""
+        if view.forming or not view.members:
+            return
+        addresses = self.route.addresses
+        named = {m.id for m in view.members}
+        for m in view.members:
+            if m.rpc:
+                addresses[m.id] = m.rpc  # a member the seed list does not name, or its new address
+        for node in [n for n in addresses if n not in named and n != view.node]:
+            del addresses[node]
+            self.route.silent_since.pop(node, None)
+            if self.route.preferred == node:
+                self.route.preferred = None
 
     # --- status --------------------------------------------------------------
 
@@ -301,3 +397,17 @@ class Calls:
         rows = [node_status(n, addresses[n], reply, heard.get(n)) for n, reply in replies.items()]
         rows += [NodeStatus(n, addresses[n], False, last_heard_ms=heard.get(n), error=why) for n, why in down.items()]
         return sorted(rows, key=lambda r: r.id)
+
+
+def in_effect(view: Membership, args: dict[str, Any]) -> bool:
+    """Whether the configuration `view` already is what the change `args` asked for."""
+    op, m = args["op"], view.member(args["id"])
+    if op == "remove":
+        return m is None
+    if m is None:
+        return False
+    if op == "add":
+        return (m.rpc, m.pub) == (args["rpc"], args["pub"])
+    if op == "update":
+        return (m.rpc, m.pub) == (args["rpc"], args["pub"])
+    return (m.role == "voter") == (op == "promote")

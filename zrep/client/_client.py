@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from zrep.client._links import Curve, Links
-from zrep.client._results import MailboxInfo, NodeStatus, ReadResult, Receipt
+from zrep.client._results import MailboxInfo, Membership, NodeStatus, ReadResult, Receipt
 from zrep.client._retry import (
     Send,
     Steps,
@@ -136,6 +136,21 @@ class Client(ClientSetup):
                 yield m
             if len(result.messages) < WATCH_PAGE:  # after a full page more is waiting: read on at once
                 time.sleep(poll_s)
+
+    # --- membership ----------------------------------------------------------
+
+    def members(self) -> Membership:
+        """The cluster's configuration as the leader sees it: each member's role, incarnation,
+        addresses, liveness and lag; whether the latest configuration has committed."""
+        return self._drive(self._calls.members())
+
+    def admin(self, op: str, node: int, *, rpc: str = "", pub: str = "", keys: Iterable[str] = (),
+              force: bool = False) -> Membership:
+        """A membership change at the leader: op is add (a learner; needs rpc and pub), promote,
+        demote, remove or update (new rpc and pub). Returns the configuration once the change
+        has committed. Raises Rejected("REFUSED") when the leader refuses it (the message says
+        why and what to do), OutcomeUnknown when it did not commit in time."""
+        return self._drive(self._calls.admin(op, node, rpc, pub, keys, force))
 
     # --- status --------------------------------------------------------------
 

@@ -107,6 +107,13 @@ def _replies_in(node: int, payload: bytes, max_frame_bytes: int) -> Replies:
     return []
 
 
+def _moved(sock: zmq.Socket, old: str, new: str) -> None:
+    """The member's address changed (zrep admin update): the same socket, connected to the new one."""
+    with contextlib.suppress(zmq.ZMQError):  # already gone: nothing to undo
+        sock.disconnect(old)
+    sock.connect(new)
+
+
 def _closed() -> ClientError:
     return ClientError("this client is closed; make a new one")
 
@@ -126,6 +133,7 @@ class Links:
         self._node_of_socket: dict[zmq.Socket, int] = {}
         self._poller = zmq.Poller()
         self._connected_once: set[int] = set()  # nodes a request has reached over the current socket
+        self._endpoint: dict[int, str] = {}  # the address each socket connects to
         self._closed = False
 
     def close(self) -> None:
@@ -143,8 +151,15 @@ class Links:
         for node in nodes:
             self._socket(node)
 
+    def _move(self, sock: zmq.Socket, node: int) -> None:
+        _moved(sock, self._endpoint[node], self._addresses[node])
+        self._endpoint[node] = self._addresses[node]
+
     def _socket(self, node: int) -> zmq.Socket:
         sock = self._sockets.get(node)
+        if sock is not None and self._endpoint[node] != self._addresses[node]:
+            self._move(sock, node)
+            self._connected_once.discard(node)
         if sock is None:
             if self._closed:
                 raise _closed()
@@ -152,6 +167,7 @@ class Links:
             if self._curve is not None:
                 self._monitors[node] = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
             _configure(sock, self._addresses[node], self._curve, node, self._key_index.get(node, 0))
+            self._endpoint[node] = self._addresses[node]
             self._sockets[node] = sock
             self._node_of_socket[sock] = node
             self._poller.register(sock, zmq.POLLIN)
@@ -271,6 +287,7 @@ class AsyncLinks:
         self._readers: list[asyncio.Task[None]] = []
         self._expected: dict[int, Inbox] = {}  # req_id -> the inbox of the call that sent it
         self._connected_once: set[int] = set()
+        self._endpoint: dict[int, str] = {}  # the address each socket connects to
         self._closed = False
 
     def _check_handshakes(self, node: int) -> str:
@@ -316,8 +333,15 @@ class AsyncLinks:
         for node in nodes:
             self._socket(node)
 
+    def _move(self, sock: zmq.Socket, node: int) -> None:
+        _moved(sock, self._endpoint[node], self._addresses[node])
+        self._endpoint[node] = self._addresses[node]
+
     def _socket(self, node: int) -> zmq.asyncio.Socket:
         sock = self._sockets.get(node)
+        if sock is not None and self._endpoint[node] != self._addresses[node]:
+            self._move(sock, node)
+            self._connected_once.discard(node)
         if sock is None:
             if self._closed:
                 raise _closed()
@@ -326,6 +350,7 @@ class AsyncLinks:
                 monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
                 self._monitors[node] = (monitor, zmq.Socket.shadow(monitor.underlying))
             _configure(sock, self._addresses[node], self._curve, node)
+            self._endpoint[node] = self._addresses[node]
             self._sockets[node] = sock
             self._readers.append(asyncio.get_running_loop().create_task(self._read(node, sock)))
         return sock

@@ -94,3 +94,55 @@ def node_status(node: int, address: str, reply: ClientReply, heard_ms: int | Non
         last_heard_ms=heard_ms,
         raw=r,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member of the configuration, as the answering node sees it."""
+
+    id: int
+    role: str  # "voter" or "learner"
+    incarnation: str  # hex; "" while not known (a learner not heard from yet, or a forming cluster)
+    rpc: str  # "" when the configuration does not say (the cluster file's address is used)
+    pub: str
+    state: str | None = None  # the leader's view: "leader", "live", "silent"; "self" on a follower
+    lag: int | None = None  # entries behind the leader's log (the leader's view only)
+    lost_state: bool = False  # it answers under another incarnation: its disk was wiped; replace it
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The configuration a node uses, and whether it has committed (`zrep admin members`)."""
+
+    cluster_id: str
+    forming: bool  # the cluster is being formed: every seed is needed
+    config_index: int  # the log index of the configuration in force (0: the initial one)
+    committed: bool  # that configuration has committed (False: a change is pending)
+    committed_voters: list[int]
+    leader: int  # 0: none known
+    members: list[MemberInfo]
+    node: int  # the node that answered (the leader, unless none could be asked)
+    index: int = 0  # for a change: the log index of its configuration entry
+
+    @property
+    def voters(self) -> list[int]:
+        return [m.id for m in self.members if m.role == "voter"]
+
+    @property
+    def learners(self) -> list[int]:
+        return [m.id for m in self.members if m.role != "voter"]
+
+    def member(self, node_id: int) -> MemberInfo | None:
+        return next((m for m in self.members if m.id == node_id), None)
+
+
+def membership_of(node: int, r: dict[str, Any]) -> Membership:
+    """A `members` (or change) answer as a Membership."""
+    rows = [MemberInfo(id=int(m["id"]), role=str(m.get("role", "voter")), incarnation=str(m.get("incarnation", "")),
+                       rpc=str(m.get("rpc", "")), pub=str(m.get("pub", "")), state=m.get("state"), lag=m.get("lag"),
+                       lost_state=bool(m.get("lost_state", False)))
+            for m in r.get("members", ()) if isinstance(m, dict) and type(m.get("id")) is int]
+    return Membership(cluster_id=str(r.get("cluster_id", "")), forming=bool(r.get("forming", False)),
+                      config_index=int(r.get("config_index", 0)), committed=bool(r.get("committed", False)),
+                      committed_voters=[int(v) for v in r.get("committed_voters", ())],
+                      leader=int(r.get("leader") or 0), members=rows, node=node, index=int(r.get("index", 0)))

@@ -49,6 +49,8 @@ from zrep.wire.client_messages import (
     BAD_COMMAND,
     BAD_MAILBOX,
     BAD_SENDER,
+    CHANGE_UNKNOWN,
+    REFUSED,
     NO_SUCH_MESSAGE,
     TOO_MANY_IN_FLIGHT,
     ClientBatch,
@@ -171,6 +173,10 @@ def refusal(answer: Answer, client_id: str, seq: int) -> ClientError:
     if answer.code == "STALE_REQUEST":
         return OutcomeUnknown(f"{where}: write seq {seq} is older than this client's low mark; "
                               "its outcome is unknown: check with a read")
+    if answer.code == CHANGE_UNKNOWN:  # a membership change that did not commit in time
+        return OutcomeUnknown(f"{where}: {answer.message}")
+    if answer.code == REFUSED:  # the leader judged a membership change: its message says what to do
+        return Rejected(REFUSED, f"{where} refused the change: {answer.message}")
     hint = "fix the request; retrying it cannot succeed"
     return Rejected(answer.code, f"{where} refused the request: {answer.code}: {answer.message}; {hint}")
 
@@ -189,6 +195,7 @@ class Route:
         self.preferred: int | None = None  # the node that last answered OK, or the leader hinted
         self.silent_since: dict[int, float] = {}  # node -> when an attempt there last went unanswered
         self.rng = random.Random()
+        self.failover = False  # a node went silent or another leader was named: refresh the members
         self._next_req_id = 1
 
     def new_req_id(self) -> int:
@@ -198,6 +205,7 @@ class Route:
 
     def silent(self, node: int) -> None:
         self.silent_since[node] = time.monotonic()
+        self.failover = True
 
     def done(self, answer: Answer, anywhere: bool) -> Answer:
         if not anywhere:  # a node that served a write or a linearizable read: start there next time,
@@ -217,6 +225,8 @@ class Route:
             if not isinstance(rpc, str) or not rpc:
                 return None
             self.addresses[leader] = rpc  # a member our config does not list
+        if self.preferred is not None and leader != self.preferred:
+            self.failover = True  # not on a first guess: only a leader change is a failover
         return leader
 
     def next_target(self, target: int, hint: int | None, hops: int) -> tuple[int, int]:

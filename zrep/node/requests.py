@@ -1,7 +1,7 @@
 """The client op table: each client request becomes a Service call or an error reply.
 
-Job: turn a decoded ClientRequest into `Service.submit_write` / `submit_read`
-(or the node's status), refuse what cannot enter the log before it does, and
+Job: turn a decoded ClientRequest into `Service.submit_write` / `submit_read` /
+`submit_admin` (or the node's status), refuse what cannot enter the log before it does, and
 turn the Service's answers back into wire replies (`reply_for`, `ok_result`).
 
 Invariants:
@@ -11,6 +11,12 @@ Invariants:
     raises out of the loop.
   * Store refusals other than the wire's own codes travel as BAD_REQUEST with
     the store's code in result["reason"].
+  * A membership change the leader judged and refused (its liveness or
+    catch-up checks, one change at a time) is final for the client: it
+    travels as BAD_REQUEST with reason REFUSED, never as a retryable
+    UNAVAILABLE; a change that did not commit in time travels with reason
+    CHANGE_UNKNOWN (it may still commit). NOT_LEADER names the leader's
+    address from the configuration in force, then from the cluster file.
   * Only sends replies through the Transport; never touches the disk.
   * Counts each request and its answer (outcome, seconds) in NodeStats: plain
     integers, nothing a metrics scrape could make the loop wait on.
@@ -29,7 +35,9 @@ from zrep.service.pending import Done
 from zrep.service.service import Service
 from zrep.store.commands import encode_delete, pack_send
 from zrep.wire.client_messages import (
+    CHANGE_UNKNOWN,
     MAX_MESSAGE_CHARS,
+    REFUSED,
     ClientReply,
     ClientRequest,
     Code,
@@ -100,6 +108,8 @@ class Requests:
     def answer(self, done: Done) -> None:
         ident, req_id, batched, op, taken = done.route
         try:
+            if op == "admin":
+                done = Done(done.route, admin_result(done.result))
             ok = ok_result(done.result)
             if ok is not None:
                 self.transport.reply_ok(ident, req_id, ok, batched)
@@ -112,7 +122,8 @@ class Requests:
         self.stats.answered(op, reply.code, time.monotonic() - taken)
 
     def rpc_of(self, node_id: int) -> str:
-        return self._rpc.get(node_id, "")
+        member = self.service.replica.config.member(node_id)  # a member added since the file was written
+        return (member.rpc if member is not None else "") or self._rpc.get(node_id, "")
 
     def _refuse(self, route: Route, code: str, why: str) -> None:
         self.transport.reply(route[0], error_reply(route[1], code, why[:MAX_MESSAGE_CHARS]), route[2])
@@ -155,6 +166,15 @@ class Requests:
     def _op_mailboxes(self, route: Route, a: dict[str, Any]) -> None:
         self.service.submit_read(route, {"op": "mailboxes", "pattern": a["pattern"]})
 
+    def _op_admin(self, route: Route, a: dict[str, Any]) -> None:
+        # The codec checked the shape of each op's args; the leader judges the change.
+        request = {"op": a["op"], "id": a["id"], "force": a["force"]}
+        if a["op"] in ("add", "update"):
+            request.update(rpc=a["rpc"], pub=a["pub"])
+        if a["op"] == "add":
+            request["keys"] = list(a["keys"])
+        self.service.submit_admin(route, request)
+
     def _op_status(self, route: Route, a: dict[str, Any]) -> None:
         self.transport.reply(route[0], ok_reply(route[1], self._status()), route[2])
         self.stats.answered("status", Code.OK, time.monotonic() - route[4])
@@ -167,4 +187,15 @@ _OPS: dict[str, Callable[[Requests, Route, dict[str, Any]], None]] = {
     "stale_read": Requests._op_stale_read,
     "mailboxes": Requests._op_mailboxes,
     "status": Requests._op_status,
+    "admin": Requests._op_admin,
 }
+
+
+def admin_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A membership answer as the client must take it (see the module docstring)."""
+    code = result.get("error")
+    if code == Code.UNAVAILABLE:
+        return {**result, "error": REFUSED}
+    if code == Code.TIMEOUT:
+        return {**result, "error": CHANGE_UNKNOWN}
+    return result

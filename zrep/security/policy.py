@@ -9,7 +9,9 @@ Invariants
   principal may send only the client operations its grants allow:
   send -> `send` globs on the mailbox written to, delete -> `delete`,
   read / stale_read / watch -> `read`, mailboxes -> answered filtered to
-  `read` and `send`, status and every admin command -> `admin`.
+  `read` and `send`, status and every admin command -> `admin` (the
+  `admin` op: membership, `members` as well as every change, since it
+  shows the cluster's addresses and keys).
 - Globs are fnmatchcase, as `mailboxes` patterns; a mailbox name cannot hold
   glob characters, so a name never widens a grant.
 """

@@ -18,6 +18,8 @@ Request args, per op (exactly these keys; ints are never bool):
 | stale_read | as read; served from the local store, not confirmed by the leader     |
 | mailboxes  | pattern: str (a glob; "*" = every mailbox)                            |
 | status     | (none)                                                                |
+| admin      | op: members / add / promote / demote / remove / update,               |
+|            | id: int, rpc: str, pub: str, keys: array of str, force: bool          |
 
 Write args: client: str of 1..MAX_CLIENT_ID_BYTES UTF-8 bytes without control
 characters; seq: int 1..2**63-1; low: int 1..seq; ack: "majority" | "all".
@@ -27,6 +29,12 @@ log command layout (zrep.store.commands), so a request that passes here always
 encodes as a command. Other strings are only bounded here (MAX_NAME_CHARS, a
 guard against abuse); the store judges names, senders and body sizes against
 its configured limits and answers BAD_MAILBOX, BAD_SENDER or TOO_LARGE.
+
+Admin args (a membership request, handed to zrep.service.membership): every key
+is always present. `members` takes id 0, empty rpc, pub and keys, force false;
+`add` an id 1..MAX_NODE_ID, its rpc and pub addresses and 0..MAX_ADMIN_KEYS keys;
+`update` an id with rpc and pub and no keys; `promote`, `demote` and `remove` an
+id, no addresses or keys, and may set `force` (skip the liveness checks only).
 
 Reply: `ok` is True exactly when `code` is OK. With NOT_LEADER, `result` is
 {"leader": int >= 1, "rpc": str ("" if this node does not know its address)};
@@ -64,6 +72,10 @@ MAX_RESULT_DEPTH = 8
 MAX_MAP_KEYS = 1024  # the codec refuses bigger maps before building them
 MAX_BATCH_REQUESTS = 1024  # requests per ClientBatch frame (and frame size: max_frame_bytes)
 MAX_BATCH_REPLIES = 1024  # replies per ClientReplies frame
+MAX_NODE_ID = 2**31 - 1  # as zrep.service.membership: a node id a configuration may name
+MAX_ADMIN_KEYS = 8  # public keys one member may list
+MAX_ADDRESS_CHARS = 256
+ADMIN_OPS = ("members", "add", "promote", "demote", "remove", "update")
 
 
 class Op(StrEnum):
@@ -73,6 +85,7 @@ class Op(StrEnum):
     STALE_READ = "stale_read"
     MAILBOXES = "mailboxes"
     STATUS = "status"
+    ADMIN = "admin"
 
 
 class Code(StrEnum):
@@ -96,6 +109,9 @@ NO_SUCH_MESSAGE = "NO_SUCH_MESSAGE"
 STALE_REQUEST = "STALE_REQUEST"
 CLIENT_EXPIRED = "CLIENT_EXPIRED"
 TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
+# Membership answers (zrep.node.requests.admin_result), in result["reason"] as the store's are:
+REFUSED = "REFUSED"  # the leader refused the change (liveness, catch-up, one at a time): the message says why
+CHANGE_UNKNOWN = "CHANGE_UNKNOWN"  # the change did not commit in time: it may still; look before retrying
 ERROR_CODES = frozenset(
     {BAD_COMMAND, BAD_MAILBOX, BAD_SENDER, TOO_LARGE, NO_SUCH_MESSAGE,
      STALE_REQUEST, CLIENT_EXPIRED, TOO_MANY_IN_FLIGHT}
@@ -189,6 +205,33 @@ _READ_ARGS: dict[str, Check] = {
     "limit": integer(1, MAX_READ_LIMIT),
 }
 
+def admin_keys(v: object) -> None:
+    if (type(v) is not tuple and type(v) is not list) or len(v) > MAX_ADMIN_KEYS:
+        raise ValueError(f"expected an array of at most {MAX_ADMIN_KEYS} keys, got {_show(v)}")
+    for k in v:
+        if type(k) is not str or not 1 <= len(k) <= MAX_NAME_CHARS:
+            raise ValueError(f"expected a key of 1..{MAX_NAME_CHARS} characters, got {_show(k)}")
+
+
+def flag(v: object) -> None:
+    if type(v) is not bool:
+        raise ValueError(f"expected a boolean, got {_show(v)}")
+
+
+def address(v: object) -> None:
+    if type(v) is not str or len(v) > MAX_ADDRESS_CHARS or _CONTROL.search(v):
+        raise ValueError(f"expected an address of at most {MAX_ADDRESS_CHARS} characters, got {_show(v)}")
+
+
+_ADMIN_ARGS: dict[str, Check] = {
+    "op": one_of(frozenset(ADMIN_OPS)),
+    "id": integer(0, MAX_NODE_ID),
+    "rpc": address,
+    "pub": address,
+    "keys": admin_keys,
+    "force": flag,
+}
+
 OP_ARGS: dict[str, dict[str, Check]] = {
     Op.SEND: {**_WRITE_ARGS, "sender": text(MAX_NAME_CHARS, 0), "to": text(MAX_NAME_CHARS), "body": blob},
     Op.DELETE: {**_WRITE_ARGS, "mailbox": text(MAX_NAME_CHARS), "offsets": offsets},
@@ -196,6 +239,7 @@ OP_ARGS: dict[str, dict[str, Check]] = {
     Op.STALE_READ: _READ_ARGS,
     Op.MAILBOXES: {"pattern": text(MAX_NAME_CHARS)},
     Op.STATUS: {},
+    Op.ADMIN: _ADMIN_ARGS,
 }
 
 
@@ -204,10 +248,27 @@ def _low_not_above_seq(args: Mapping[str, Any]) -> None:
         raise ValueError(f"low ({args['low']}) is above seq ({args['seq']}): a client waits for its own request")
 
 
+def _admin_shape(args: Mapping[str, Any]) -> None:
+    """Each membership op takes exactly the args it uses; the others are empty."""
+    op, node = args["op"], args["id"]
+    if (op == "members") != (node == 0):
+        raise ValueError(f"admin {op}: id must be {'0' if op == 'members' else 'a node id >= 1'}, got {node}")
+    addresses = op in ("add", "update")
+    if addresses and not (args["rpc"] and args["pub"]):
+        raise ValueError(f"admin {op}: rpc and pub addresses are required")
+    if not addresses and (args["rpc"] or args["pub"]):
+        raise ValueError(f"admin {op}: takes no rpc or pub address")
+    if op != "add" and args["keys"]:
+        raise ValueError(f"admin {op}: takes no keys")
+    if args["force"] and op not in ("promote", "demote", "remove"):
+        raise ValueError(f"admin {op}: takes no force")
+
+
 # Rules across several args, run after every arg passed its own check.
 OP_RULES: dict[str, Callable[[Mapping[str, Any]], None]] = {
     Op.SEND: _low_not_above_seq,
     Op.DELETE: _low_not_above_seq,
+    Op.ADMIN: _admin_shape,
 }
 
 
