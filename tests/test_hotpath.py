@@ -128,7 +128,7 @@ from zrep.store.store import Store  # noqa: E402
 class _ReadReplica:
     """Just enough of a Replica for Service.submit_read and an idle process()."""
 
-    role, leader, now, members = Role.LEADER, 1, 0, (1,)
+    role, leader, now, members, voters = Role.LEADER, 1, 0, (1,), (1,)
 
     class hs:  # noqa: N801
         epoch = 1
