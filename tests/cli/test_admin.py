@@ -33,7 +33,7 @@ def run(*args: str) -> tuple[int, str, str]:
     (["remove", "0"], "0 is not in the range"),
     (["promote", "2", "--wait", "-1"], "-1.0 is not in the range"),
     (["update", "2", "--rpc", "a"], "Missing option '--pub'"),
-    (["transfer-leader"], "No such command 'transfer-leader'"),
+    (["transfer-leader", "x"], "Invalid value"),
 ])
 def test_usage_errors_exit_2(args: list[str], needle: str) -> None:
     code, _, err = run(*args)

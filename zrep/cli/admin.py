@@ -5,7 +5,7 @@ replace (remove a dead or wiped node, add it back as a learner, wait until
 it has caught up, promote it), and inspect DIR (offline: a stopped node's
 rank and configuration). Every change goes to the leader, which judges it
 (zrep.service.membership) and answers once its configuration entry has
-committed. `transfer-leader` and `force-new-cluster` are not built yet.
+committed. transfer-leader [ID] hands leadership over; `force-new-cluster` is not built yet.
 
 Invariants: one line on stderr for every failure, saying what to do; exit
 codes from zrep.exit_codes (a refused change: EXIT_REJECTED; no leader:
@@ -271,6 +271,19 @@ def _addresses(client: Client, node: int, rpc: str, pub: str) -> tuple[str, str]
 
 def _say(as_json: bool, line: str) -> None:
     click.echo(line, err=as_json)  # with --json, progress goes to stderr: stdout is the data alone
+
+
+@admin.command(name="transfer-leader")
+@click.argument("node", type=click.IntRange(0, MAX_NODE_ID), default=0, metavar="[ID]")
+@json_option
+@late_options
+@click.pass_context
+def transfer_leader(ctx: click.Context, node: int, as_json: bool) -> None:
+    """Hand leadership over to voter ID (default: the most caught-up live voter). The leader
+    stops taking writes (clients retry them), brings ID up to date and tells it to run at once:
+    before maintenance or a restart of the leader, no election timeout is lost."""
+    view = _change(ctx, "transfer", node)
+    _show(view, as_json, f"node {view.leader} leads now")
 
 
 @admin.command(name="inspect")

@@ -43,7 +43,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from zrep.client._batch import SEND_MANY_WINDOW, Many, run_many
-from zrep.client._errors import ClientError, ClientExpired, OutcomeUnknown, Rejected, Unavailable
+from zrep.client._errors import (
+    ClientError,
+    ClientExpired,
+    OutcomeUnknown,
+    Rejected,
+    Unavailable,
+)
 from zrep.client._results import (
     MailboxInfo,
     Membership,
@@ -70,6 +76,7 @@ from zrep.client._retry import (
     run,
 )
 from zrep.config import ClusterConfig
+from zrep.wire.client_messages import REFUSED as REFUSED_CODE
 from zrep.wire.client_messages import ClientReply, ClientRequest, Code, Message, Op
 from zrep.wire.client_messages import client_id as check_client_id
 
@@ -301,6 +308,13 @@ class Calls:
         args = {"op": op, "id": node, "rpc": rpc, "pub": pub, "keys": list(keys), "force": force}
         if op == "members":
             raise Rejected("BAD_REQUEST", "use members() to list the members")
+        if op == "transfer" and node == 0:
+            # Name the target first: a retry of "any voter" at the new leader would move it again.
+            view = yield from self._members(time.monotonic() + self.route.timeout_s)
+            ready = [m for m in view.members if m.role == "voter" and m.id != view.leader and m.state == "live"]
+            if not ready:
+                raise Rejected(REFUSED_CODE, "no other live voter to hand leadership over to")
+            args["id"] = min(ready, key=lambda m: (m.lag or 0, m.id)).id
         check(Op.ADMIN, args)
         call = Call(Op.ADMIN, args, True, time.monotonic() + self.route.timeout_s)
         try:

@@ -151,15 +151,13 @@ class Links:
         for node in nodes:
             self._socket(node)
 
-    def _move(self, sock: zmq.Socket, node: int) -> None:
-        _moved(sock, self._endpoint[node], self._addresses[node])
-        self._endpoint[node] = self._addresses[node]
-
     def _socket(self, node: int) -> zmq.Socket:
         sock = self._sockets.get(node)
         if sock is not None and self._endpoint[node] != self._addresses[node]:
-            self._move(sock, node)
-            self._connected_once.discard(node)
+            # A fresh socket, not disconnect + connect: zmq drops the old pipe asynchronously,
+            # and a request sent meanwhile could still leave by it.
+            self._drop(node)
+            sock = None
         if sock is None:
             if self._closed:
                 raise _closed()

@@ -168,7 +168,7 @@ class Requests:
 
     def _op_admin(self, route: Route, a: dict[str, Any]) -> None:
         # The codec checked the shape of each op's args; the leader judges the change.
-        request = {"op": a["op"], "id": a["id"], "force": a["force"]}
+        request = {"op": a["op"], "id": a["id"], "force": a["force"]}  # transfer: id 0 = any voter
         if a["op"] in ("add", "update"):
             request.update(rpc=a["rpc"], pub=a["pub"])
         if a["op"] == "add":

@@ -143,6 +143,10 @@ class Service:
         if type(target) is not int or target < 0:
             self._done.append(Done(route, error("BAD_REQUEST", "the node id must be a positive integer (or 0: any)")))
             return
+        if target and rep.leader == target:
+            # Already so: an attempt that went unanswered did it, or the operator asks twice.
+            self._done.append(Done(route, {"ok": True, **members_view(rep), "asked": target}))
+            return
         if rep.role != Role.LEADER:
             self._done.append(Done(route, self._not_leader("a leadership transfer starts at the leader")))
             return
@@ -160,7 +164,7 @@ class Service:
         waiting = []
         for route, target, deadline in self._transfers:
             if rep.role != Role.LEADER and rep.leader:
-                self._done.append(Done(route, {"ok": True, "leader": rep.leader, "asked": target}))
+                self._done.append(Done(route, {"ok": True, **members_view(rep), "asked": target}))
             elif rep.role == Role.LEADER:
                 self._done.append(Done(route, error("UNAVAILABLE", f"node {target} did not take over within "
                                                     "an election timeout; this node leads on")))

@@ -18,7 +18,7 @@ Request args, per op (exactly these keys; ints are never bool):
 | stale_read | as read; served from the local store, not confirmed by the leader     |
 | mailboxes  | pattern: str (a glob; "*" = every mailbox)                            |
 | status     | (none)                                                                |
-| admin      | op: members / add / promote / demote / remove / update,               |
+| admin      | op: members / add / promote / demote / remove / update / transfer,    |
 |            | id: int, rpc: str, pub: str, keys: array of str, force: bool          |
 
 Write args: client: str of 1..MAX_CLIENT_ID_BYTES UTF-8 bytes without control
@@ -34,7 +34,8 @@ Admin args (a membership request, handed to zrep.service.membership): every key
 is always present. `members` takes id 0, empty rpc, pub and keys, force false;
 `add` an id 1..MAX_NODE_ID, its rpc and pub addresses and 0..MAX_ADMIN_KEYS keys;
 `update` an id with rpc and pub and no keys; `promote`, `demote` and `remove` an
-id, no addresses or keys, and may set `force` (skip the liveness checks only).
+id, no addresses or keys, and may set `force` (skip the liveness checks only);
+`transfer` (leadership) an id, or 0 for the most caught-up voter, and nothing else.
 
 Reply: `ok` is True exactly when `code` is OK. With NOT_LEADER, `result` is
 {"leader": int >= 1, "rpc": str ("" if this node does not know its address)};
@@ -75,7 +76,7 @@ MAX_BATCH_REPLIES = 1024  # replies per ClientReplies frame
 MAX_NODE_ID = 2**31 - 1  # as zrep.service.membership: a node id a configuration may name
 MAX_ADMIN_KEYS = 8  # public keys one member may list
 MAX_ADDRESS_CHARS = 256
-ADMIN_OPS = ("members", "add", "promote", "demote", "remove", "update")
+ADMIN_OPS = ("members", "add", "promote", "demote", "remove", "update", "transfer")
 
 
 class Op(StrEnum):
@@ -251,7 +252,9 @@ def _low_not_above_seq(args: Mapping[str, Any]) -> None:
 def _admin_shape(args: Mapping[str, Any]) -> None:
     """Each membership op takes exactly the args it uses; the others are empty."""
     op, node = args["op"], args["id"]
-    if (op == "members") != (node == 0):
+    if op == "transfer":
+        pass  # 0: let the leader pick the most caught-up voter
+    elif (op == "members") != (node == 0):
         raise ValueError(f"admin {op}: id must be {'0' if op == 'members' else 'a node id >= 1'}, got {node}")
     addresses = op in ("add", "update")
     if addresses and not (args["rpc"] and args["pub"]):
