@@ -250,3 +250,28 @@ def test_replace_a_wiped_node_removes_it_adds_it_back_and_waits_for_it(cluster: 
         assert lost in members_json(c)["voters"]
     assert read_all(c, "before") == [f"b{i}" for i in range(20)]
     c.wait_converged(15)
+
+
+def test_transfer_leader_under_load_costs_no_write(cluster: LocalCluster) -> None:
+    """The leader stops taking writes, catches the target up and hands over: the writes are
+    retried by the client library and none times out or is lost."""
+    c = cluster
+    old = c.wait_for_leader()
+    target = max(i for i in c.ids if i != old)
+    writer = Writer(c, "handover")
+    try:
+        writer.wait_for_more(20)
+        proc = admin(c, "transfer-leader", str(target), "--json")
+        assert proc.returncode == EXIT_OK, proc.stderr
+        assert json.loads(proc.stdout)["leader"] == target
+        writer.wait_for_more(50)
+        again = admin(c, "transfer-leader", str(target))  # already so: answered as done
+        assert again.returncode == EXIT_OK, again.stderr
+        anyone = admin(c, "transfer-leader", "--json")  # 0: the most caught-up other voter
+        assert anyone.returncode == EXIT_OK, anyone.stderr
+        assert json.loads(anyone.stdout)["leader"] != target
+        writer.wait_for_more(50)
+    finally:
+        acked = writer.stop()
+    assert not writer.errors, writer.errors[:3]
+    assert read_all(c, "handover") == acked
