@@ -65,6 +65,7 @@ from zrep.local.cluster import ClusterError, LocalCluster, wait_until
 from zrep.storage.wal_format import Scan, StopKind
 
 FAULTS = ("kill", "pause", "partition", "torn-tail", "restart-all", "power-cut")
+# Besides the faults: --membership runs zrep.chaos.membership's operator alongside them.
 WEIGHTS = {"kill": 3, "pause": 2, "partition": 3, "torn-tail": 1, "restart-all": 1, "power-cut": 2}
 ALL_NODES_CUT = 0.5  # chance that a power cut takes every node (the case that proves durability)
 TORN_CUT = 0.3  # chance that a power cut keeps a random prefix of each file's unsynced appends
@@ -179,6 +180,9 @@ class Nemesis:
         self.down: set[int] = set()  # nodes we killed and have not restarted yet
         self._crashes_seen: set[int] = set()  # id() of the lives already noted
         self._majority_hit = False  # --nasty: a kill or pause has taken a majority down
+        # Held while a fault or a heal acts on processes: the membership operator
+        # (zrep.chaos.membership) kills, wipes and restarts a node under it too.
+        self.lock = threading.RLock()
         self._do: dict[str, Callable[[Draw], None]] = {
             "kill": self._kill, "pause": self._pause, "partition": self._partition,
             "torn-tail": self._torn_tail, "restart-all": self._restart_all, "power-cut": self._power_cut}
@@ -199,7 +203,8 @@ class Nemesis:
                 return
             kind = plan.pop(0) if plan else weighted
             try:
-                self._do[kind](draw)
+                with self.lock:
+                    self._do[kind](draw)
             except (ClusterError, OSError, RuntimeError) as e:
                 self.errors.append(f"{kind}: {type(e).__name__}: {e}")
                 self.heal_all()
@@ -219,6 +224,10 @@ class Nemesis:
 
     def watch(self) -> None:
         """Note every node that exited without our signal, and restart it (a bounded number of times)."""
+        with self.lock:
+            self._watch()
+
+    def _watch(self) -> None:
         self.c.reap()
         for life in self.c.lives:
             if not life.unexpected or id(life) in self._crashes_seen:
@@ -231,6 +240,10 @@ class Nemesis:
 
     def heal_all(self) -> None:
         """Undo everything: heal the network, resume paused nodes, start the stopped ones."""
+        with self.lock:
+            self._heal_all()
+
+    def _heal_all(self) -> None:
         if self.net is not None and self.net.cut_pairs:
             self.net.heal()
         for i in sorted(self.c.paused):
@@ -244,6 +257,11 @@ class Nemesis:
         self._note("heal-all", None, "network healed, paused nodes resumed, stopped nodes started")
 
     # ------------------------------------------------------------ helpers
+
+    def note(self, f: str, nodes: Any, detail: str) -> None:
+        """An annotation in the history (the membership operator's changes)."""
+        self.counts[f] += 1
+        self._note(f, nodes, detail)
 
     def _note(self, f: str, nodes: Any, detail: str, **extra: Any) -> None:
         self.history.note(f, {"nodes": nodes, "detail": detail}, **extra)

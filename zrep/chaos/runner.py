@@ -61,6 +61,7 @@ from zrep.chaos.cluster_checks import (
 from zrep.chaos.disks import Disks
 from zrep.chaos.history import HistoryWriter, load_history, pair_ops
 from zrep.chaos.leftovers import StateFile
+from zrep.chaos.membership import MembershipOperator
 from zrep.chaos.nemesis import FAULTS, Nemesis
 from zrep.chaos.powerfs.mount import unavailable as power_cuts_unavailable
 from zrep.chaos.report import PROGRESS, RUN, Check, RunReport, from_verify
@@ -104,6 +105,7 @@ class Options:
     election_timeout_ms: int = 300  # the shipped cluster files' default
     snapshot_entries: int = 200  # far below the default: kills and restarts meet snapshots in a short run
     secure: bool = False  # a generated cluster with CURVE on every socket (keys made for the run)
+    membership: bool = False  # an operator adds, removes, replaces and transfers alongside the faults
 
     def argv(self) -> list[str]:
         """The command line that reproduces these options (for the run inside a namespace)."""
@@ -115,7 +117,8 @@ class Options:
         if self.faults is not None:
             out += ["--faults", ",".join(self.faults)]
         for flag, on in (("--nasty", self.nasty), ("--keep", self.keep), ("--json", self.as_json),
-                         ("--no-netns", not self.netns), ("--secure", self.secure)):
+                         ("--no-netns", not self.netns), ("--secure", self.secure),
+                         ("--membership", self.membership)):
             if on:
                 out.append(flag)
         for name, value in (("--history", self.history), ("--dir", self.dir), ("--config", self.config)):
@@ -269,8 +272,19 @@ class Run:
         until = started + o.duration_s
         thread = threading.Thread(target=self._nemesis_run, args=(until,), name="chaos-nemesis", daemon=True)
         thread.start()
+        operator = None
+        if o.membership:
+            operator = MembershipOperator(c, self.nemesis, random.Random(f"membership-{o.seed}"), self.stop,
+                                          key=settings.key)
+            operator.start(until)
         self._progress_until(thread, until)
         thread.join()
+        if operator is not None:
+            operator.join()  # its last change finishes before the heal
+            self.errors += operator.errors
+            if operator.refusals:
+                self.say.line("membership changes refused or unanswered meanwhile (retried): " +
+                              ", ".join(f"{k} {v}" for k, v in sorted(operator.refusals.items())))
         self._check_stop()
         ran_s = time.monotonic() - started
         checks, final = self._after_faults(settings)

@@ -47,6 +47,8 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.option("--power-cut", "power_cut", is_flag=True,
               help="Power cuts only (added to --faults if given): each node's data directory on a file system "
                    "that drops what was not fsynced; needs /dev/fuse, root and fusepy.")
+@click.option("--membership", is_flag=True, help="Alongside the faults, an operator hands leadership over, "
+              "demotes and promotes followers, and replaces followers whose disk it wipes (zrep admin's calls).")
 @click.option("--nasty", is_flag=True, help="Faults may take down a majority at once (the cluster must stall "
                                             "safely, never diverge).")
 @click.option("--history", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -73,7 +75,7 @@ def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.option("--unsafe-bug", "bugs", multiple=True, type=click.Choice(sorted(BUGS | STORAGE_BUGS)), hidden=True,
               help="Start every node with this planted bug (tests of the checker).")
 def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, clients: int, mailboxes: int,
-          faults: tuple[str, ...] | None, power_cut: bool, nasty: bool, history: str | None, keep: bool,
+          faults: tuple[str, ...] | None, power_cut: bool, membership: bool, nasty: bool, history: str | None, keep: bool,
           run_dir: str | None, as_json: bool, recovery_s: float, heartbeat_ms: int, election_timeout_ms: int,
           snapshot_entries: int, no_netns: bool, secure: bool, cleanup: bool, bugs: tuple[str, ...]) -> None:
     """Run a local cluster under load with a seeded nemesis (kills, pauses, partitions, torn WAL tails,
@@ -98,7 +100,7 @@ def chaos(config: str | None, nodes: str, duration_s: float, seed: int | None, c
                    faults=faults, nasty=nasty, history=history, keep=keep, dir=run_dir, as_json=as_json,
                    bugs=bugs, netns=not no_netns, recovery_s=recovery_s, config=config,
                    heartbeat_ms=heartbeat_ms, election_timeout_ms=election_timeout_ms,
-                   snapshot_entries=snapshot_entries, secure=secure)
+                   snapshot_entries=snapshot_entries, secure=secure, membership=membership)
     wants_partitions = faults is None or "partition" in faults
     if (wants_partitions and not no_netns and not netfaults.in_private_netns()
             and not netfaults.sandbox_unavailable() and not partition_blocker(opts)):
