@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-PHASES = ("floor", "sends", "reads", "catchup", "memory", "failover")
+PHASES = ("floor", "sends", "reads", "catchup", "memory", "membership", "failover")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from typing import Any
 from zrep.bench.ceiling import SENDS as CEILING_SENDS
 from zrep.bench.failover import run_failover_kinds
 from zrep.bench.floor import run_floor_bench
+from zrep.bench.membership import run_membership_bench
 from zrep.bench.options import Options
 from zrep.bench.report import (
     Progress,
@@ -53,7 +54,7 @@ from zrep.bench.workers import BenchError, LevelResult, run_level
 from zrep.local.cluster import ClusterError, LocalCluster, wait_until
 
 SEND_LEVELS = (1, 64, 256)
-CLUSTER_PHASES = ("sends", "reads", "catchup", "memory")  # share one cluster
+CLUSTER_PHASES = ("sends", "reads", "catchup", "memory", "membership")  # share one cluster
 READ_IN_FLIGHT = 64
 BULK_IN_FLIGHT = 256  # catch-up and memory fill the store as fast as the cluster takes it
 BODY_BYTES = 100
@@ -241,7 +242,7 @@ def run_bench(opts: Options, progress: Progress | None = None) -> dict[str, Any]
 
 def _run_bench(opts: Options, progress: Progress) -> dict[str, Any]:
     r: dict[str, Any] = {"cluster": None, "floor": None, "sends": None, "reads": None, "failover": None, "catchup_per_s": None,
-                         "rss_mb_per_node": None, "catchup": None, "memory": None, "body_bytes": BODY_BYTES,
+                         "rss_mb_per_node": None, "catchup": None, "memory": None, "membership": None, "body_bytes": BODY_BYTES,
                          "wire": "batched" if opts.batch else "single"}
     try:
         with _cluster_dir(opts.directory) as d:
@@ -302,6 +303,8 @@ def _cluster_phases(opts: Options, progress: Progress, d: Path, r: dict[str, Any
         if "memory" in opts.phases:
             r["memory"] = bench.memory()
             r["rss_mb_per_node"] = max(r["memory"]["rss_mb"].values())
+        if "membership" in opts.phases:
+            r["membership"] = run_membership_bench(cluster, opts.messages, progress.step)
         died = [life.describe() for life in cluster.unexpected_exits()]
         if died:
             raise BenchError(f"a node died during the benchmark ({'; '.join(died)}); "
