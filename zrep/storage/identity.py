@@ -94,3 +94,9 @@ def create_identity(directory: str | os.PathLike[str], mode: str) -> Identity:
         tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {e}") from None
     return ident
+
+
+def is_fresh(directory: str | os.PathLike[str]) -> bool:
+    """Nothing a node wrote is there: no identity, no WAL, no snapshot (a start needs --init or --join)."""
+    d = Path(directory)
+    return not any((d / name).exists() for name in (IDENTITY_NAME, "wal", "store.snap"))
