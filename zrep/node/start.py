@@ -276,7 +276,8 @@ def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozense
             log(f"{prefix}: cannot start: the WAL {wal.path} is compacted (it starts at index "
                 f"{replay.first_index}) and {why}, so the store cannot be rebuilt. Do not edit the files: "
                 f"once the other nodes are up with a leader (zrep client status), wipe its data directory "
-                f"{data_dir} and start it again; it re-syncs everything from the leader.")
+                f"{data_dir} and start it again with --join; it re-syncs everything from the leader as an "
+                f"observer, until `zrep admin replace {node_id}` makes it a voter again.")
             return EXIT_NO_SNAPSHOT
         warnings = [why] if why else []
         if snapshot is not None and replay.first_index > 1 and not fits_log(snapshot, replay):
