@@ -119,11 +119,9 @@ class Node:
         # objects, which would otherwise double a long log's memory for the node's life.
         replay.entries.clear()
         self.replica = replica
-        # Stop (EXIT_REMOVED) once a committed configuration that named this disk no longer does;
-        # a wiped disk (a new incarnation no configuration ever named) waits as an observer instead.
+        # Stop (EXIT_REMOVED) once the core says a configuration that named this disk no longer
+        # does; a wiped disk (a new incarnation no configuration named) waits as an observer instead.
         self.removed = False
-        self._was_member = any(c.members and c.is_member(node_id, incarnation) for i, c in
-                               [(0, replica.base_config), *replica._configs.items()] if i <= replica.commit)
         self._commit_seen = -1
         self._config_seen: tuple[int, Config | None] = (-1, None)
         self.service = Service(
@@ -246,16 +244,13 @@ class Node:
 
     def _membership(self) -> None:
         """After the commit index or the configuration moved: follow the configuration with the
-        transport, and notice this node's removal (only from a membership it once had)."""
+        transport, and notice this node's removal (Replica.removed)."""
         rep = self.replica
         self._commit_seen = rep.commit
         if rep.config_index != self._config_seen[0] or rep.config is not self._config_seen[1]:
             self._config_seen = (rep.config_index, rep.config)
             self.transport.follow(rep.config)
-        committed = rep.committed_config()
-        if committed.members and committed.is_member(self.id, rep.inc):
-            self._was_member = True
-        elif self._was_member and rep.removed:
+        if rep.removed:
             self.removed = True
 
     def _send(self, msg: Message) -> None:
