@@ -227,8 +227,9 @@ def base_config(cfg: ClusterConfig, identity: Identity, snapshot: Snapshot | Non
     return seed_config(cfg) if identity.mode == "init" else Config(0, ())
 
 
-def _identity(data_dir: Path, mode: str | None, prefix: str, log: Log) -> Identity | None:
+def _identity(data_dir: Path, mode: str | None, node_id: int, log: Log) -> Identity | None:
     """The directory's identity, created on first start (or upgrade); None: refuse (no mode)."""
+    prefix = f"zrep node {node_id}"
     ident = read_identity(data_dir)
     if ident is not None:
         return ident
@@ -241,7 +242,7 @@ def _identity(data_dir: Path, mode: str | None, prefix: str, log: Log) -> Identi
     if mode is None:
         log(f"{prefix}: {data_dir} is a fresh data directory: start with --init if this node founds a new "
             "cluster with the nodes of the cluster file, or --join to wait as an observer until "
-            f"`zrep admin add {prefix.rsplit(' ', 1)[-1]}` (or `replace`) adds it")
+            f"`zrep admin add {node_id}` (or `replace {node_id}`) adds it")
         return None
     return create_identity(data_dir, mode)
 
@@ -251,14 +252,14 @@ def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozense
     """Read (or create) the identity, replay the WAL, load the snapshot, then serve; the exit code."""
     prefix = f"zrep node {node_id}"
     data_dir = Path(cfg.node_data_dir(node_id))
-    upgrade: list[str] = []
+    told: list[str] = []  # the upgrade line goes to the node's journal once it runs; a refusal to `log` now
     try:
-        identity = _identity(data_dir, mode, prefix, upgrade.append)
+        identity = _identity(data_dir, mode, node_id, told.append)
     except StorageError as e:
         log(f"{prefix}: {e}")
         return EXIT_STORAGE
     if identity is None:
-        for line in upgrade:
+        for line in told:
             log(line)
         return EXIT_NO_MODE
     try:
@@ -285,7 +286,7 @@ def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozense
             warnings.append(f"the snapshot of index {snapshot.index} is past or beside the compacted log "
                             "(an install that stopped before its WAL rewrite); the log was dropped for it")
         return _serve(cfg, node_id, wal, replay, transport, bugs, log, stopping, snapshot, warnings,
-                      journal_log=journal_log, log_format=log_format, identity=identity, told=upgrade)
+                      journal_log=journal_log, log_format=log_format, identity=identity, told=told)
     except StorageError as e:
         log(f"{prefix}: {e}")
         return EXIT_STORAGE
