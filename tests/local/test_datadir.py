@@ -25,7 +25,8 @@ def test_cluster_up_founds_a_brand_new_cluster_and_joins_a_lost_disk(tmp_path):
 
     nodes = [{"id": i, "rpc": f"tcp://127.0.0.1:{20000 + 2 * i}", "pub": f"tcp://127.0.0.1:{20001 + 2 * i}"}
              for i in (1, 2, 3)]
-    cfg = write_config({"cluster": {"data_dir": "data"}, "nodes": nodes}, tmp_path / "c.toml")
+    raw = {"cluster": {"heartbeat_ms": 50, "election_timeout_ms": 300, "data_dir": "data"}, "nodes": nodes}
+    cfg = write_config(raw, tmp_path / "c.toml")
     assert start_modes(cfg) == {1: "init", 2: "init", 3: "init"}
     for i in (1, 3):
         cfg.node_data_dir(i).mkdir(parents=True)
