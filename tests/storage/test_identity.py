@@ -7,7 +7,12 @@ import json
 import pytest
 
 from zrep.errors import StorageError
-from zrep.storage.identity import INCARNATION_BITS, create_identity, identity_path, read_identity
+from zrep.storage.identity import (
+    INCARNATION_BITS,
+    create_identity,
+    identity_path,
+    read_identity,
+)
 
 
 def test_a_fresh_directory_has_no_identity_until_one_is_created(tmp_path):

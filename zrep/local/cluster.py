@@ -42,10 +42,10 @@ from typing import Any, TypeVar
 import zmq
 
 from zrep.config import ClusterConfig, load_config, source_endpoint, write_config
+from zrep.local.datadir import is_fresh
 from zrep.local.processes import kill_all, signal_group, spawn
 from zrep.local.secure import secure_copy
 from zrep.security.keys import load_secret
-from zrep.local.datadir import is_fresh
 from zrep.security.zap import curve_client
 from zrep.wire.client_messages import ClientReply, ClientRequest
 from zrep.wire.codec import decode, encode

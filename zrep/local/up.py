@@ -39,8 +39,8 @@ from typing import IO, Any
 from zrep.client import Client, NodeStatus
 from zrep.config import ClusterConfig, parse_endpoint
 from zrep.exit_codes import UP_NODE_FAILED, UP_OK, UP_PORTS_TAKEN
-from zrep.local.processes import spawn, stop
 from zrep.local.datadir import is_fresh
+from zrep.local.processes import spawn, stop
 
 GRACE_S = 5.0  # SIGTERM, then this long for a node to stop, then SIGKILL
 STATUS_EVERY_S = 0.25  # how often to look for a leader and for dead children
