@@ -29,6 +29,12 @@ Invariants:
   * Only the loop thread touches sockets.
   * No per-message logging: one line per role change, election note from the
     core, and leader found (with how long the cluster was without one).
+  * Membership: whenever the commit index or the configuration moves, the
+    transport follows `replica.config` (links new members, unlinks removed
+    ones) and a node the core calls removed (Replica.removed) leaves the
+    loop; zrep.node.start then exits EXIT_REMOVED, keeping the data. Status
+    says observer or learner for a follower that is not a voter, and what to
+    run when the configuration names this id under another incarnation.
 
 Start-up, exit codes and signals are in zrep.node.start; the core stays
 unaware of this module.
