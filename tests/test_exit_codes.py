@@ -27,10 +27,10 @@ def test_the_client_help_lists_every_client_code():
     assert _listed(out) == {c: t.replace("`", "") for c, t in exit_codes.CLIENT_CODES.items()}
 
 
-def test_the_node_help_lists_every_node_code_7_included():
+def test_the_node_help_lists_every_node_code_9_included():
     out = CliRunner().invoke(main, ["node", "--help"], terminal_width=400).output
     assert _listed(out) == {c: t.replace("`", "") for c, t in exit_codes.NODE_CODES.items()}
-    assert max(_listed(out)) == exit_codes.NODE_NO_SNAPSHOT == 7
+    assert max(_listed(out)) == exit_codes.NODE_REMOVED == 9
 
 
 def test_both_node_command_lines_exit_2_on_a_missing_config(tmp_path):

@@ -35,6 +35,8 @@ NODE_STORAGE = 4  # the WAL cannot be opened, locked, written or fsynced: stop, 
 NODE_INVARIANT = 5  # an internal safety rule broke (a bug): stop at once
 NODE_NETWORK = 6  # a socket cannot be bound (address in use or not local)
 NODE_NO_SNAPSHOT = 7  # the WAL is compacted and the snapshot it needs is missing or unusable
+NODE_NO_MODE = 8  # a fresh data directory and neither --init nor --join: refuse to start
+NODE_REMOVED = 9  # the committed configuration no longer names this node: stop, keeping the data
 
 CLIENT_CODES: dict[int, str] = {
     EXIT_OK: "ok",
@@ -66,6 +68,8 @@ NODE_CODES: dict[int, str] = {
     NODE_NETWORK: "a socket cannot be bound (port in use, address not local)",
     NODE_NO_SNAPSHOT: "the log is compacted and its snapshot (`store.snap`) is missing or unusable: refuses to start "
                       "(the line says what to do)",
+    NODE_NO_MODE: "a fresh data directory without `--init` or `--join`: refuses to start (the line says which)",
+    NODE_REMOVED: "removed from the cluster's configuration: stops, keeping its data",
 }
 
 

@@ -7,6 +7,7 @@ the promise it names against what the nodes serve over the wire.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ import pytest
 import zmq
 from harness import LocalCluster, wait_until
 
+from zrep.config import write_config
 from zrep.core.messages import Append, Entry, Heartbeat, Role
 from zrep.node.start import EXIT_CORRUPT_LOG, EXIT_OK
 from zrep.node.transport import peer_identity
@@ -322,9 +324,7 @@ def test_garbage_and_oversized_frames_leave_every_node_serving(make_cluster: Mak
     # Node 4 is configured but never started: the test plays it, as a fake peer
     # on node 1's ROUTER and as the publisher the real nodes' SUBs connect to.
     c = make_cluster(nodes=4, start=False, max_body_bytes=MAX_BODY, max_frame_bytes=MAX_FRAME)
-    for i in (1, 2, 3):
-        c.start(i)
-    c.wait_for_leader(15, nodes=[1, 2, 3])
+    found_without(c, 4)
     ctx = zmq.Context()
     try:
         check_client_garbage(c)
@@ -337,6 +337,33 @@ def test_garbage_and_oversized_frames_leave_every_node_serving(make_cluster: Mak
     send_seq(c, "after", range(1, 11), lambda s: "box", acked, via=lambda s: (s % 3) + 1)
     assert_exactly_once(c, acked)
     assert all(c.running(i) for i in (1, 2, 3))
+
+
+def found_without(c: LocalCluster, absent: int) -> None:
+    """Nodes other than `absent` form the cluster from a cluster file without it (a provisional
+    configuration needs every seed), then run with the full file: `absent` is a seed they link
+    to (its PUB included), never a member."""
+    full, others = c.cfg, [i for i in c.ids if i != absent]
+    write_config(dataclasses.replace(full, nodes=tuple(n for n in full.nodes if n.id != absent)), c.config_path)
+    c.reload_config()
+    for i in others:
+        c.start(i)  # first start: --init
+    wait_until("the cluster formed", lambda: (st := c.statuses(others)) and len(st) == len(others) and all(
+        not s["forming"] and s["config_index"] > 0 for s in st.values()), 15)
+    for i in others:
+        assert c.kill(i, signal.SIGTERM) == EXIT_OK
+    write_config(full, c.config_path)
+    c.reload_config()
+    for i in others:
+        c.start(i)  # not fresh: no flag
+    c.wait_for_leader(15, nodes=others)
+
+    def settled() -> bool:  # every node follows one leader, whose epoch's no-op every node applied
+        st = c.statuses(others)
+        return len(st) == len(others) and len({(s["epoch"], s["leader"]) for s in st.values()}) == 1 and all(
+            s["leader"] and s["last_epoch"] == s["epoch"] and s["applied"] == s["last_index"] for s in st.values())
+
+    wait_until("the restarted nodes to settle on one leader", settled, 15)
 
 
 def _reply(frames: list[bytes] | None) -> ClientReply:

@@ -40,7 +40,7 @@ def run_until_leader(cfg: ClusterConfig, **kw: Any) -> tuple[int, list[str], lis
         threads.append(_metrics_threads())
         return any("is leader" in line for line in lines) or time.monotonic() > deadline
 
-    code = run_node(cfg, 1, log=lines.append, stopping=stopping, **kw)
+    code = run_node(cfg, 1, log=lines.append, stopping=stopping, mode="init", **kw)
     return code, lines, threads
 
 
@@ -90,7 +90,7 @@ def test_a_metrics_address_serves_while_the_node_runs_and_stops_with_it(tmp_path
                 scraped.append(r.read().decode())
         return bool(scraped) or time.monotonic() > deadline
 
-    assert run_node(cfg, 1, log=lines.append, stopping=stopping) == EXIT_OK
+    assert run_node(cfg, 1, log=lines.append, stopping=stopping, mode="init") == EXIT_OK
     assert 'zrep_role{role="leader"} 1.0' in scraped[0]
     assert f"metrics {cfg.nodes[0].metrics}" in lines[0]
     deadline = time.monotonic() + 5
@@ -106,7 +106,7 @@ def test_a_taken_metrics_port_stops_the_node_with_one_line(tmp_path: Path) -> No
         squatter.bind((host, int(port)))
         squatter.listen()
         lines: list[str] = []
-        assert run_node(cfg, 1, log=lines.append, stopping=lambda: True) == EXIT_NETWORK
+        assert run_node(cfg, 1, log=lines.append, stopping=lambda: True, mode="init") == EXIT_NETWORK
     assert len([ln for ln in lines if "cannot serve metrics" in ln]) == 1
 
 
@@ -129,5 +129,5 @@ def test_metrics_are_rendered_at_most_every_min_render_s(tmp_path: Path) -> None
             texts.append(scrape())
         return bool(texts) or time.monotonic() > deadline
 
-    assert run_node(cfg, 1, log=lines.append, stopping=stopping) == EXIT_OK
+    assert run_node(cfg, 1, log=lines.append, stopping=stopping, mode="init") == EXIT_OK
     assert len(set(texts[:5])) <= 2 and texts[-1] not in texts[:5]

@@ -134,7 +134,7 @@ def one_node(tmp_path: Path, **cluster: Any) -> ClusterConfig:
 def run_briefly(cfg: ClusterConfig | str, seconds: float = 10.0, **kw: Any) -> tuple[int, list[str]]:
     lines: list[str] = []
     deadline = time.monotonic() + seconds
-    code = run_node(cfg, 1, log=lines.append, stopping=lambda: time.monotonic() > deadline, **kw)
+    code = run_node(cfg, 1, log=lines.append, stopping=lambda: time.monotonic() > deadline, mode="init", **kw)
     return code, lines
 
 
@@ -211,7 +211,7 @@ def test_one_node_serves_writes_reads_and_status_then_stops_cleanly(tmp_path: Pa
     stop = threading.Event()
     result: list[int] = []
     lines: list[str] = []
-    t = threading.Thread(target=lambda: result.append(run_node(cfg, 1, log=lines.append, stopping=stop.is_set)))
+    t = threading.Thread(target=lambda: result.append(run_node(cfg, 1, log=lines.append, stopping=stop.is_set, mode="init")))
     t.start()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import zmq
 
 from zrep.config import ClusterConfig, load_config, source_endpoint, write_config
+from zrep.local.datadir import is_fresh
 from zrep.local.processes import kill_all, signal_group, spawn
 from zrep.local.secure import secure_copy
 from zrep.security.keys import load_secret
@@ -223,13 +224,19 @@ class LocalCluster:
     def wal_path(self, node_id: int) -> Path:
         return self.cfg.node_data_dir(node_id) / "wal"
 
-    def start(self, node_id: int | None = None) -> None:
-        """Start one node (or every node not running)."""
+    def start(self, node_id: int | None = None, mode: str | None = None) -> None:
+        """Start one node (or every node not running). A fresh data directory starts with --init
+        the first time this cluster starts that node (a founding member), with --join after
+        that (its disk was wiped: an observer until replaced); `mode` overrides ("init", "join",
+        or "" for no flag at all)."""
         for i in (self.ids if node_id is None else (node_id,)):
             if self.running(i):
                 continue
             self.reap()
             cmd = [sys.executable, "-m", "zrep.node", "--config", str(self.config_path), "--id", str(i)]
+            flag = mode if mode is not None else self._start_mode(i)
+            if flag:
+                cmd.append(f"--{flag}")
             for bug in self.bugs[i]:
                 cmd += ["--unsafe-bug", bug]
             with open(self.log_path(i), "ab") as out:
@@ -242,6 +249,11 @@ class LocalCluster:
             self.lives.append(life)
             self._life[i] = life
             self.paused.discard(i)
+
+    def _start_mode(self, node_id: int) -> str | None:
+        if not is_fresh(self.cfg.node_data_dir(node_id)):
+            return None  # it has started before: it has an identity (or is upgraded in place)
+        return "join" if any(life.node == node_id for life in self.lives) else "init"
 
     def running(self, node_id: int) -> bool:
         p = self.procs.get(node_id)

@@ -1,6 +1,8 @@
 """`zrep cluster up`: every node of a cluster file as a child process of one runner.
 
-Job: start each node as `python -m zrep node --id N --config PATH`, each in
+Job: start each node as `python -m zrep node --id N --config PATH` (with
+`--init` when every data directory is fresh: a brand-new cluster; `--join`
+for a fresh one among used ones: a lost disk), each in
 its own process group (so a terminal's Ctrl-C reaches only this runner, which
 then stops the nodes itself); copy every line a node prints with its id in
 front; print the status table once the cluster has a leader; say so when a
@@ -37,6 +39,7 @@ from typing import IO, Any
 from zrep.client import Client, NodeStatus
 from zrep.config import ClusterConfig, parse_endpoint
 from zrep.exit_codes import UP_NODE_FAILED, UP_OK, UP_PORTS_TAKEN
+from zrep.local.datadir import is_fresh
 from zrep.local.processes import spawn, stop
 
 GRACE_S = 5.0  # SIGTERM, then this long for a node to stop, then SIGKILL
@@ -78,13 +81,23 @@ class _State:
     unexpected: set[int] = field(default_factory=set)
 
 
-def node_command(config_path: str, node_id: int) -> list[str]:
-    return [sys.executable, "-m", "zrep", "node", "--id", str(node_id), "--config", config_path]
+def node_command(config_path: str, node_id: int, mode: str | None = None) -> list[str]:
+    return [sys.executable, "-m", "zrep", "node", "--id", str(node_id), "--config", config_path] + (
+        [f"--{mode}"] if mode else [])
 
 
-def _start(config_path: str, node_id: int, out: _Output, width: int) -> _Child:
+def start_modes(cfg: ClusterConfig) -> dict[int, str | None]:
+    """--init for every node of a brand-new cluster (every data directory fresh); otherwise --join
+    for a fresh one (a lost disk: it waits as an observer for `zrep admin replace`), nothing for the rest."""
+    fresh = {n.id: is_fresh(cfg.node_data_dir(n.id)) for n in cfg.nodes}
+    if all(fresh.values()):
+        return {i: "init" for i in fresh}
+    return {i: "join" if new else None for i, new in fresh.items()}
+
+
+def _start(config_path: str, node_id: int, out: _Output, width: int, mode: str | None = None) -> _Child:
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # lines arrive as they are written
-    proc = spawn(node_command(config_path, node_id), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = spawn(node_command(config_path, node_id, mode), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                  stderr=subprocess.STDOUT, env=env)
     prefix = f"[node {node_id:>{width}}] "
     pump = threading.Thread(target=_pump, args=(proc, prefix, out), name=f"node-{node_id}-output", daemon=True)
@@ -222,8 +235,12 @@ def run_cluster(cfg: ClusterConfig, *, show_status: ShowStatus, stream: IO[str] 
     width = len(str(max(cfg.node_ids)))
     with _stop_on_signals(stop):
         try:
+            modes = start_modes(cfg)
             for n in cfg.nodes:
-                state.children[n.id] = _start(config_path, n.id, out, width)
+                if modes[n.id] == "join":
+                    out.say(f"zrep cluster up: node {n.id}'s data directory is fresh while the others' are not: "
+                            f"it starts with --join and waits as an observer; run `zrep admin replace {n.id}`")
+                state.children[n.id] = _start(config_path, n.id, out, width, modes[n.id])
             _watch(cfg, state, out, show_status, stop, key)
         finally:
             clean = _stop_all(state, out)

@@ -29,6 +29,12 @@ Invariants:
   * Only the loop thread touches sockets.
   * No per-message logging: one line per role change, election note from the
     core, and leader found (with how long the cluster was without one).
+  * Membership: whenever the commit index or the configuration moves, the
+    transport follows `replica.config` (links new members, unlinks removed
+    ones) and a node the core calls removed (Replica.removed) leaves the
+    loop; zrep.node.start then exits EXIT_REMOVED, keeping the data. Status
+    says observer or learner for a follower that is not a voter, and what to
+    run when the configuration names this id under another incarnation.
 
 Start-up, exit codes and signals are in zrep.node.start; the core stays
 unaware of this module.
@@ -46,6 +52,7 @@ from typing import Any
 
 from zrep.config import ClusterConfig, load_config
 from zrep.core.log import LogView
+from zrep.core.membership import Config
 from zrep.core.messages import Forward, Message, Role
 from zrep.core.ready import Timing
 from zrep.core.replica import Replica
@@ -87,7 +94,8 @@ class Node:
 
     def __init__(self, cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport,
                  store: Store, commit: int, *, bugs: frozenset[str], log: Log,
-                 snapshot: Snapshot | None = None, log_format: str = "text") -> None:
+                 snapshot: Snapshot | None = None, log_format: str = "text", base: Config | None = None,
+                 incarnation: int = 0) -> None:
         self.cfg = cfg
         self.id = node_id
         self.wal = wal
@@ -103,8 +111,9 @@ class Node:
         self._max_catchup_ticks = 2 * timing.election_ticks
         replica = Replica(
             node_id,
-            cfg.node_ids,
+            base if base is not None else cfg.node_ids,
             rng=random.Random(),
+            incarnation=incarnation,
             timing=timing,
             hard_state=replay.hard_state,
             log=LogView(replay.entries, replay.first_index, replay.prev_epoch),
@@ -116,6 +125,11 @@ class Node:
         # objects, which would otherwise double a long log's memory for the node's life.
         replay.entries.clear()
         self.replica = replica
+        # Stop (EXIT_REMOVED) once the core says a configuration that named this disk no longer
+        # does; a wiped disk (a new incarnation no configuration named) waits as an observer instead.
+        self.removed = False
+        self._commit_seen = -1
+        self._config_seen: tuple[int, Config | None] = (-1, None)
         self.service = Service(
             replica,
             store,
@@ -140,6 +154,7 @@ class Node:
         self._behind: set[int] = set()
         self._refusals_told = (0, 0, 0.0)  # (peer, client) refusals already on the timeline, when told
         self._slow_flushes = (0, 0.0, -SLOW_FSYNC_EVENT_S)  # (untold count, slowest, when last told)
+        self._membership()  # connect to the configuration's members; a removed disk stops at once
 
     # ---------------------------------------------------------------- the loop
 
@@ -162,7 +177,7 @@ class Node:
         tick_s = self._tick_s
         next_tick = time.monotonic() + tick_s
         poll, take, compaction = self.transport.poll, self._take, self.compaction
-        while not stopping():
+        while not stopping() and not self.removed:
             timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))
             ready = poll(timeout_ms)
             busy = heard = False
@@ -230,6 +245,19 @@ class Node:
             self._role_changed()
             if self.replica.role != Role.LEADER:
                 self.port.shipper.forget_all()
+        if self.replica.commit != self._commit_seen or self.replica.config_index != self._config_seen[0]:
+            self._membership()
+
+    def _membership(self) -> None:
+        """After the commit index or the configuration moved: follow the configuration with the
+        transport, and notice this node's removal (Replica.removed)."""
+        rep = self.replica
+        self._commit_seen = rep.commit
+        if rep.config_index != self._config_seen[0] or rep.config is not self._config_seen[1]:
+            self._config_seen = (rep.config_index, rep.config)
+            self.transport.follow(rep.config)
+        if rep.removed:
+            self.removed = True
 
     def _send(self, msg: Message) -> None:
         try:
@@ -348,11 +376,30 @@ class Node:
 
     # ---------------------------------------------------------------- status
 
+    def _membership_status(self) -> dict[str, Any]:
+        """Who this disk is in the configuration: its incarnation, voter or not, and what to run
+        if its id is a member under another incarnation (the disk it replaced was lost)."""
+        rep = self.replica
+        cfg, me = rep.config, rep.config.member(self.id)
+        out: dict[str, Any] = {"incarnation": rep.inc, "voter": bool(cfg.counts(self.id, rep.inc)),
+                               "config_index": rep.config_index, "forming": cfg.provisional}
+        if me is not None and not cfg.is_member(self.id, rep.inc):
+            out["lost_state"] = (f"node {self.id} lost its state: run `zrep admin replace {self.id}` "
+                                 f"(the configuration names incarnation {me.incarnation:x}, this disk is "
+                                 f"{rep.inc:x})")
+        if rep.role == Role.FOLLOWER:  # a leader or a candidate says so (a removed leader leads until it commits)
+            if me is None or not cfg.is_member(self.id, rep.inc):
+                out["role_name"] = "observer"  # follows a leader's appends; never runs, never counts
+            elif not me.voter:
+                out["role_name"] = "learner"
+        return out
+
     def status(self) -> dict[str, Any]:
         s: dict[str, Any] = self.service.status()
         heard = self.transport.heard_ms_ago()
         rpc_of = self.requests.rpc_of
         s["node"] = self.id
+        s.update(self._membership_status())
         s["pid"] = os.getpid()  # so an operator (or the README's tour) can kill -9 the leader
         s["rpc"] = rpc_of(self.id)
         s["peers"] = [{"id": p, "heard_ms_ago": ms, "rpc": rpc_of(p)} for p, ms in heard.items()]

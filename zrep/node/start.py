@@ -22,6 +22,20 @@ Invariants:
     A node without one runs no HTTP server at all.
   * With log_format "json" every line, the start-up errors included, is one
     JSON object (time, node, level, event, message, fields).
+  * Identity before the WAL (zrep.storage.identity): a fresh data directory
+    gets its incarnation and start mode (--init or --join) before anything
+    else is written; without either flag it refuses to start
+    (EXIT_NO_MODE). A directory that has an identity ignores the flags. A
+    directory written before identities (a WAL, no identity) is upgraded in
+    place as an init member: its seeds' provisional configuration needs
+    every seed, so the cluster forms its first configuration once every
+    node runs this version.
+  * The base configuration handed to the core (the one as of the log's first
+    index - 1) is the snapshot's if it has one, else the provisional seed list
+    (init) or the empty configuration (join: an observer until added). Never
+    the TOML's list once a configuration exists: the TOML nodes are seeds.
+  * A node whose committed configuration no longer names it stops with
+    EXIT_REMOVED and keeps its data.
 """
 
 from __future__ import annotations
@@ -40,14 +54,17 @@ from typing import Any
 import zmq
 
 from zrep.config import ClusterConfig, load_config
+from zrep.core.membership import Config, Member
 from zrep.core.replica import BUGS
 from zrep.errors import ConfigError, CorruptLogError, InvariantError, StorageError
 from zrep.exit_codes import (
     NODE_CORRUPT_LOG,
     NODE_INVARIANT,
     NODE_NETWORK,
+    NODE_NO_MODE,
     NODE_NO_SNAPSHOT,
     NODE_OK,
+    NODE_REMOVED,
     NODE_STORAGE,
     NODE_USAGE,
 )
@@ -56,7 +73,9 @@ from zrep.node.loop import Log, Node
 from zrep.node.metrics import MetricsServer
 from zrep.node.stats import MeteredWal
 from zrep.node.transport import Transport
+from zrep.service.service import snapshot_config
 from zrep.storage import bugs as storage_bugs
+from zrep.storage.identity import Identity, create_identity, is_fresh, read_identity
 from zrep.storage.snapshot_files import (
     Snapshot,
     fits_log,
@@ -74,6 +93,8 @@ EXIT_STORAGE = NODE_STORAGE
 EXIT_INVARIANT = NODE_INVARIANT
 EXIT_NETWORK = NODE_NETWORK
 EXIT_NO_SNAPSHOT = NODE_NO_SNAPSHOT
+EXIT_NO_MODE = NODE_NO_MODE
+EXIT_REMOVED = NODE_REMOVED
 
 WAL_NAME = "wal"
 
@@ -152,9 +173,11 @@ def _check_bugs(bugs: Iterable[str]) -> frozenset[str]:
 
 def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
              bugs: Iterable[str] = frozenset(), log: Log = _stderr,
-             stopping: Callable[[], bool] | None = None, log_format: str = "text") -> int:
+             stopping: Callable[[], bool] | None = None, log_format: str = "text",
+             mode: str | None = None) -> int:
     """Run node `node_id` of the cluster until SIGTERM/SIGINT (or `stopping()`); the exit code.
 
+    `mode` ("init", "join" or None) is used only if the data directory is fresh.
     `bugs` plants test-only safety bugs in the core (zrep.core.replica.BUGS);
     never use it outside tests. `log` receives one finished line at a time,
     text or (log_format "json") one JSON object.
@@ -181,16 +204,64 @@ def run_node(config: str | os.PathLike[str] | ClusterConfig, node_id: int, *,
             "is another process using the port, or is the address not local?")
         return EXIT_NETWORK
     try:
-        return _open(cfg, node_id, transport, bugs, log, stopping, journal_log=journal_log, log_format=log_format)
+        return _open(cfg, node_id, transport, bugs, log, stopping, journal_log=journal_log, log_format=log_format,
+                     mode=mode)
     finally:
         transport.close()
 
 
+def seed_config(cfg: ClusterConfig) -> Config:
+    """The provisional configuration of the TOML's nodes: every seed a voter, any incarnation,
+    all needed; each with its addresses (and public keys, if the cluster file has them)."""
+    keys = cfg.security.node_keys
+    return Config(0, tuple(Member(n.id, rpc=n.rpc, pub=n.pub, keys=tuple(k.decode() for k in keys.get(n.id, ())))
+                           for n in cfg.nodes), provisional=True)
+
+
+def base_config(cfg: ClusterConfig, identity: Identity, snapshot: Snapshot | None) -> Config:
+    """The configuration as of the log's first index - 1: the snapshot's, else by the start mode."""
+    if snapshot is not None:
+        held = snapshot_config(snapshot.store)
+        if held is not None:
+            return held
+    return seed_config(cfg) if identity.mode == "init" else Config(0, ())
+
+
+def _identity(data_dir: Path, mode: str | None, node_id: int, log: Log) -> Identity | None:
+    """The directory's identity, created on first start (or upgrade); None: refuse (no mode)."""
+    prefix = f"zrep node {node_id}"
+    ident = read_identity(data_dir)
+    if ident is not None:
+        return ident
+    if not is_fresh(data_dir):
+        # Written by the code before identities: its promises are real, so it stays a founding member.
+        ident = create_identity(data_dir, "init")
+        log(f"{prefix}: upgraded {data_dir} in place (incarnation {ident.incarnation:x}, founding member); "
+            "the cluster forms its first configuration once every node runs this version")
+        return ident
+    if mode is None:
+        log(f"{prefix}: {data_dir} is a fresh data directory: start with --init if this node founds a new "
+            "cluster with the nodes of the cluster file, or --join to wait as an observer until "
+            f"`zrep admin add {node_id}` (or `replace {node_id}`) adds it")
+        return None
+    return create_identity(data_dir, mode)
+
+
 def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozenset[str], log: Log,
-          stopping: Callable[[], bool] | None, *, journal_log: Log, log_format: str) -> int:
-    """Replay the WAL, load the snapshot, then serve; the exit code."""
+          stopping: Callable[[], bool] | None, *, journal_log: Log, log_format: str, mode: str | None = None) -> int:
+    """Read (or create) the identity, replay the WAL, load the snapshot, then serve; the exit code."""
     prefix = f"zrep node {node_id}"
     data_dir = Path(cfg.node_data_dir(node_id))
+    told: list[str] = []  # the upgrade line goes to the node's journal once it runs; a refusal to `log` now
+    try:
+        identity = _identity(data_dir, mode, node_id, told.append)
+    except StorageError as e:
+        log(f"{prefix}: {e}")
+        return EXIT_STORAGE
+    if identity is None:
+        for line in told:
+            log(line)
+        return EXIT_NO_MODE
     try:
         wal, replay = MeteredWal.open(data_dir / WAL_NAME)
     except CorruptLogError as e:
@@ -206,7 +277,8 @@ def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozense
             log(f"{prefix}: cannot start: the WAL {wal.path} is compacted (it starts at index "
                 f"{replay.first_index}) and {why}, so the store cannot be rebuilt. Do not edit the files: "
                 f"once the other nodes are up with a leader (zrep client status), wipe its data directory "
-                f"{data_dir} and start it again; it re-syncs everything from the leader.")
+                f"{data_dir} and start it again with --join; it re-syncs everything from the leader as an "
+                f"observer, until `zrep admin replace {node_id}` makes it a voter again.")
             return EXIT_NO_SNAPSHOT
         warnings = [why] if why else []
         if snapshot is not None and replay.first_index > 1 and not fits_log(snapshot, replay):
@@ -214,7 +286,7 @@ def _open(cfg: ClusterConfig, node_id: int, transport: Transport, bugs: frozense
             warnings.append(f"the snapshot of index {snapshot.index} is past or beside the compacted log "
                             "(an install that stopped before its WAL rewrite); the log was dropped for it")
         return _serve(cfg, node_id, wal, replay, transport, bugs, log, stopping, snapshot, warnings,
-                      journal_log=journal_log, log_format=log_format)
+                      journal_log=journal_log, log_format=log_format, identity=identity, told=told)
     except StorageError as e:
         log(f"{prefix}: {e}")
         return EXIT_STORAGE
@@ -231,7 +303,8 @@ def _drop_log_for(snapshot: Snapshot, wal: Wal, replay: Replay) -> Replay:
 
 def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport: Transport, bugs: frozenset[str],
            log: Log, stopping: Callable[[], bool] | None, snapshot: Snapshot | None = None,
-           warnings: list[str] | None = None, *, journal_log: Log, log_format: str) -> int:
+           warnings: list[str] | None = None, *, journal_log: Log, log_format: str,
+           identity: Identity, told: list[str]) -> int:
     prefix = f"zrep node {node_id}"
     flag = _StopFlag()
     flag.install()
@@ -243,7 +316,8 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport
         commit = max(replay.commit, snapshot.index) if snapshot else replay.commit
         rebuild_store(store, replay, commit)
         node = Node(cfg, node_id, wal, replay, transport, store, commit, bugs=bugs, log=journal_log,
-                    snapshot=snapshot, log_format=log_format)
+                    snapshot=snapshot, log_format=log_format, base=base_config(cfg, identity, snapshot),
+                    incarnation=identity.incarnation)
         bind_metrics = cfg.node(node_id).bind_metrics
         if bind_metrics is not None:
             try:
@@ -252,11 +326,14 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport
                 log(f"{prefix}: cannot serve metrics on {bind_metrics}: {e}; is another process using the port, "
                     "or is the address not local? (remove metrics from the node's entry to run without)")
                 return EXIT_NETWORK
+        for line in told:
+            node.say(line.removeprefix(f"{prefix}: "))
         for line in replay.warnings + (warnings or []) + list(cfg.warnings):
             node.say(f"warning: {line}")
         if bugs:
             node.say(f"UNSAFE: planted bugs {sorted(bugs)} are on; this node may lose acknowledged writes")
-        node.journal.event("started", f"started: rpc {node.status()['rpc']}, epoch {replay.hard_state.epoch}, "
+        node.journal.event("started", f"started: rpc {node.status()['rpc']}, incarnation {identity.incarnation:x} "
+                           f"({identity.mode}), epoch {replay.hard_state.epoch}, "
                            f"log {replay.first_index}..{node.replica.log.last_index}, commit {node.replica.commit}"
                            + (f", store from the snapshot of index {snapshot.index}" if snapshot else "")
                            + (f", metrics {cfg.node(node_id).metrics}" if metrics is not None else ""))
@@ -265,6 +342,11 @@ def _serve(cfg: ClusterConfig, node_id: int, wal: Wal, replay: Replay, transport
         node.reload_asked = flag.take_reload
         node.run((lambda: flag.stop or stopping()) if stopping is not None else flag)
         node.compaction.on_stop()
+        if node.removed:
+            node.journal.event("removed", f"stopping: removed from the cluster (its committed configuration "
+                               f"no longer names node {node_id} incarnation {identity.incarnation:x}); the data is "
+                               f"kept in {cfg.node_data_dir(node_id)}", level="warning")
+            return EXIT_REMOVED
         node.journal.event("stopped", "stopped")
         return EXIT_OK
     except StorageError as e:

@@ -84,6 +84,17 @@ With security.mode = "curve" the sockets are CURVE sockets and every frame is
 judged by the key its connection authenticated with: that half lives in
 zrep.node.curve (CurveLinks, which Transport inherits).
 
+Membership (issue 15): the cluster file's nodes are seeds, linked from the
+start and kept for the node's life. `follow(config)` links every member of the
+configuration in force that is not linked yet (its Member rpc/pub), and
+unlinks a member that left it (and is no seed) after UNLINK_AFTER_S, so the
+messages of its last turns still leave. A message for a node with no link is
+dropped and counted (`send_unknown`). In plain mode a ROUTER frame whose
+routing id is `node-<id>` is a peer's even if that id is not linked yet (a
+new member's first ack; the core judges it); in curve mode a node is only
+what its key says, so a member outside the cluster file is linked only once
+the cluster file lists its key (SIGHUP reload).
+
 Imports zmq and the codec; must not import the core's Replica, the WAL or the
 store: this module moves frames, it does not judge protocol state.
 """
@@ -129,6 +140,8 @@ ROUTER_SLACK_BYTES = 64 << 10  # frames this far over the limit are still answer
 SUB_MAX_BYTES = 64 << 10  # heartbeats are ~40 bytes
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 1000
+UNLINK_AFTER_S = 5.0  # a member removed from the configuration is unlinked this long after
+_PEER_PREFIX = b"node-"
 _PEER_TYPES = frozenset(PEER_MESSAGE_TYPES)
 # Plain ints: pyzmq's flag enums cost a Python-level Flag.__or__ per use, and
 # send_multipart/recv_multipart go through them: 3x slower per frame.
@@ -158,6 +171,7 @@ class Counters:
     client_bad: int = 0  # answered BAD_REQUEST
     client_too_large: int = 0  # answered TOO_LARGE
     send_dropped: int = 0  # peer message not sent: queue full or peer not connected
+    send_unknown: int = 0  # peer message for a node neither a seed nor in the configuration: dropped
     reply_dropped: int = 0  # client reply not sent: its queue is full (each reply of a ClientReplies frame)
     client_forbidden: int = 0  # curve: a principal's request its grants refuse, or a client key sending peer kinds
     key_unknown: int = 0  # curve: a frame whose key is no longer listed (revoked by a reload)
@@ -178,6 +192,10 @@ class Transport(CurveLinks):
         me = cfg.node(node_id)
         self.node_id = node_id
         self.rpc = me.rpc
+        self._host = me.host
+        self._cfg = cfg
+        self._seeds = frozenset(p.id for p in cfg.peers_of(node_id))
+        self._unlink_at: dict[int, float] = {}  # member that left the configuration -> when to unlink it
         self.max_frame_bytes = cfg.max_frame_bytes
         self.counters = Counters()
         self._peer_by_ident = {peer_identity(p.id): p.id for p in cfg.peers_of(node_id)}
@@ -271,6 +289,60 @@ class Transport(CurveLinks):
         for peer_id, dealer in self._dealers.items():
             self._watch_dealer(peer_id, dealer)
 
+    # ---------------------------------------------------------------- membership
+
+    def follow(self, config: Any) -> list[int]:
+        """Link the members of `config` (a zrep.core.membership.Config) not linked yet; schedule
+        the unlinking of those that left it (seeds stay). The ids newly linked."""
+        members = {m.id: m for m in config.members if m.id != self.node_id}
+        linked = []
+        for peer_id, m in members.items():
+            self._unlink_at.pop(peer_id, None)
+            if peer_id in self._dealers or self.secure or not (m.rpc and m.pub):
+                continue  # curve: only the cluster file's keys are trusted (a reload adds them)
+            self._link(peer_id, m.rpc, m.pub)
+            linked.append(peer_id)
+        later = time.monotonic() + UNLINK_AFTER_S
+        for peer_id in self._dealers:
+            if peer_id not in members and peer_id not in self._seeds and config.members:
+                self._unlink_at.setdefault(peer_id, later)
+        if linked:
+            self.notes.append(f"linked to new member(s) {linked} of the configuration")
+        return linked
+
+    def _link(self, peer_id: int, rpc: str, pub: str) -> None:
+        """Plain mode: a DEALER to `rpc` and the SUB to `pub` of a member outside the cluster file."""
+        dealer = self._new_dealer()
+        dealer.setsockopt(zmq.ROUTING_ID, peer_identity(self.node_id))
+        self._endpoints[peer_id] = (source_endpoint(self._host, rpc), source_endpoint(self._host, pub))
+        dealer.connect(self._endpoints[peer_id][0])
+        self._dealers[peer_id] = dealer
+        self._sub.connect(self._endpoints[peer_id][1])
+        self._peer_by_ident[peer_identity(peer_id)] = peer_id
+        self.peer_ids = tuple(sorted(set(self.peer_ids) | {peer_id}))
+        self._watch_dealer(peer_id, dealer)
+
+    def _unlink_due(self, now: float) -> None:
+        for peer_id, at in list(self._unlink_at.items()):
+            if now < at:
+                continue
+            del self._unlink_at[peer_id]
+            dealer = self._dealers.pop(peer_id, None)
+            if dealer is None:
+                continue
+            self._unwatch_dealer(peer_id)
+            self._sockets.remove(dealer)
+            dealer.close(linger=0)
+            rpc_pub = self._endpoints.pop(peer_id, None)
+            if rpc_pub is not None:
+                try:
+                    self._sub.disconnect(rpc_pub[1])
+                except zmq.ZMQError:
+                    pass  # never connected (or already gone): nothing to undo
+            self.peer_ids = tuple(p for p in self.peer_ids if p != peer_id)
+            self.last_heard.pop(peer_id, None)
+            self.notes.append(f"unlinked node {peer_id}: it left the configuration")
+
     def _new_dealer(self) -> zmq.Socket:
         """A DEALER to one peer's ROUTER (not connected yet)."""
         return self._socket(zmq.DEALER, SNDHWM=HWM_PEER, RCVHWM=10, IMMEDIATE=1, **self._zmtp)
@@ -335,6 +407,8 @@ class Transport(CurveLinks):
             self._zap.handle()  # handshakes first: a new peer or client waits on them
             if self._relink_at:
                 self._relink_due()
+        if self._unlink_at:
+            self._unlink_due(now)
         for sock in ready:
             if sock is self._router:
                 if self.secure:
@@ -389,6 +463,8 @@ class Transport(CurveLinks):
                 parts.append(recv(_NOBLOCK))
             ident = parts[0]
             src = by_ident.get(ident)
+            if src is None and ident[:5] == _PEER_PREFIX:
+                src = _peer_of(ident)  # a member we have no link to yet (a new one): the core judges it
             if src is not None:
                 msg = self._peer_frame(src, parts, limit)
                 if msg is not None:
@@ -483,7 +559,7 @@ class Transport(CurveLinks):
         passed in so the caller decides what to do with an unencodable message."""
         sock = self._pub if msg.dst == 0 else self._dealers.get(msg.dst)
         if sock is None:
-            self.counters.send_dropped += 1
+            self.counters.send_unknown += 1  # neither a seed nor a member we could link
             return False
         try:
             _send_frame(sock, data, _NOBLOCK)
@@ -552,6 +628,12 @@ class Transport(CurveLinks):
         """Per peer: milliseconds since its last valid frame, None if never heard."""
         now = time.monotonic()
         return {p: (int((now - self.last_heard[p]) * 1000) if p in self.last_heard else None) for p in self.peer_ids}
+
+
+def _peer_of(ident: bytes) -> int | None:
+    """The id in a `node-<id>` routing id; None if it is not one."""
+    digits = ident[len(_PEER_PREFIX):]
+    return int(digits) if digits.isdigit() and 0 < len(digits) < 19 and int(digits) > 0 else None
 
 
 def _too_large(reply: ClientReply, e: ValueError) -> ClientReply:
