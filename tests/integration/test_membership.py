@@ -7,10 +7,8 @@ change that would leave the live voters without a quorum is refused with one
 line and EXIT_REJECTED, while a dead voter can always be removed; `inspect`
 reads a stopped node's configuration from its WAL.
 
-On this branch nodes still start from the static configuration of the cluster
-file (every incarnation 0). A promotion needs the incarnation the learner's
-acks carry, so it is refused until nodes have identities; the test asserts
-that refusal (one line, exit code) where the node reports incarnation 0.
+Every node has an identity (zrep.storage.identity): a removed node stops with
+its own exit code, and a wiped node restarts with --join and is replaced.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from harness import LocalCluster, wait_until
 
 from zrep.aio import Client as AioClient
 from zrep.client import Client, ClientError, Membership
-from zrep.exit_codes import EXIT_OK, EXIT_REJECTED
+from zrep.exit_codes import EXIT_OK, EXIT_REJECTED, NODE_REMOVED
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,40 +120,44 @@ def test_members_lists_three_voters_as_the_leader_sees_them(cluster: LocalCluste
     assert (row["rpc"], row["pub"], row["role"]) == (node.rpc, node.pub, "voter")
 
 
-def test_remove_a_follower_under_load_then_add_it_back(cluster: LocalCluster) -> None:
+def test_remove_a_follower_under_load_then_replace_it(cluster: LocalCluster) -> None:
+    """A removed node stops (exit code 9, data kept); an operator wipes it, it restarts with
+    --join, and is added back and promoted: a voter again under a new incarnation."""
     c = cluster
     leader = c.wait_for_leader()
     gone = max(i for i in c.ids if i != leader)
+    old_incarnation = c.status(gone)["incarnation"]
     writer = Writer(c, "load")
     try:
         writer.wait_for_more(20)
         with Client(c.config_path, timeout_s=10) as cl:
             view = cl.admin("remove", gone)
             assert view.voters == sorted(set(c.ids) - {gone}) and view.member(gone) is None
+            wait_until(f"removed node {gone} to stop", lambda: not c.running(gone) or None, 15)
+            assert c.procs[gone].returncode == NODE_REMOVED
             writer.wait_for_more(50)  # two voters of two: writes go on
 
-            # Added back at the same addresses, as a learner (the node still runs, incarnation 0).
+            shutil.rmtree(c.cfg.node_data_dir(gone))  # the operator reformats it
+            c.start(gone)  # a fresh directory of a node started before: --join
             node = c.cfg.node(gone)
             view = cl.admin("add", gone, rpc=node.rpc, pub=node.pub)
             assert view.member(gone) is not None and view.member(gone).role == "learner"
-            wait_member(cl, f"node {gone} caught up as a learner",
-                        lambda v: v.member(gone) is not None and v.member(gone).state == "live"
-                        and v.member(gone).lag == 0)
+            view = wait_until(f"node {gone} promoted once caught up", lambda: _promoted(cl, gone), 30)
+            assert view.member(gone).incarnation not in ("", f"{old_incarnation:x}")
             writer.wait_for_more(50)
-
-            # Its disk replaced: the wiped node restarts empty and catches up again from the others.
-            c.kill(gone, signal.SIGKILL)
-            shutil.rmtree(c.cfg.node_data_dir(gone))
-            c.start(gone)
-            writer.wait_for_more(50)
-            wait_member(cl, f"the wiped node {gone} caught up", lambda v: v.member(gone) is not None
-                        and v.member(gone).role == "learner" and v.member(gone).lag == 0, timeout=20)
     finally:
         acked = writer.stop()
     assert not writer.errors, writer.errors[:3]
     stored = read_all(c, "load")
     assert stored == acked, "an acknowledged write is missing, or one appears twice"
     c.wait_converged(15)
+
+
+def _promoted(cl: Client, node: int) -> Membership | None:
+    try:
+        return cl.admin("promote", node)
+    except ClientError:
+        return None  # still catching up: asked again
 
 
 def test_demote_keeps_serving_and_promote_needs_a_caught_up_learner(cluster: LocalCluster) -> None:
@@ -173,14 +175,9 @@ def test_demote_keeps_serving_and_promote_needs_a_caught_up_learner(cluster: Loc
     assert again.returncode == EXIT_REJECTED and "learner already" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
 
-    promote = admin(c, "promote", str(follower), "--wait", "1")
-    if c.status(follower).get("incarnation", 0) == 0:
-        # No identities yet: the learner's acks carry incarnation 0, which the leader does not promote.
-        assert promote.returncode == EXIT_REJECTED, promote.stderr
-        assert "has not answered yet" in promote.stderr and len(promote.stderr.strip().splitlines()) == 1
-    else:
-        assert promote.returncode == EXIT_OK, promote.stderr
-        assert follower in members_json(c)["voters"]
+    promote = admin(c, "promote", str(follower), "--wait", "10")
+    assert promote.returncode == EXIT_OK, promote.stderr
+    assert follower in members_json(c)["voters"]
 
 
 def test_a_change_that_would_lose_quorum_is_refused_and_a_dead_voter_can_go(cluster: LocalCluster) -> None:
@@ -224,7 +221,7 @@ def test_replace_a_wiped_node_removes_it_adds_it_back_and_waits_for_it(cluster: 
     c.kill(lost, signal.SIGKILL)
     shutil.rmtree(c.cfg.node_data_dir(lost))  # its disk is gone
 
-    replace = subprocess.Popen([sys.executable, "-m", "zrep", "admin", "replace", str(lost), "--wait", "3",
+    replace = subprocess.Popen([sys.executable, "-m", "zrep", "admin", "replace", str(lost), "--wait", "20",
                                 "--config", str(c.config_path)], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
@@ -241,13 +238,8 @@ def test_replace_a_wiped_node_removes_it_adds_it_back_and_waits_for_it(cluster: 
             replace.kill()
             replace.wait()
     assert f"node {lost} removed" in out and f"node {lost} added back as a learner" in out
-    if c.status(lost).get("incarnation", 0) == 0:
-        # No identities on this branch: the promotion is refused, and the line says how to finish.
-        assert replace.returncode == EXIT_REJECTED, err
-        assert len(err.strip().splitlines()) == 1 and f"zrep admin promote {lost}" in err
-    else:
-        assert replace.returncode == EXIT_OK, err
-        assert lost in members_json(c)["voters"]
+    assert replace.returncode == EXIT_OK, err
+    assert lost in members_json(c)["voters"]
     assert read_all(c, "before") == [f"b{i}" for i in range(20)]
     c.wait_converged(15)
 
