@@ -267,3 +267,41 @@ def test_transfer_leader_under_load_costs_no_write(cluster: LocalCluster) -> Non
         acked = writer.stop()
     assert not writer.errors, writer.errors[:3]
     assert read_all(c, "handover") == acked
+
+
+def test_force_new_cluster_after_losing_two_of_three(cluster: LocalCluster) -> None:
+    """Two machines of three are gone for good: the survivor becomes a one-voter cluster that
+    keeps every acknowledged write it holds, then grows again with a wiped node."""
+    c = cluster
+    c.wait_for_leader()
+    with Client(c.config_path, timeout_s=10) as cl:
+        for i in range(30):
+            cl.send("kept", f"k{i}", ack="all")  # on every voter: survives whichever node is left
+    leader = c.wait_for_leader()
+    survivor = min(i for i in c.ids if i != leader)
+    lost = [i for i in c.ids if i != survivor]
+    for i in lost:
+        c.kill(i, signal.SIGKILL)
+    c.kill(survivor, signal.SIGTERM)
+    wait_until("the survivor to stop", lambda: not c.running(survivor) or None, 15)
+    directory = str(c.cfg.node_data_dir(survivor))
+    dry = admin(None, "force-new-cluster", directory)
+    assert dry.returncode == EXIT_OK and "--yes" in dry.stdout and "may be lost" in dry.stdout
+    proc = admin(None, "force-new-cluster", directory, "--yes", "--json")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert json.loads(proc.stdout)["node"] == survivor
+    c.start(survivor)
+    wait_until(f"node {survivor} to lead alone (a quorum of one)",
+               lambda: c.statuses([survivor]).get(survivor, {}).get("role_name") == "leader" or None, 15)
+    with Client(c.config_path, timeout_s=20) as cl:
+        assert [m.body.decode() for m in cl.read("kept", limit=100).messages] == [f"k{i}" for i in range(30)]
+        assert cl.send("after", "one voter").index > 0
+        assert cl.members().voters == [survivor]
+        back = lost[0]
+        shutil.rmtree(c.cfg.node_data_dir(back))
+        c.start(back)  # a fresh directory of a node started before: --join
+        spec = c.cfg.node(back)
+        cl.admin("add", back, rpc=spec.rpc, pub=spec.pub)
+        view = wait_until(f"node {back} promoted", lambda: _promoted(cl, back), 30)
+        assert view.voters == sorted([survivor, back])
+    # lost[1] is never started again: with its old data it would try to form the old cluster.

@@ -5,7 +5,7 @@ replace (remove a dead or wiped node, add it back as a learner, wait until
 it has caught up, promote it), and inspect DIR (offline: a stopped node's
 rank and configuration). Every change goes to the leader, which judges it
 (zrep.service.membership) and answers once its configuration entry has
-committed. transfer-leader [ID] hands leadership over; `force-new-cluster` is not built yet.
+committed. transfer-leader [ID] hands leadership over; force-new-cluster DIR (offline) recovers from a lost majority.
 
 Invariants: one line on stderr for every failure, saying what to do; exit
 codes from zrep.exit_codes (a refused change: EXIT_REJECTED; no leader:
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,7 +25,6 @@ import click
 from zrep.cli import (
     CONFIG_ENV,
     CONFIG_KEY,
-    TIMEOUT_KEY,
     DEFAULT_CONFIG,
     EXIT_CODES_HELP,
     EXIT_OUTCOME_UNKNOWN,
@@ -32,6 +32,7 @@ from zrep.cli import (
     EXIT_USAGE,
     KEY_ENV,
     TIMEOUT_ENV,
+    TIMEOUT_KEY,
     CliError,
     _echo_json,
     _remember,
@@ -42,6 +43,8 @@ from zrep.cli import (
 from zrep.cli.admin_inspect import NotADataDir, inspect_dir, inspect_lines
 from zrep.cli.client import _ClientFactory
 from zrep.client import Client, Membership, OutcomeUnknown, Rejected
+from zrep.errors import CorruptLogError, StorageError
+from zrep.storage.recovery import force_new_cluster, snapshot_base
 from zrep.wire.client_messages import MAX_NODE_ID, REFUSED
 
 RETRY_EVERY_S = 0.5  # --wait: how often a refused promote is asked again
@@ -302,3 +305,55 @@ def inspect_command(directory: str, as_json: bool) -> None:
         return
     for line in inspect_lines(info):
         click.echo(line)
+
+
+@admin.command(name="force-new-cluster")
+@click.argument("directory", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--yes", is_flag=True, help="Do it: without --yes, only say what would be done and what may be lost.")
+@json_option
+@verbose_option
+def force_new_cluster_command(directory: str, yes: bool, as_json: bool) -> None:
+    """Offline, after losing a majority: make this stopped node's directory a cluster of one voter
+    (a new cluster id, its whole log kept). Run it on the survivor `zrep admin inspect` ranks highest;
+    wipe the other survivors and add them back with --join and `zrep admin add/promote`."""
+    try:
+        info = inspect_dir(directory)
+    except NotADataDir as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    if info["wal_end"] == "corrupt":
+        raise CliError(f"{directory}: its WAL is corrupt ({info['wal_verdict']}); pick another survivor", EXIT_USAGE)
+    node = _node_of(directory, info)
+    warning = ("writes acknowledged by a majority that did not include this node may be lost; none sent with "
+               "--ack all (every voter held those). Old members that return must be wiped first: started "
+               "with their data they would form the old cluster again.")
+    if not yes:
+        click.echo(f"would make node {node} (rank epoch {info['last_epoch']}, index {info['last_index']}) the only "
+                   f"voter of a new cluster, keeping all {info['last_index']} entries of its log")
+        click.echo(f"what may be lost: {warning}")
+        click.echo("run again with --yes to do it (the node must be stopped)")
+        return
+    if not info["incarnation"]:
+        raise CliError(f"{directory} has no identity file yet; start and stop the node once (it is upgraded "
+                       "in place), then run this again", EXIT_USAGE)
+    try:
+        config, index = force_new_cluster(Path(directory) / "wal", node, info["incarnation"],
+                                          snapshot_base(Path(directory)))
+    except (StorageError, CorruptLogError, OSError) as e:
+        raise CliError(f"{directory}: {e}; is the node still running? stop it first", EXIT_USAGE) from None
+    out = {"node": node, "cluster_id": f"{config.cluster_id:x}", "config_index": index, "may_be_lost": warning}
+    if as_json:
+        _echo_json(out)
+        return
+    click.echo(f"node {node} is now the only voter of cluster {config.cluster_id:x} (configuration at index "
+               f"{index}); start it as usual, then add the others back: wipe each, start it with --join, "
+               f"zrep admin add ID --rpc ... --pub ..., zrep admin promote ID --wait 60")
+    click.echo(f"what may be lost: {warning}")
+
+
+def _node_of(directory: str, info: dict[str, Any]) -> int:
+    """The node id of a data directory, from its name: DATA_DIR/node-N."""
+    name = Path(directory).resolve().name
+    if name.startswith("node-") and name[5:].isdigit():
+        return int(name[5:])
+    raise CliError(f"{directory}: cannot tell which node this is (a node's data directory is DATA_DIR/node-N)",
+                   EXIT_USAGE)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from zrep.core.membership import Config, decode_config, is_config
-from zrep.errors import CorruptLogError, DecodeError
+from zrep.errors import CorruptLogError, DecodeError, StorageError
+from zrep.storage.identity import read_identity
 from zrep.storage.inspect import not_a_wal, verdict
 from zrep.storage.wal import read_log, replay_buffer
 from zrep.store.snapshot import decode_snapshot
@@ -54,7 +55,12 @@ def inspect_dir(directory: str | Path) -> dict[str, Any]:
     replay, _ = replay_buffer(buf, str(wal))
     last = replay.first_index - 1 + len(replay.entries)
     last_epoch = replay.entries[-1].epoch if replay.entries else replay.prev_epoch
-    out.update(incarnation=0, first_index=replay.first_index, last_index=last, last_epoch=last_epoch,
+    try:
+        ident = read_identity(root)
+    except StorageError as e:
+        ident, out["identity_error"] = None, str(e)
+    out.update(incarnation=ident.incarnation if ident else 0, mode=ident.mode if ident else "",
+               first_index=replay.first_index, last_index=last, last_epoch=last_epoch,
                rank=[last_epoch, last], commit=replay.commit, epoch=replay.hard_state.epoch,
                vote=replay.hard_state.vote)
     config, source, index = None, "", 0
@@ -89,10 +95,11 @@ def inspect_lines(info: dict[str, Any]) -> list[str]:
     lines += [f"rank       epoch {info['last_epoch']}, index {info['last_index']} (the freshest survivor ranks highest)",
               f"commit     {info['commit']} (a hint: entries above it may be committed too)",
               f"epoch      {info['epoch']}, vote {info['vote']}",
-              f"identity   incarnation {info['incarnation']:x} (no identity file: every incarnation is 0)"]
+              (f"identity   incarnation {info['incarnation']:x}, started with --{info['mode']}" if info["incarnation"]
+               else "identity   none (written before identities: upgraded in place on its next start)")]
     if "snapshot_index" in info:
         lines.append(f"snapshot   up to index {info['snapshot_index']}")
-    for key in ("snapshot_error", "config_error"):
+    for key in ("snapshot_error", "config_error", "identity_error"):
         if key in info:
             lines.append(f"warning    {info[key]}")
     config = info["config"]

@@ -105,7 +105,9 @@ def plan_change(rep: Replica, request: dict[str, Any]) -> Config:
             raise Refused("BAD_REQUEST", "the last voter cannot go; add and promote another first")
         if not force and member.voter and not _live(rep, node):
             return new  # a dead voter may always go: that is how a cluster heals
-    newcomer = 1 if op == "promote" else 0  # as etcd: the quorum must hold with the newcomer counted as down
+    # As etcd: the quorum must hold with the newcomer counted as down; except when growing a cluster of
+    # one voter, which no second voter could ever join otherwise (etcd's isReadyToAddVotingMember too).
+    newcomer = 1 if op == "promote" and len(cur.voters) > 1 else 0
     if not force and _live_counting(rep, new) - newcomer < new.quorum():
         raise Refused("UNAVAILABLE", "the live voters would not make a quorum of the new configuration; "
                       "bring nodes back first (or --force)")

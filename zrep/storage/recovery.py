@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from zrep.core.membership import (
     CONFIG_MARK,
@@ -28,7 +29,10 @@ from zrep.core.membership import (
     encode_config,
 )
 from zrep.core.messages import Entry, HardState
+from zrep.errors import DecodeError
+from zrep.storage.snapshot_files import SNAPSHOT_NAME
 from zrep.storage.wal import Wal
+from zrep.store.snapshot import decode_snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +80,15 @@ def force_new_cluster(wal_path: str | os.PathLike[str], node_id: int, incarnatio
         wal.append_entries([Entry(epoch, last_index + 1, encode_config(config))])
         wal.sync()
     return config, last_index + 1
+
+
+def snapshot_base(directory: Path) -> Config | None:
+    """The configuration in a data directory's snapshot file, if any (the base below its log)."""
+    path = directory / SNAPSHOT_NAME
+    if not path.is_file():
+        return None
+    try:
+        store = decode_snapshot(path.read_bytes()).store
+    except DecodeError:
+        return None
+    return decode_config(store.config_entry) if store.config_entry else None
