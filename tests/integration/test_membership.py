@@ -305,3 +305,26 @@ def test_force_new_cluster_after_losing_two_of_three(cluster: LocalCluster) -> N
         view = wait_until(f"node {back} promoted", lambda: _promoted(cl, back), 30)
         assert view.voters == sorted([survivor, back])
     # lost[1] is never started again: with its old data it would try to form the old cluster.
+
+
+def test_a_rolling_restart_with_sigterm_hands_leadership_over(cluster: LocalCluster) -> None:
+    """Each node in turn stopped with SIGTERM and started again, the leader too: a leader hands
+    over before it stops, so the writes flow on (none lost, none failed)."""
+    c = cluster
+    c.wait_for_leader()
+    writer = Writer(c, "rolling")
+    try:
+        writer.wait_for_more(20)
+        for node in c.ids:
+            was_leader = c.wait_for_leader() == node
+            c.kill(node, signal.SIGTERM)
+            wait_until(f"node {node} to stop", lambda n=node: not c.running(n) or None, 15)
+            if was_leader:
+                assert "handing leadership over to node" in c.log_path(node).read_text()
+            writer.wait_for_more(20)
+            c.start(node)
+            c.wait_caught_up(20)
+    finally:
+        acked = writer.stop()
+    assert not writer.errors, writer.errors[:3]
+    assert read_all(c, "rolling") == acked

@@ -128,6 +128,7 @@ class Node:
         # Stop (EXIT_REMOVED) once the core says a configuration that named this disk no longer
         # does; a wiped disk (a new incarnation no configuration named) waits as an observer instead.
         self.removed = False
+        self._handover_until: float | None = None  # SIGTERM while leading: when the handover gives up
         self._commit_seen = -1
         self._config_seen: tuple[int, Config | None] = (-1, None)
         self.service = Service(
@@ -177,7 +178,9 @@ class Node:
         tick_s = self._tick_s
         next_tick = time.monotonic() + tick_s
         poll, take, compaction = self.transport.poll, self._take, self.compaction
-        while not stopping() and not self.removed:
+        while not self.removed:
+            if stopping() and not self._handing_over():
+                break
             timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))
             ready = poll(timeout_ms)
             busy = heard = False
@@ -209,6 +212,25 @@ class Node:
                 if compaction.due():
                     compaction.compact()
             self.transport.flush()
+
+    def _handing_over(self) -> bool:
+        """Asked to stop while leading: hand leadership over first, so a rolling restart costs
+        no election timeout (the voters would otherwise wait one out). True while under way;
+        bounded by an election timeout, after which the node stops anyway."""
+        rep = self.replica
+        if self._handover_until is None:
+            self._handover_until = 0.0  # decided once
+            if rep.role != Role.LEADER:
+                return False
+            target, why = rep.transfer_leadership(0)
+            if not target:
+                self.say(f"stopping: no leadership handover ({why})")
+                return False
+            self.say(f"stopping: handing leadership over to node {target} first")
+            self._handover_until = time.monotonic() + (rep.timing.election_ticks + 2) * self._tick_s
+            self._process()  # its catch-up appends or TimeoutNow leave now
+            return True
+        return rep.role == Role.LEADER and time.monotonic() < self._handover_until
 
     def _take(self, ready: list[Any]) -> tuple[bool, bool]:
         """Read and feed what the ready sockets hold: (anything taken, a peer's message among it)."""
