@@ -43,6 +43,9 @@ def test_every_repository_path_a_doc_names_exists(doc: Path):
     ["zrep", "keys", "--help"],
     ["zrep", "admin", "--help"],
     ["zrep", "admin", "inspect", "--help"],
+    ["zrep", "admin", "transfer-leader", "--help"],
+    ["zrep", "admin", "force-new-cluster", "--help"],
+    ["zrep", "chaos", "--membership", "--help"],
 ])
 def test_the_commands_the_docs_show_run(command: list[str]):
     proc = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
