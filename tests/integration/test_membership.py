@@ -14,6 +14,7 @@ its own exit code, and a wiped node restarts with --join and is replaced.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import signal
@@ -28,6 +29,7 @@ from harness import LocalCluster, wait_until
 
 from zrep.aio import Client as AioClient
 from zrep.client import Client, ClientError, Membership
+from zrep.config import write_config
 from zrep.exit_codes import EXIT_OK, EXIT_REJECTED, NODE_REMOVED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -328,3 +330,67 @@ def test_a_rolling_restart_with_sigterm_hands_leadership_over(cluster: LocalClus
         acked = writer.stop()
     assert not writer.errors, writer.errors[:3]
     assert read_all(c, "rolling") == acked
+
+
+def _form_with(c: LocalCluster, founders: list[int]) -> None:
+    """The founders form the cluster from a cluster file naming only them (a forming cluster
+    needs every seed); the file then names every node, as seeds for the ones that join."""
+    full = c.cfg
+    write_config(dataclasses.replace(full, nodes=tuple(n for n in full.nodes if n.id in founders)), c.config_path)
+    c.reload_config()
+    for i in founders:
+        c.start(i)  # first start: --init
+    wait_until("the founders formed the cluster", lambda: (st := c.statuses(founders)) and len(st) == len(founders)
+               and all(not s["forming"] and s["config_index"] > 0 for s in st.values()), 20)
+    write_config(full, c.config_path)
+    c.reload_config()
+
+
+def test_grow_three_to_five_and_shrink_back_under_load(make_cluster: Callable[..., LocalCluster]) -> None:
+    """Two new machines join (--join), are added as learners and promoted; then both are
+    removed again (they stop with exit 9). Writes flow throughout: none fails, none is lost."""
+    c = make_cluster(nodes=5, start=False)
+    _form_with(c, [1, 2, 3])
+    writer = Writer(c, "grow")
+    try:
+        writer.wait_for_more(20)
+        with Client(c.config_path, timeout_s=10) as cl:
+            for new in (4, 5):
+                c.start(new, mode="join")
+                spec = c.cfg.node(new)
+                cl.admin("add", new, rpc=spec.rpc, pub=spec.pub)
+                view = wait_until(f"node {new} promoted", lambda n=new: _promoted(cl, n), 30)
+                assert new in view.voters
+                writer.wait_for_more(20)
+            assert cl.members().voters == [1, 2, 3, 4, 5]
+            for gone in (5, 4):
+                cl.admin("remove", gone)
+                wait_until(f"removed node {gone} to stop", lambda n=gone: not c.running(n) or None, 15)
+                assert c.procs[gone].returncode == NODE_REMOVED
+                writer.wait_for_more(20)
+            assert cl.members().voters == [1, 2, 3]
+    finally:
+        acked = writer.stop()
+    assert not writer.errors, writer.errors[:3]
+    assert read_all(c, "grow") == acked
+
+
+def test_removing_the_leader_under_load(cluster: LocalCluster) -> None:
+    """The leader leads until the configuration without it commits, then steps down and stops
+    (exit 9); the two others elect a leader and the writes go on."""
+    c = cluster
+    leader = c.wait_for_leader()
+    writer = Writer(c, "unlead")
+    try:
+        writer.wait_for_more(20)
+        with Client(c.config_path, timeout_s=10) as cl:
+            view = cl.admin("remove", leader)
+            assert leader not in view.voters
+            wait_until(f"the removed leader {leader} to stop", lambda: not c.running(leader) or None, 15)
+            assert c.procs[leader].returncode == NODE_REMOVED
+            writer.wait_for_more(50)
+            assert cl.members().leader != leader
+    finally:
+        acked = writer.stop()
+    assert not writer.errors, writer.errors[:3]
+    assert read_all(c, "unlead") == acked

@@ -1089,6 +1089,7 @@ class Replica:
             # Removed (or demoted) while leading: we led until the configuration without us
             # committed; the voters elect the next leader among themselves.
             self._note(f"configuration {self.config_index} without this node committed; stepping down")
+            self._caught_up = True  # we committed it ourselves: `removed` may judge by it
             self._become_follower(0)
             return
         self._maybe_form()
