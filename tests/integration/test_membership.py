@@ -133,6 +133,7 @@ def test_remove_a_follower_under_load_then_replace_it(cluster: LocalCluster) -> 
     try:
         writer.wait_for_more(20)
         with Client(c.config_path, timeout_s=10) as cl:
+            c.expect_removal(gone)
             view = cl.admin("remove", gone)
             assert view.voters == sorted(set(c.ids) - {gone}) and view.member(gone) is None
             wait_until(f"removed node {gone} to stop", lambda: not c.running(gone) or None, 15)
@@ -364,6 +365,7 @@ def test_grow_three_to_five_and_shrink_back_under_load(make_cluster: Callable[..
                 writer.wait_for_more(20)
             assert cl.members().voters == [1, 2, 3, 4, 5]
             for gone in (5, 4):
+                c.expect_removal(gone)
                 cl.admin("remove", gone)
                 wait_until(f"removed node {gone} to stop", lambda n=gone: not c.running(n) or None, 15)
                 assert c.procs[gone].returncode == NODE_REMOVED
@@ -384,6 +386,7 @@ def test_removing_the_leader_under_load(cluster: LocalCluster) -> None:
     try:
         writer.wait_for_more(20)
         with Client(c.config_path, timeout_s=10) as cl:
+            c.expect_removal(leader)
             view = cl.admin("remove", leader)
             assert leader not in view.voters
             wait_until(f"the removed leader {leader} to stop", lambda: not c.running(leader) or None, 15)

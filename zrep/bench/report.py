@@ -194,6 +194,14 @@ def format_text(r: dict[str, Any]) -> str:
         nodes = ", ".join(f"node {i}: {mb:,.1f}" for i, mb in mem["rss_mb"].items())
         out.append(f"memory with {mem['messages']:,} messages stored: max {r['rss_mb_per_node']:,.1f} MiB per node "
                    f"({nodes} MiB)")
+    if r.get("membership"):
+        m = r["membership"]
+        out.append(f"membership: a wiped follower added and promoted in {m['learner']['add_to_promoted_s']:.2f} s "
+                   f"with {m['messages']:,} messages stored")
+        t = m["transfer"]
+        out.append(f"  during {t['transfers']} leadership transfers the longest write took {t['longest_write_ms']} ms "
+                   f"(median {t['median_write_ms']} ms, {t['errors']} errors); transfers took "
+                   + ", ".join(f"{d:.0f}" for d in t["transfer_ms"]) + " ms")
     if r["failover"]:
         f = r["failover"]
         out.append(f"failover ({f['kills']} leader kills, a fresh default cluster): median {f['median_ms']:,.0f} ms, "

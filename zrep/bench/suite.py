@@ -198,6 +198,10 @@ class _Bench:
                            + " MiB")
         return {"messages": stored, "rss_mb": rss}
 
+    def stored(self) -> int:
+        """Messages the cluster holds now (the membership phase reports what it moved)."""
+        return self._stored(self.leader_rpc()[0])
+
     def _stored(self, leader: int) -> int:
         reply = self.cluster.request(leader, "mailboxes", {"pattern": "*"}, timeout=10)
         if not reply.ok:
@@ -304,7 +308,7 @@ def _cluster_phases(opts: Options, progress: Progress, d: Path, r: dict[str, Any
             r["memory"] = bench.memory()
             r["rss_mb_per_node"] = max(r["memory"]["rss_mb"].values())
         if "membership" in opts.phases:
-            r["membership"] = run_membership_bench(cluster, opts.messages, progress.step)
+            r["membership"] = run_membership_bench(cluster, bench.stored(), progress.step)
         died = [life.describe() for life in cluster.unexpected_exits()]
         if died:
             raise BenchError(f"a node died during the benchmark ({'; '.join(died)}); "

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import zmq
 
 from zrep.config import ClusterConfig, load_config, source_endpoint, write_config
+from zrep.exit_codes import NODE_REMOVED
 from zrep.local.datadir import is_fresh
 from zrep.local.processes import kill_all, signal_group, spawn
 from zrep.local.secure import secure_copy
@@ -114,11 +115,14 @@ class Life:
     signal: int | None = None  # the last signal we sent to end it (SIGKILL, SIGTERM)
     returncode: int | None = None  # None while it runs
     ended: float | None = None
+    removing: bool = False  # we removed it from the configuration: it stops by itself (NODE_REMOVED)
 
     @property
     def unexpected(self) -> bool:
         """It ended, and not by our hand: no signal of ours, or an exit code of its own after our SIGTERM."""
         if self.returncode is None:
+            return False
+        if self.removing and self.returncode == NODE_REMOVED:
             return False
         if self.signal == signal.SIGKILL:
             return False
@@ -272,6 +276,12 @@ class LocalCluster:
                 ended.append(life)
                 self.paused.discard(i)
         return ended
+
+    def expect_removal(self, node_id: int) -> None:
+        """Node `node_id` is being removed from the configuration: its exit with NODE_REMOVED is ours."""
+        life = self._life.get(node_id)
+        if life is not None:
+            life.removing = True
 
     def unexpected_exits(self) -> list[Life]:
         self.reap()
