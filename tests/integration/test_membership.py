@@ -307,7 +307,16 @@ def test_force_new_cluster_after_losing_two_of_three(cluster: LocalCluster) -> N
         cl.admin("add", back, rpc=spec.rpc, pub=spec.pub)
         view = wait_until(f"node {back} promoted", lambda: _promoted(cl, back), 30)
         assert view.voters == sorted([survivor, back])
-    # lost[1] is never started again: with its old data it would try to form the old cluster.
+        # An old member returning with its old data is fenced by the cluster id: its messages are
+        # dropped and counted, and it never becomes part of the new cluster.
+        stale = lost[1]
+        foreign_before = c.status(survivor)["counters"]["peer_foreign_cluster"]
+        c.start(stale)
+        wait_until("the old member's messages dropped as another cluster's",
+                   lambda: c.status(survivor)["counters"]["peer_foreign_cluster"] > foreign_before or None, 15)
+        assert cl.members().voters == sorted([survivor, back])
+        assert cl.send("after", "still ours").index > 0
+        c.kill(stale, signal.SIGKILL)
 
 
 def test_a_rolling_restart_with_sigterm_hands_leadership_over(cluster: LocalCluster) -> None:

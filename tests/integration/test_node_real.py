@@ -404,12 +404,15 @@ def check_fake_peer(c: LocalCluster, ctx: zmq.Context) -> None:
     fake.setsockopt(zmq.LINGER, 0)
     fake.setsockopt(zmq.ROUTING_ID, peer_identity(4))
     fake.connect(c.rpc(1))
+    forming = bytes(8)  # a peer message is [cluster id, payload]; 0: a node not formed yet
+    other = (c.status(1)["cluster_id"] ^ 1).to_bytes(8, "big")
     frames = [
-        [b"garbage"],  # undecodable
-        [bytes([1, 6]) + msgpack.packb([4, 1, 1, 0, 0, [], 0])],  # Append of the wrong arity
-        [encode(Heartbeat(2, 0, 99, int(Role.LEADER), 2, 0, 0, 0))],  # src 2 on node 4's connection
-        [encode(ClientRequest(1, "status", {}))],  # a client kind from a peer id
-        [b"a", b"b"],  # two frames
+        [forming, b"garbage"],  # undecodable
+        [forming, bytes([1, 6]) + msgpack.packb([4, 1, 1, 0, 0, [], 0])],  # Append of the wrong arity
+        [forming, encode(Heartbeat(2, 0, 99, int(Role.LEADER), 2, 0, 0, 0))],  # src 2 on node 4's connection
+        [forming, encode(ClientRequest(1, "status", {}))],  # a client kind from a peer id
+        [encode(Heartbeat(4, 0, 99, int(Role.LEADER), 4, 0, 0, 0))],  # no cluster id frame
+        [other, encode(Heartbeat(4, 0, 99, int(Role.LEADER), 4, 0, 0, 0))],  # another cluster's node 4
     ]
     before = c.status(1)["counters"]
     for f in frames:
@@ -417,8 +420,9 @@ def check_fake_peer(c: LocalCluster, ctx: zmq.Context) -> None:
 
     def counted() -> dict[str, int] | None:
         now = c.status(1)["counters"]
-        grew = {k: now[k] - before[k] for k in ("peer_undecodable", "peer_spoofed", "peer_bad_parts")}
-        return grew if grew == {"peer_undecodable": 2, "peer_spoofed": 2, "peer_bad_parts": 1} else None
+        kinds = ("peer_undecodable", "peer_spoofed", "peer_bad_parts", "peer_foreign_cluster")
+        grew = {k: now[k] - before[k] for k in kinds}
+        return grew if grew == dict(zip(kinds, (2, 2, 1, 1), strict=True)) else None
 
     wait_until("node 1 to drop and count the fake peer's frames", counted, 10)
     assert not fake.poll(100), "a peer's bad frame must not be answered"

@@ -155,7 +155,7 @@ def test_a_node_key_claiming_another_nodes_src_is_dropped(secure):
         s.linger = 0
         curve_client(s, pair.public, pair.secret, c.cfg.security.node_keys[leader][0])
         s.connect(c.rpc(leader))
-        s.send(encode(Election(victim, leader, before["epoch"] + 3, 99, 99, True)))
+        s.send_multipart([bytes(8), encode(Election(victim, leader, before["epoch"] + 3, 99, 99, True))])
         wait_until("the forged frame counted", lambda: c.status(leader)["counters"]["peer_spoofed"]
                    > before["counters"]["peer_spoofed"], 10)
         s.close()

@@ -404,7 +404,8 @@ class Node:
         rep = self.replica
         cfg, me = rep.config, rep.config.member(self.id)
         out: dict[str, Any] = {"incarnation": rep.inc, "voter": bool(cfg.counts(self.id, rep.inc)),
-                               "config_index": rep.config_index, "forming": cfg.provisional}
+                               "config_index": rep.config_index, "forming": cfg.provisional,
+                               "cluster_id": cfg.cluster_id}
         if me is not None and not cfg.is_member(self.id, rep.inc):
             out["lost_state"] = (f"node {self.id} lost its state: run `zrep admin replace {self.id}` "
                                  f"(the configuration names incarnation {me.incarnation:x}, this disk is "

@@ -167,6 +167,7 @@ class Counters:
     peer_undecodable: int = 0  # bad bytes from a peer's routing id
     peer_spoofed: int = 0  # decoded, but src does not match the routing id, or a client kind
     peer_bad_parts: int = 0
+    peer_foreign_cluster: int = 0  # a peer message (or heartbeat) of another cluster id: dropped
     sub_refused: int = 0  # SUB: bad bytes, not a Heartbeat, or not from a known peer
     client_bad: int = 0  # answered BAD_REQUEST
     client_too_large: int = 0  # answered TOO_LARGE
@@ -195,6 +196,10 @@ class Transport(CurveLinks):
         self._host = me.host
         self._cfg = cfg
         self._seeds = frozenset(p.id for p in cfg.peers_of(node_id))
+        # Every peer message goes out as [cluster id (8 bytes), payload]: a node of another cluster
+        # (old members returning after force-new-cluster) is dropped and counted. 0 while forming.
+        self.cluster_id = 0
+        self._cluster_frame = bytes(8)
         self._unlink_at: dict[int, float] = {}  # member that left the configuration -> when to unlink it
         self.max_frame_bytes = cfg.max_frame_bytes
         self.counters = Counters()
@@ -294,6 +299,9 @@ class Transport(CurveLinks):
     def follow(self, config: Any) -> list[int]:
         """Link the members of `config` (a zrep.core.membership.Config) not linked yet; schedule
         the unlinking of those that left it (seeds stay). The ids newly linked."""
+        if config.cluster_id != self.cluster_id:
+            self.cluster_id = config.cluster_id
+            self._cluster_frame = config.cluster_id.to_bytes(8, "big")
         members = {m.id: m for m in config.members if m.id != self.node_id}
         linked = []
         for peer_id, m in members.items():
@@ -488,12 +496,22 @@ class Transport(CurveLinks):
             else:  # a BadRequest: answered alone, its neighbours run
                 self._refuse(ident, req.req_id, Code.BAD_REQUEST, req.message, batched=True)
 
+    def _foreign(self, cluster: bytes) -> bool:
+        """Of another cluster: both ids known (not forming) and different."""
+        theirs = int.from_bytes(cluster, "big") if len(cluster) == 8 else -1
+        if theirs == -1 or (theirs and self.cluster_id and theirs != self.cluster_id):
+            self.counters.peer_foreign_cluster += 1
+            return True
+        return False
+
     def _peer_frame(self, src: int, parts: list[bytes], limit: int) -> Message | None:
-        if len(parts) != 2:
+        if len(parts) != 3:
             self.counters.peer_bad_parts += 1
             return None
+        if self._foreign(parts[1]):
+            return None
         try:
-            msg = decode(parts[1], limit)
+            msg = decode(parts[2], limit)
         except DecodeError:
             self.counters.peer_undecodable += 1
             return None
@@ -533,12 +551,22 @@ class Transport(CurveLinks):
                    sender: int | None = None) -> None:
         # Curve: one SUB per peer, authenticated by the peer's key, so the sender is known.
         known = self._peer_by_ident.values() if sender is None else (sender,)
-        recv, heard = (sub or self._sub).recv, self.last_heard
+        sock = sub or self._sub
+        recv, more, heard = sock.recv, sock.get, self.last_heard
         for _ in range(budget):
             try:
-                payload = recv(_NOBLOCK)
+                cluster = recv(_NOBLOCK)
             except zmq.Again:
                 return
+            if not more(_RCVMORE):
+                self.counters.sub_refused += 1  # a heartbeat is [cluster id, payload]
+                continue
+            payload = recv(_NOBLOCK)
+            while more(_RCVMORE):
+                recv(_NOBLOCK)  # (more parts: refused below by the part count)
+                cluster = b""
+            if self._foreign(cluster):
+                continue
             try:
                 msg = decode(payload, SUB_MAX_BYTES)
             except DecodeError:
@@ -562,6 +590,7 @@ class Transport(CurveLinks):
             self.counters.send_unknown += 1  # neither a seed nor a member we could link
             return False
         try:
+            _send_frame(sock, self._cluster_frame, _NOBLOCK_MORE)  # all or nothing, as one message
             _send_frame(sock, data, _NOBLOCK)
         except zmq.Again:  # full queue or (IMMEDIATE) no live connection: the protocol retransmits
             self.counters.send_dropped += 1
