@@ -406,3 +406,22 @@ def test_removing_the_leader_under_load(cluster: LocalCluster) -> None:
         acked = writer.stop()
     assert not writer.errors, writer.errors[:3]
     assert read_all(c, "unlead") == acked
+
+
+def test_a_secure_cluster_grows_with_the_new_nodes_key_in_the_configuration(
+        make_cluster: Callable[..., LocalCluster]) -> None:
+    """CURVE: nodes 1-3 run with a cluster file that lists only their own keys; node 4's key
+    reaches them in the replicated configuration (`add --key`), and they link to it by it."""
+    c = make_cluster(nodes=4, start=False, secure=True)
+    _form_with(c, [1, 2, 3])
+    key = c.cfg.security.node_keys[4][0].decode()
+    with Client(c.config_path, key=c.client_key, timeout_s=10) as cl:
+        assert cl.send("before", "x").index > 0
+        c.start(4, mode="join")
+        spec = c.cfg.node(4)
+        view = cl.admin("add", 4, rpc=spec.rpc, pub=spec.pub, keys=[key])
+        assert view.member(4).role == "learner"
+        view = wait_until("node 4 promoted", lambda: _promoted(cl, 4), 30)
+        assert view.voters == [1, 2, 3, 4]
+        assert cl.send("after", "y").index > 0
+    c.wait_caught_up(20)

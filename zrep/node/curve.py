@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from zrep.config import ClusterConfig
+from zrep.config import ClusterConfig, source_endpoint
 from zrep.core.messages import Message
 from zrep.errors import ConfigError
-from zrep.security.keys import KeyPair, fingerprint, load_secret
+from zrep.security.keys import KeyFileError, KeyPair, check_z85, fingerprint, load_secret
 from zrep.security.policy import MAILBOX_OPS, Node, Policy, Principal
 from zrep.security.settings import SecuritySettings
 from zrep.security.zap import ZapHandler, curve_client, curve_server
@@ -61,6 +61,8 @@ class CurveLinks:
     _relink_at: dict[int, float]
     _relink_backoff: dict[int, float]
     _node_server_keys: dict[int, bytes]
+    _file_security: SecuritySettings
+    _config_keys: dict[int, tuple[bytes, ...]]
     _handshake_ms: int
     _zmtp: dict[str, Any]
 
@@ -83,6 +85,8 @@ class CurveLinks:
             self.counters.zap_refused += 1
 
         self._node_server_keys = {p: ks[0] for p, ks in sec.node_keys.items() if ks}
+        self._file_security = sec
+        self._config_keys = {}
         self._zap = ZapHandler(self._ctx, authorize, refused)
         self._sockets.append(self._zap.socket)
         self._handshake_ms = sec.handshake_ms
@@ -99,13 +103,62 @@ class CurveLinks:
         if self._keys.public not in own:
             raise ConfigError(f"node {self.node_id}'s own key {fingerprint(self._keys.public)}... is not listed "
                               "any more; list it, or restart the node with a key that is")
-        old_keys, self.policy = self._node_server_keys, fresh.policy()
-        self._node_server_keys = {p: ks[0] for p, ks in fresh.node_keys.items() if ks}
+        old_keys, self._file_security = self._node_server_keys, fresh
+        self._rebuild_trust()
         renewed = sorted(p for p in self._dealers if self._node_server_keys.get(p) != old_keys.get(p))
         for peer in renewed:
             self._renew_links(peer)
         return (f"{len(self.policy.principals)} principals, node keys of {len(self._node_server_keys)} nodes"
                 + (f"; new links to nodes {renewed}" if renewed else ""))
+
+    def trust_config(self, config: Any) -> list[int]:
+        """Curve: also trust the node keys the replicated configuration lists (a member added with
+        `zrep admin add --key`): the cluster committed it, by the vote of nodes the file trusts,
+        on the request of a principal with the admin grant. Returns the peers whose current key
+        changed (their links are renewed)."""
+        keys: dict[int, tuple[bytes, ...]] = {}
+        for m in config.members:
+            good = []
+            for k in m.keys:
+                try:
+                    good.append(check_z85(k, f"node {m.id}'s key in the configuration"))
+                except KeyFileError:
+                    self.counters.config_bad_keys += 1  # listed by an admin, refused here: it is not a key
+            if good and m.id != self.node_id:
+                keys[m.id] = tuple(good)
+        if keys == self._config_keys:
+            return []
+        old = dict(self._node_server_keys)
+        self._config_keys = keys
+        self._rebuild_trust()
+        renewed = sorted(p for p in self._dealers if self._node_server_keys.get(p) != old.get(p))
+        for peer in renewed:
+            self._renew_links(peer)
+        return renewed
+
+    def _rebuild_trust(self) -> None:
+        """The key table: the cluster file's node keys and principals, plus the configuration's
+        node keys (listed first for their node: a key the configuration gives is its current one)."""
+        table = {p: tuple(ks) for p, ks in self._file_security.node_keys.items()}
+        for p, ks in self._config_keys.items():
+            table[p] = tuple(dict.fromkeys((*ks, *table.get(p, ()))))
+        self.policy = Policy(table, self._file_security.principals)
+        self._node_server_keys = {p: ks[0] for p, ks in table.items() if ks}
+
+    def _link_secure(self, peer_id: int, rpc: str, pub: str) -> None:
+        """Curve: a DEALER and a SUB of its own to a member outside the cluster file, by its key."""
+        self._endpoints[peer_id] = (source_endpoint(self._host, rpc), source_endpoint(self._host, pub))
+        dealer = self._new_dealer()
+        self._secure_client(dealer, None, peer_id)
+        dealer.connect(self._endpoints[peer_id][0])
+        self._dealers[peer_id] = dealer
+        self._watch_dealer(peer_id, dealer)
+        sub = self._new_sub()
+        self._secure_client(sub, None, peer_id)
+        sub.connect(self._endpoints[peer_id][1])
+        self._subs[sub] = peer_id
+        self._poller.register(sub, zmq.POLLIN)
+        self.peer_ids = tuple(sorted(set(self.peer_ids) | {peer_id}))
 
     def _renew_links(self, peer: int) -> None:
         """Curve: a peer's key changed; close its DEALER and SUB, connect new ones with the new key."""

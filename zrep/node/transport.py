@@ -168,6 +168,7 @@ class Counters:
     peer_spoofed: int = 0  # decoded, but src does not match the routing id, or a client kind
     peer_bad_parts: int = 0
     peer_foreign_cluster: int = 0  # a peer message (or heartbeat) of another cluster id: dropped
+    config_bad_keys: int = 0  # curve: a key in the configuration that is not a CURVE key: ignored
     sub_refused: int = 0  # SUB: bad bytes, not a Heartbeat, or not from a known peer
     client_bad: int = 0  # answered BAD_REQUEST
     client_too_large: int = 0  # answered TOO_LARGE
@@ -303,12 +304,19 @@ class Transport(CurveLinks):
             self.cluster_id = config.cluster_id
             self._cluster_frame = config.cluster_id.to_bytes(8, "big")
         members = {m.id: m for m in config.members if m.id != self.node_id}
+        if self.secure:
+            self.trust_config(config)
         linked = []
         for peer_id, m in members.items():
             self._unlink_at.pop(peer_id, None)
-            if peer_id in self._dealers or self.secure or not (m.rpc and m.pub):
-                continue  # curve: only the cluster file's keys are trusted (a reload adds them)
-            self._link(peer_id, m.rpc, m.pub)
+            if peer_id in self._dealers or not (m.rpc and m.pub):
+                continue
+            if self.secure:
+                if peer_id not in self._node_server_keys:
+                    continue  # no key for it, in the file or the configuration: it cannot be reached
+                self._link_secure(peer_id, m.rpc, m.pub)
+            else:
+                self._link(peer_id, m.rpc, m.pub)
             linked.append(peer_id)
         later = time.monotonic() + UNLINK_AFTER_S
         for peer_id in self._dealers:
@@ -342,7 +350,13 @@ class Transport(CurveLinks):
             self._sockets.remove(dealer)
             dealer.close(linger=0)
             rpc_pub = self._endpoints.pop(peer_id, None)
-            if rpc_pub is not None:
+            own_sub = next((sub for sub, p in self._subs.items() if p == peer_id), None)
+            if own_sub is not None:  # curve: its SUB of its own
+                self._poller.unregister(own_sub)
+                self._sockets.remove(own_sub)
+                del self._subs[own_sub]
+                own_sub.close(linger=0)
+            elif rpc_pub is not None:
                 try:
                     self._sub.disconnect(rpc_pub[1])
                 except zmq.ZMQError:
