@@ -9,14 +9,17 @@ mailboxes listing is filtered.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
 
 from harness import LocalCluster, wait_until
+from zrep.aio import Client as AioClient
 from zrep.client import Client, NotAuthorized, Rejected
 from zrep.config import write_config
 from zrep.core.messages import Append, Election, Entry, Heartbeat
@@ -228,8 +231,10 @@ def test_a_node_key_rotates_one_node_at_a_time_with_quorum_held(tmp_path):
 
     c = LocalCluster(tmp_path / "node-rotate", secure=True)
     try:
-        leader = c.wait_for_leader(20)
-        n = next(i for i in c.ids if i != leader)  # rotate a follower (a leader would first hand over)
+        n = c.wait_for_leader(20)  # rotate the leader's key: it hands leadership over first
+        with Client(c.config_path, key=c.client_key, timeout_s=15) as client:
+            leader = client.admin("transfer", 0).leader
+        assert leader != n
         keys = c.dir / "keys"
         old_public = c.cfg.security.node_keys[n][0].decode()
         _, new_secret, new_pair = new_keypair(f"node-{n}-next", keys)
@@ -239,7 +244,15 @@ def test_a_node_key_rotates_one_node_at_a_time_with_quorum_held(tmp_path):
         c.config_path.write_text(text.replace(f'"{old_public}"', f'"{new_pair.public.decode()}", "{old_public}"'))
         c.signal_nodes(c.ids, signal.SIGHUP)
         wait_until("every node reloaded", lambda: all("reload: " in c.node_log(i) for i in c.ids), 15)
+        # Clients try a node's listed keys in turn: node n still runs with its old key, listed second.
+        async def aio_status() -> list[Any]:
+            async with AioClient(c.config_path, key=c.client_key, timeout_s=15) as a:
+                return await a.status(timeout_s=5)
+
+        rows = {s.id: s for s in asyncio.run(aio_status())}
+        assert rows[n].up, f"the asyncio client did not reach node {n} by its second key: {rows[n]}"
         with Client(c.config_path, key=c.client_key, timeout_s=15) as client:
+            assert {s.id: s for s in client.status(timeout_s=5)}[n].up
             for i in range(20):  # the other two hold a quorum while node n is unreachable by its old key
                 client.send("node-rotation", b"during %d" % i)
             # 2. Node n restarts with its new secret: every link works again.

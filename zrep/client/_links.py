@@ -107,13 +107,6 @@ def _replies_in(node: int, payload: bytes, max_frame_bytes: int) -> Replies:
     return []
 
 
-def _moved(sock: zmq.Socket, old: str, new: str) -> None:
-    """The member's address changed (zrep admin update): the same socket, connected to the new one."""
-    with contextlib.suppress(zmq.ZMQError):  # already gone: nothing to undo
-        sock.disconnect(old)
-    sock.connect(new)
-
-
 def _closed() -> ClientError:
     return ClientError("this client is closed; make a new one")
 
@@ -286,12 +279,14 @@ class AsyncLinks:
         self._expected: dict[int, Inbox] = {}  # req_id -> the inbox of the call that sent it
         self._connected_once: set[int] = set()
         self._endpoint: dict[int, str] = {}  # the address each socket connects to
+        self._key_index: dict[int, int] = {}  # curve: which of a node's listed keys we try now
+        self._reader_of: dict[int, asyncio.Task[None]] = {}
         self._closed = False
 
     def _check_handshakes(self, node: int) -> str:
-        """Curve: a refused key raises NotAuthorized at once; a node whose key is not the listed one
-        (twice in a row) is given up on for this call, with why (the blocking client also tries the
-        node's other listed keys; this one does not)."""
+        """Curve: a refused key raises NotAuthorized at once. A node whose key is not the one we
+        tried (twice in a row: a rotation under way) is tried with its next listed key, as the
+        blocking client does; when none works, why, so the call moves on to another node."""
         pair = self._monitors.get(node)
         while pair is not None and pair[1].poll(0):
             event = recv_monitor_message(pair[1])["event"]
@@ -302,8 +297,27 @@ class AsyncLinks:
                 continue
             self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1
             if self._protocol_failures[node] >= 2:
-                return self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
+                self._protocol_failures[node] = 0
+                tried = self._key_index.get(node, 0) + 1
+                self._key_index[node] = tried
+                self._drop(node)
+                if tried % len(self._curve.server_keys[node]) == 0:  # type: ignore[union-attr]
+                    return self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
+                return "retry with the node's next key"
         return ""
+
+    def _drop(self, node: int) -> None:
+        """Close the node's socket (and its reader and monitor): the next send makes a fresh one."""
+        sock = self._sockets.pop(node, None)
+        reader = self._reader_of.pop(node, None)
+        if reader is not None:
+            reader.cancel()
+        pair = self._monitors.pop(node, None)
+        if pair is not None:
+            pair[0].close(linger=0)
+        if sock is not None:
+            sock.close(linger=0)
+        self._connected_once.discard(node)
 
     async def close(self) -> None:
         if self._closed:
@@ -331,15 +345,11 @@ class AsyncLinks:
         for node in nodes:
             self._socket(node)
 
-    def _move(self, sock: zmq.Socket, node: int) -> None:
-        _moved(sock, self._endpoint[node], self._addresses[node])
-        self._endpoint[node] = self._addresses[node]
-
     def _socket(self, node: int) -> zmq.asyncio.Socket:
         sock = self._sockets.get(node)
         if sock is not None and self._endpoint[node] != self._addresses[node]:
-            self._move(sock, node)
-            self._connected_once.discard(node)
+            self._drop(node)  # a fresh socket at the new address (disconnect is asynchronous)
+            sock = None
         if sock is None:
             if self._closed:
                 raise _closed()
@@ -347,10 +357,12 @@ class AsyncLinks:
             if self._curve is not None:  # a sync view of the monitor: polled without awaiting
                 monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
                 self._monitors[node] = (monitor, zmq.Socket.shadow(monitor.underlying))
-            _configure(sock, self._addresses[node], self._curve, node)
+            _configure(sock, self._addresses[node], self._curve, node, self._key_index.get(node, 0))
             self._endpoint[node] = self._addresses[node]
             self._sockets[node] = sock
-            self._readers.append(asyncio.get_running_loop().create_task(self._read(node, sock)))
+            task = asyncio.get_running_loop().create_task(self._read(node, sock))
+            self._readers.append(task)
+            self._reader_of[node] = task
         return sock
 
     async def _read(self, node: int, sock: zmq.asyncio.Socket) -> None:
@@ -375,6 +387,9 @@ class AsyncLinks:
                 wait_ms = (connect_by - time.monotonic()) * 1000
                 if self._curve is not None:  # watch the handshake in short steps: a refusal is final
                     problem = self._check_handshakes(node)
+                    if problem == "retry with the node's next key":
+                        sock = self._socket(node)
+                        continue
                     if problem:
                         return problem
                     if wait_ms > 0 and not await sock.poll(min(20, max(1, int(wait_ms))), zmq.POLLOUT):

@@ -138,10 +138,12 @@ class CurveLinks:
 
     def _rebuild_trust(self) -> None:
         """The key table: the cluster file's node keys and principals, plus the configuration's
-        node keys (listed first for their node: a key the configuration gives is its current one)."""
+        node keys for nodes the file does not list. For a node the file lists, the file alone
+        decides (a rotation or a revocation is done there, with SIGHUP, and must not be undone
+        by an older key the configuration still carries)."""
         table = {p: tuple(ks) for p, ks in self._file_security.node_keys.items()}
         for p, ks in self._config_keys.items():
-            table[p] = tuple(dict.fromkeys((*ks, *table.get(p, ()))))
+            table.setdefault(p, ks)
         self.policy = Policy(table, self._file_security.principals)
         self._node_server_keys = {p: ks[0] for p, ks in table.items() if ks}
 
