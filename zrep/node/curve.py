@@ -40,6 +40,8 @@ RPC_DOMAIN = "zrep-rpc"  # ZAP domain of the ROUTER: node keys and principals' k
 PUB_DOMAIN = "zrep-pub"  # ZAP domain of the PUB: node keys only
 _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class CurveLinks:
@@ -167,7 +169,7 @@ class CurveLinks:
         router, limit, policy = self._router, self.max_frame_bytes, self.policy
         assert policy is not None
         taken = 0
-        while taken < budget:
+        while taken < budget and (not taken or router.get(_EVENTS) & _POLLIN):  # as in _drain_router
             taken += 1
             try:
                 frames = [router.recv(_NOBLOCK, copy=False)]
