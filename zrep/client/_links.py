@@ -41,6 +41,8 @@ from zrep.security.zap import curve_client
 from zrep.wire import codec
 from zrep.wire.client_messages import ClientReplies, ClientReply
 
+_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
+
 RECONNECT_IVL_MS = 50
 Replies = list[tuple[int, ClientReply]]
 
@@ -222,9 +224,13 @@ class Links:
         out: Replies = []
         for sock, _ in self._poller.poll(timeout_ms):
             node = self._node_of_socket[sock]
-            while True:
+            first = True
+            # The poller said a reply waits; ZMQ_EVENTS says whether another does (a recv failing
+            # with Again would say it too, at twice the cost: pyzmq builds an exception).
+            while first or sock.get(_EVENTS) & _POLLIN:
+                first = False
                 try:
-                    payload = sock.recv(zmq.NOBLOCK)
+                    payload = sock.recv(_NOBLOCK)
                 except zmq.Again:
                     break
                 out += _replies_in(node, payload, self._max_frame_bytes)
