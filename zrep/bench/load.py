@@ -107,12 +107,14 @@ class _Load:
         sock = self.sock
         if not sock.poll(timeout_ms):
             return
-        # One reply is there; ZMQ_EVENTS says whether more are. (A recv failing with Again would
-        # say it too, at twice the cost: pyzmq builds an exception, on the path of every request
-        # at 1 in flight.)
-        first = True
-        while first or sock.get(_EVENTS) & _POLLIN:
-            first = False
+        # After a lone first frame (every reply at 1 in flight), ZMQ_EVENTS says whether another
+        # waits at half the cost of a recv failing with Again (pyzmq builds an exception); past
+        # it, reading on until Again is cheaper than asking before each frame.
+        frames = 0
+        while True:
+            if frames == 1 and not sock.get(_EVENTS) & _POLLIN:
+                return
+            frames += 1
             try:
                 payload = sock.recv(_NOBLOCK)
             except zmq.Again:

@@ -224,11 +224,14 @@ class Links:
         out: Replies = []
         for sock, _ in self._poller.poll(timeout_ms):
             node = self._node_of_socket[sock]
-            first = True
-            # The poller said a reply waits; ZMQ_EVENTS says whether another does (a recv failing
-            # with Again would say it too, at twice the cost: pyzmq builds an exception).
-            while first or sock.get(_EVENTS) & _POLLIN:
-                first = False
+            frames = 0
+            while True:
+                # After a lone first reply, ZMQ_EVENTS says whether another waits at half the cost
+                # of a recv failing with Again (pyzmq builds an exception); past it, reading on
+                # until Again is cheaper than asking before each frame.
+                if frames == 1 and not sock.get(_EVENTS) & _POLLIN:
+                    break
+                frames += 1
                 try:
                     payload = sock.recv(_NOBLOCK)
                 except zmq.Again:

@@ -169,7 +169,9 @@ class CurveLinks:
         router, limit, policy = self._router, self.max_frame_bytes, self.policy
         assert policy is not None
         taken = 0
-        while taken < budget and (not taken or router.get(_EVENTS) & _POLLIN):  # as in _drain_router
+        while taken < budget:
+            if taken == 1 and not router.get(_EVENTS) & _POLLIN:  # as in Transport._drain_router
+                return
             taken += 1
             try:
                 frames = [router.recv(_NOBLOCK, copy=False)]

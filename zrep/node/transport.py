@@ -381,10 +381,13 @@ class Transport(CurveLinks):
         recv, more = router.recv, router.get
         by_ident, heard = self._peer_by_ident, self.last_heard
         taken = 0
-        # The poller said a message waits; after it, ZMQ_EVENTS says whether another does. A recv
-        # that fails with Again would say it too, but pyzmq builds an exception for it: twice the
-        # cost, on every turn (one per hop of a send at 1 in flight).
-        while taken < budget and (not taken or more(_EVENTS) & _POLLIN):
+        while taken < budget:
+            # After a lone first frame (each hop of a send at 1 in flight), ZMQ_EVENTS says whether
+            # another waits at half the cost of a recv that fails with Again (pyzmq builds an
+            # exception for it). Past it more frames are likely: reading on until Again is cheaper
+            # than asking before each one.
+            if taken == 1 and not more(_EVENTS) & _POLLIN:
+                return
             taken += 1
             try:
                 parts = [recv(_NOBLOCK)]
