@@ -40,6 +40,8 @@ RPC_DOMAIN = "zrep-rpc"  # ZAP domain of the ROUTER: node keys and principals' k
 PUB_DOMAIN = "zrep-pub"  # ZAP domain of the PUB: node keys only
 _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class CurveLinks:
@@ -223,6 +225,8 @@ class CurveLinks:
         assert policy is not None
         taken = 0
         while taken < budget:
+            if taken == 1 and not router.get(_EVENTS) & _POLLIN:  # as in Transport._drain_router
+                return
             taken += 1
             try:
                 frames = [router.recv(_NOBLOCK, copy=False)]

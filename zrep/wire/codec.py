@@ -277,22 +277,35 @@ class _OverBudget(Exception):
 
 def _unpack(body: memoryview, max_bytes: int, budget: int | None = None) -> Any:
     items = max_bytes if budget is None else budget
-    hooks: dict[str, Any] = {}
-    if len(body) > FREE_EXPANSION_BYTES:  # a small frame cannot expand into much: no hook on the hot path
-        counter = _Budget(items)
-        hooks = {"list_hook": counter.take, "object_hook": counter.take}
     try:
+        if len(body) <= FREE_EXPANSION_BYTES:
+            # A small frame cannot expand into much: no hooks. Two spelled-out calls, since a
+            # `**hooks` splat, even of an empty dict, costs as much again as the unpacking of
+            # a small frame (every peer message and request goes through here).
+            return msgpack.unpackb(
+                body,
+                use_list=False,
+                raw=False,  # str must be valid UTF-8; bin stays bytes
+                strict_map_key=True,
+                max_str_len=MAX_STR_BYTES,
+                max_bin_len=max_bytes,
+                max_array_len=min(items, max_bytes),
+                max_map_len=MAX_MAP_KEYS,  # arg and result maps are small; a huge one is abuse
+                max_ext_len=0,
+            )
+        counter = _Budget(items)
         return msgpack.unpackb(
             body,
             use_list=False,
-            raw=False,  # str must be valid UTF-8; bin stays bytes
+            raw=False,
             strict_map_key=True,
             max_str_len=MAX_STR_BYTES,
             max_bin_len=max_bytes,
             max_array_len=min(items, max_bytes),
-            max_map_len=MAX_MAP_KEYS,  # arg and result maps are small; a huge one is abuse
+            max_map_len=MAX_MAP_KEYS,
             max_ext_len=0,
-            **hooks,
+            list_hook=counter.take,
+            object_hook=counter.take,
         )
     except _OverBudget:
         raise DecodeError(f"frame expands into more than {items:,} items (arrays and maps in all)") from None
