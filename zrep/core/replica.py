@@ -168,6 +168,7 @@ class Replica:
         self.tracker = Tracker(node_id, incarnation, self.config, any_incarnation="count_any_incarnation" in bugs)  # leader: each follower's progress
         self._epoch_start = 0  # leader: index of its no-op
         self.transfer_to = 0  # leader: the voter it is handing over to (no new writes meanwhile)
+        self._held: list[bytes] = []  # leader: writes that arrived during the transfer
         self._transfer_since = 0
         self._handover = 0  # follower: the leader that asked us to run (TimeoutNow), for this election
         self.reads = ReadIndex()
@@ -210,10 +211,13 @@ class Replica:
         handler(self, msg)
 
     def propose(self, commands: Sequence[bytes]) -> Proposal:
-        """Append client commands (leader), forward them (follower), or refuse (no leader
-        known, or a leadership transfer under way: the client retries shortly)."""
+        """Append client commands (leader), forward them (follower), or refuse (no leader known:
+        the client retries shortly). During a leadership transfer the leader holds them: the
+        shell proposes them again to the new leader (as any write waiting across a change of
+        leader), or, if the transfer is abandoned, they are appended then."""
         if self.transfer_to:
-            return Proposal(False, False, 0)
+            self._held.extend(commands)
+            return Proposal(False, True, self.id)
         if self.role == Role.LEADER:
             first = self.log.last_index + 1
             for data in commands:
@@ -398,10 +402,14 @@ class Replica:
         else:
             self._send_more(self.transfer_to)
 
-    def _end_transfer(self, why: str) -> None:
+    def _end_transfer(self, why: str, leading: bool = True) -> None:
         if self.transfer_to:
             self._note(f"transfer to node {self.transfer_to} ends: {why}")
             self.transfer_to = 0
+        held, self._held = self._held, []
+        if held and leading:
+            self.propose(held)  # still the leader: take them now
+        # else: we stepped down; the shell proposes its waiting writes to the new leader
 
     def _on_timeout_now(self, m: TimeoutNow) -> None:
         if m.epoch != self.hs.epoch or self.leader != m.src or self.role != Role.FOLLOWER:
@@ -647,7 +655,7 @@ class Replica:
     def _become_follower(self, leader: int) -> None:
         if self.role == Role.LEADER:
             self._fail_reads()
-            self._end_transfer("stepped down")
+            self._end_transfer("stepped down", leading=False)
         self._handover = 0
         self.role = Role.FOLLOWER
         self.leader = leader
