@@ -116,3 +116,20 @@ def test_a_wiped_voter_cannot_help_elect_a_node_that_lacks_a_committed_entry():
     _pump({2: b, 3: wiped_c}, 40 * b.timing.election_ticks)
     assert b.role != Role.LEADER and wiped_c.role != Role.LEADER
     assert b.hs.epoch == 1  # it never even claimed an epoch: the new C's answers do not count
+
+
+def test_a_node_added_back_after_its_removal_starts_with_nothing_known():
+    """The removed incarnation's progress (its match, its incarnation) must not be what a
+    promotion of the re-added learner pins: a dead disk would become a voter again."""
+    r = _candidate()
+    r.step(Promise(2, 1, r.hs.epoch, True, 22))
+    assert r.role == Role.LEADER
+    pr = r.tracker[3]
+    pr.inc, pr.match = 33, r.log.last_index  # node 3 was caught up under its old disk
+    r.commit = r._epoch_start = r.log.last_index  # (as if its no-op committed)
+    index, why = r.change_config(FORMED.without(4).without(3))
+    assert index and not why
+    r.commit = index
+    index, why = r.change_config(FORMED.without(4).without(3).with_member(Member(3, 0, voter=False)))
+    assert index, why
+    assert r.tracker[3].inc == 0 and r.tracker[3].match == 0
