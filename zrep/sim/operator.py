@@ -22,7 +22,8 @@ Invariants checked here (the Checker keeps the rest):
   * an index a leader commits is held durably, with the epoch it has, by a quorum of the
     voters of the leader's configuration, each under the incarnation it names (a wiped
     incarnation is judged by what its disk held when it was wiped);
-  * a node's configuration is the last one in its log, or its base when none is.
+  * a node's configuration is the last one in its log, or its base when none is;
+  * a wiped incarnation a configuration removed never becomes a voter again.
 Must not import os, time or zmq.
 """
 
@@ -52,6 +53,8 @@ class SimOperator:
         self.commit_seen: dict[tuple[int, int], int] = {}  # (leader, epoch) -> commit judged
         self.dead_disks: dict[tuple[int, int], dict[int, int]] = {}  # (node, incarnation) -> index -> epoch
         self.dead_snap: dict[tuple[int, int], int] = {}
+        self.leader_config: dict[int, tuple[int, Config]] = {}  # leader -> the configuration it last used
+        self.gone: set[tuple[int, int]] = set()  # (id, incarnation) a configuration removed
 
     # ------------------------------------------------------------ incarnations
 
@@ -197,6 +200,7 @@ class SimOperator:
                     raise Violation(f"tick {self.c.now}: node {node.id} leads epoch {rep.hs.epoch} but is not a "
                                     f"voter of its configuration (learners and observers never lead)")
             self._check_pending_configs(node.id, rep)
+            self._check_no_incarnation_returns(node.id, rep)
             if rep.commit > self.commit_seen.get(key, 0):
                 self.commit_seen[key] = rep.commit
                 self._check_commit_durable(node.id, rep)
@@ -214,6 +218,24 @@ class SimOperator:
             if own:
                 raise Violation(f"tick {self.c.now}: leader {node_id} appended configuration {own[0]} "
                                 f"before its no-op {rep._epoch_start} committed")
+
+    def _check_no_incarnation_returns(self, node_id: int, rep: Any) -> None:
+        """A wiped incarnation that a configuration removed never becomes a voter again (the
+        removed disk's leftover progress must not be what a promotion pins). A removed disk that
+        was not wiped may come back: it forgot nothing."""
+        seen = self.leader_config.get(node_id)
+        if seen is not None and seen[0] == rep.config_index:
+            return
+        self.leader_config[node_id] = (rep.config_index, rep.config)
+        if seen is None or rep.config_index <= seen[0] or rep.log.epoch_at(rep.config_index) != rep.hs.epoch:
+            return  # not a change this leader just made
+        old, new = seen[1], rep.config
+        named = {(m.id, m.incarnation) for m in new.members if m.incarnation}
+        self.gone |= {(m.id, m.incarnation) for m in old.members if m.incarnation} - named
+        back = sorted(k for k in new.voter_keys() - old.voter_keys() if k in self.gone and k in self.dead_disks)
+        if back:
+            raise Violation(f"tick {self.c.now}: leader {node_id} made voter(s) {back} of configuration "
+                            f"{rep.config_index}: wiped incarnations an earlier configuration removed")
 
     def _check_commit_durable(self, node_id: int, rep: Any) -> None:
         index = rep.commit
