@@ -110,16 +110,13 @@ def test_a_seed_replays_exactly():
         # counted as durable must replay after the crash) catches it, the first at seed 9
         ("count_self_before_fsync", 3, 100),
         # Membership (MEMBERSHIP section 3), each caught by the operator's changes and the
-        # free wipes; first failing seeds when added: 7, 11, 68, 9, 11, 5, 150.
+        # free wipes; first failing seeds when added: 7, 11, 68, 9, 11, 5.
         ("config_before_own_commit", 3, 100),
         ("two_pending_configs", 3, 100),
         ("no_config_fallback_on_truncate", 3, 300),
         ("count_any_incarnation", 3, 100),
         ("removed_leader_counts_self", 3, 100),
         ("learner_campaigns", 3, 100),
-        # a re-added member's promotion pinning its removed, wiped incarnation (found by CI's
-        # zrep admin replace test): the first failing seed was 150
-        ("reuse_removed_progress", 3, 300),
     ],
 )
 def test_planted_bug_is_caught(bug, nodes, bound):

@@ -94,7 +94,6 @@ BUGS = frozenset(
         "count_any_incarnation",  # promises and acks count whatever incarnation sends them
         "removed_leader_counts_self",  # a leader its configuration removed still counts its own disk
         "learner_campaigns",  # learners and observers run elections
-        "reuse_removed_progress",  # a member added back keeps its removed incarnation's progress
     }
 )
 

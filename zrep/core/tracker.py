@@ -58,8 +58,7 @@ class Tracker:
         if not leading:
             return
         for p in config.ids:
-            fresh = p in self.linger and "reuse_removed_progress" not in bugs
-            if p != self.id and (p not in self.progress or fresh):
+            if p != self.id and (p not in self.progress or p in self.linger):
                 # New, or added back after a removal: nothing known of its disk (the removed
                 # incarnation's progress must not be what a promotion pins).
                 self.progress[p] = Progress(next=next_index, last_ack_tick=now, last_contact_tick=now)

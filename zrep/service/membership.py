@@ -92,6 +92,11 @@ def plan_change(rep: Replica, request: dict[str, Any]) -> Config:
         pr = rep.tracker.get(node)
         if pr is None or not pr.inc:
             raise Refused("UNAVAILABLE", f"node {node} has not answered yet; start it with --join and retry")
+        # `probing` is cleared only by a successful ack of ours from the incarnation `pr.inc`
+        # names: a new leader starts every peer probing, with the incarnation its last message
+        # carried (it may be a disk that died since), so that alone proves nothing.
+        if pr.probing and not force:
+            raise Refused("UNAVAILABLE", f"node {node} has not acknowledged this leader's log yet; retry shortly")
         if not force:
             if pr.snapshot or pr.match + MAX_LAG < rep.log.last_index or not _live(rep, node):
                 raise Refused("UNAVAILABLE", f"node {node} is not caught up yet (has {pr.match} of "

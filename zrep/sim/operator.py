@@ -23,7 +23,7 @@ Invariants checked here (the Checker keeps the rest):
     voters of the leader's configuration, each under the incarnation it names (a wiped
     incarnation is judged by what its disk held when it was wiped);
   * a node's configuration is the last one in its log, or its base when none is;
-  * a wiped incarnation a configuration removed never becomes a voter again.
+  * an incarnation wiped before a configuration removed it never becomes a voter again.
 Must not import os, time or zmq.
 """
 
@@ -54,7 +54,9 @@ class SimOperator:
         self.dead_disks: dict[tuple[int, int], dict[int, int]] = {}  # (node, incarnation) -> index -> epoch
         self.dead_snap: dict[tuple[int, int], int] = {}
         self.leader_config: dict[int, tuple[int, Config]] = {}  # leader -> the configuration it last used
-        self.gone: set[tuple[int, int]] = set()  # (id, incarnation) a configuration removed
+        self.replacing: set[int] = set()  # ids whose wiped disk is being replaced
+        self.gone: dict[tuple[int, int], int] = {}  # (id, incarnation) a configuration removed -> tick
+        self.dead_at: dict[tuple[int, int], int] = {}  # wiped incarnation -> tick of the wipe
 
     # ------------------------------------------------------------ incarnations
 
@@ -67,6 +69,7 @@ class SimOperator:
         held = {e.index: e.epoch for e in replay.entries}
         key = (node.id, node.disk.incarnation)
         self.dead_disks[key] = held
+        self.dead_at[key] = self.c.now
         self.dead_snap[key] = replay.first_index - 1
         node.disk.wipe()
         node.disk.incarnation = self.new_incarnation()
@@ -129,7 +132,10 @@ class SimOperator:
     def tick(self, faults_on: bool) -> None:
         leader = self.c._leader()
         p = self.c.plan
-        if leader is None or self.rng.random() >= (p.admin_p if faults_on else 0.05):
+        # A replacement under way goes step after step, as `zrep admin replace` does (remove, add,
+        # promote at once, whether or not the new disk runs yet); other changes come now and then.
+        rate = 1.0 if self.replacing else (p.admin_p if faults_on else 0.05)
+        if leader is None or self.rng.random() >= rate:
             return
         rep = leader.service.replica
         cfg = rep.config
@@ -147,13 +153,17 @@ class SimOperator:
         nodes = self.c.nodes
         for m in cfg.members:  # a wiped member: replace it (remove first)
             if m.incarnation and nodes[m.id].disk.incarnation != m.incarnation:
+                self.replacing.add(m.id)
                 return {"op": "remove", "id": m.id}
         for i in cfg.learners:  # promote before adding: learners are capped
             if self.rng.random() < 0.7:
+                if i in self.replacing and cfg.counts(i, nodes[i].disk.incarnation):
+                    self.replacing.discard(i)
                 return {"op": "promote", "id": i}
-        for i in self.c.ids:  # a node outside the configuration, running with --join: add it
-            if cfg.member(i) is None and nodes[i].service is not None:
+        for i in self.c.ids:  # a node outside the configuration: add it (a replacement's at once)
+            if cfg.member(i) is None and (nodes[i].service is not None or i in self.replacing):
                 return {"op": "add", "id": i}
+        self.replacing = {i for i in self.replacing if not cfg.counts(i, nodes[i].disk.incarnation)}
         if not faults_on or self.rng.random() >= 0.3:
             return None
         if self.rng.random() < 0.4:  # hand leadership over (0: to the most caught-up voter)
@@ -220,9 +230,11 @@ class SimOperator:
                                 f"before its no-op {rep._epoch_start} committed")
 
     def _check_no_incarnation_returns(self, node_id: int, rep: Any) -> None:
-        """A wiped incarnation that a configuration removed never becomes a voter again (the
-        removed disk's leftover progress must not be what a promotion pins). A removed disk that
-        was not wiped may come back: it forgot nothing."""
+        """An incarnation wiped before a configuration removed it never becomes a voter again:
+        nothing it sent can be newer than its removal, so a promotion pinning it used the removed
+        disk's leftover progress (zrep admin replace: wipe, remove, add, promote). A disk removed
+        while it ran may answer after being added back, and die after (a failure, not this bug);
+        a removed disk that was not wiped forgot nothing and may come back."""
         seen = self.leader_config.get(node_id)
         if seen is not None and seen[0] == rep.config_index:
             return
@@ -231,8 +243,11 @@ class SimOperator:
             return  # not a change this leader just made
         old, new = seen[1], rep.config
         named = {(m.id, m.incarnation) for m in new.members if m.incarnation}
-        self.gone |= {(m.id, m.incarnation) for m in old.members if m.incarnation} - named
-        back = sorted(k for k in new.voter_keys() - old.voter_keys() if k in self.gone and k in self.dead_disks)
+        for key in {(m.id, m.incarnation) for m in old.members if m.incarnation} - named:
+            self.gone.setdefault(key, self.c.now)
+        late = self.c.plan.link.max_delay + 2  # its last messages may still be in flight
+        back = sorted(k for k in new.voter_keys() - old.voter_keys()
+                      if k in self.gone and k in self.dead_at and self.dead_at[k] + late < self.gone[k])
         if back:
             raise Violation(f"tick {self.c.now}: leader {node_id} made voter(s) {back} of configuration "
                             f"{rep.config_index}: wiped incarnations an earlier configuration removed")
