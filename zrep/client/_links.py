@@ -109,11 +109,45 @@ def _replies_in(node: int, payload: bytes, max_frame_bytes: int) -> Replies:
     return []
 
 
+RETRY_NEXT_KEY = "retry with the node's next key"
+
+
 def _closed() -> ClientError:
     return ClientError("this client is closed; make a new one")
 
 
-class Links:
+class _KeyRotation:
+    """The handshake events both link kinds react to the same way (curve): a refused key is final;
+    a node whose key is not the one we tried (twice in a row: a rotation under way) is tried with
+    its next listed key, and once every listed key failed, the reason is returned."""
+
+    _curve: Curve | None
+    _addresses: dict[int, str]
+    _protocol_failures: dict[int, int]
+    _key_index: dict[int, int]
+
+    def _drop(self, node: int) -> None:
+        raise NotImplementedError
+
+    def _on_handshake(self, node: int, event: int) -> str:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            raise self._curve.refused(node, self._addresses[node])  # type: ignore[union-attr]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._protocol_failures[node] = 0
+            return ""
+        self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1  # a wrong server key
+        if self._protocol_failures[node] < 2:
+            return ""
+        self._protocol_failures[node] = 0
+        tried = self._key_index.get(node, 0) + 1
+        self._key_index[node] = tried
+        self._drop(node)
+        if tried % len(self._curve.server_keys[node]) == 0:  # type: ignore[union-attr]
+            return self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
+        return RETRY_NEXT_KEY
+
+
+class Links(_KeyRotation):
     """Blocking links: `send` and `poll` on zmq sockets."""
 
     def __init__(self, addresses: dict[int, str], max_frame_bytes: int, curve: Curve | None = None) -> None:
@@ -173,20 +207,9 @@ class Links:
         monitor = self._monitors.get(node)
         while monitor is not None and monitor.poll(0):
             event = recv_monitor_message(monitor)["event"]
-            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                raise self._curve.refused(node, self._addresses[node])  # type: ignore[union-attr]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._protocol_failures[node] = 0
-                continue
-            self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1  # a wrong server key
-            if self._protocol_failures[node] >= 2:
-                self._protocol_failures[node] = 0
-                tried = self._key_index.get(node, 0) + 1
-                self._key_index[node] = tried
-                self._drop(node)
-                if tried % len(self._curve.server_keys[node]) == 0:  # type: ignore[union-attr]
-                    return self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
-                return "retry with the node's next key"
+            problem = self._on_handshake(node, event)
+            if problem:
+                return problem
         return ""
 
     def _drop(self, node: int) -> None:
@@ -215,7 +238,7 @@ class Links:
                 wait_ms = (connect_by - time.monotonic()) * 1000
                 if self._curve is not None:  # watch the handshake in short steps: a refusal is final
                     problem = self._check_handshakes(node)
-                    if problem == "retry with the node's next key":
+                    if problem == RETRY_NEXT_KEY:
                         sock = self._socket(node)
                         continue
                     if problem:
@@ -273,7 +296,7 @@ class Inbox:
         return items
 
 
-class AsyncLinks:
+class AsyncLinks(_KeyRotation):
     """asyncio links: one reader task per socket routes replies to the calls' inboxes."""
 
     def __init__(self, addresses: dict[int, str], max_frame_bytes: int, curve: Curve | None = None) -> None:
@@ -299,20 +322,9 @@ class AsyncLinks:
         pair = self._monitors.get(node)
         while pair is not None and pair[1].poll(0):
             event = recv_monitor_message(pair[1])["event"]
-            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                raise self._curve.refused(node, self._addresses[node])  # type: ignore[union-attr]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._protocol_failures[node] = 0
-                continue
-            self._protocol_failures[node] = self._protocol_failures.get(node, 0) + 1
-            if self._protocol_failures[node] >= 2:
-                self._protocol_failures[node] = 0
-                tried = self._key_index.get(node, 0) + 1
-                self._key_index[node] = tried
-                self._drop(node)
-                if tried % len(self._curve.server_keys[node]) == 0:  # type: ignore[union-attr]
-                    return self._curve.failed(node, self._addresses[node])  # type: ignore[union-attr]
-                return "retry with the node's next key"
+            problem = self._on_handshake(node, event)
+            if problem:
+                return problem
         return ""
 
     def _drop(self, node: int) -> None:
@@ -396,7 +408,7 @@ class AsyncLinks:
                 wait_ms = (connect_by - time.monotonic()) * 1000
                 if self._curve is not None:  # watch the handshake in short steps: a refusal is final
                     problem = self._check_handshakes(node)
-                    if problem == "retry with the node's next key":
+                    if problem == RETRY_NEXT_KEY:
                         sock = self._socket(node)
                         continue
                     if problem:

@@ -320,11 +320,9 @@ class Replica:
         return tuple(m for m in self.config.voters if m != self.id)
 
     def _counts(self, src: int, inc: int) -> bool:
-        """Whether a promise or answer from (src, inc) counts under our configuration."""
-        if "count_any_incarnation" in self.bugs:
-            m = self.config.member(src)
-            return m is not None and m.voter
-        return self.config.counts(src, inc)
+        """Whether a promise or answer from (src, inc) counts under our configuration (the
+        tracker's rule, which follows every configuration change)."""
+        return self.tracker.counts(src, inc)
 
     def can_campaign(self) -> bool:
         """Only a voter of our own configuration, under our own incarnation, runs elections."""

@@ -89,14 +89,15 @@ class Tracker:
         if pr is not None:
             pr.last_contact_tick = now
 
-    def _counts(self, peer: int, inc: int) -> bool:
+    def counts(self, peer: int, inc: int) -> bool:
+        """Whether (peer, inc) is a voter of the configuration in force (with the planted bug: any incarnation)."""
         if self.any_inc:
             m = self.config.member(peer)
             return m is not None and m.voter
         return self.config.counts(peer, inc)
 
     def _counting(self) -> list[Progress]:
-        counts = self._counts
+        counts = self.counts
         return [pr for p, pr in self.progress.items() if counts(p, pr.inc)]
 
     def committed(self, stable: int) -> int:
@@ -128,6 +129,6 @@ class Tracker:
     def durable_on(self, index: int, stable: int) -> tuple[int, ...]:
         """The counting voters known to hold `index` on disk, in id order."""
         have = [self.id] if self.self_counts and stable >= index else []
-        counts = self._counts
+        counts = self.counts
         have += [p for p, pr in self.progress.items() if pr.match >= index and counts(p, pr.inc)]
         return tuple(sorted(have))
