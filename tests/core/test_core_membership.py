@@ -133,3 +133,26 @@ def test_a_node_added_back_after_its_removal_starts_with_nothing_known():
     index, why = r.change_config(FORMED.without(4).without(3).with_member(Member(3, 0, voter=False)))
     assert index, why
     assert r.tracker[3].inc == 0 and r.tracker[3].match == 0
+
+
+def test_a_node_demoted_by_a_pending_configuration_still_runs_while_the_committed_voters_need_it():
+    """Voters 1-4 (committed); the leader 1 appended a configuration demoting 3, which only 1
+    and 3 hold, then died. 3 holds the freshest log, so 2 and 4 cannot win without it: 3 must
+    run (counting promises by its latest configuration, not its own), commit the change and
+    step down (the Raft thesis, 4.2.2). Found by the 5-node simulator sweep, seed 4940."""
+    four = Config(7, (Member(1, 11), Member(2, 22), Member(3, 33), Member(4, 44)))
+    demoted = four.with_member(Member(3, 33, voter=False))
+    common = [Entry(1, 1, encode_config(four)), Entry(1, 2, b"")]
+    nodes = {
+        2: Replica(2, four, incarnation=22, rng=random.Random(2), hard_state=HardState(1, 1),
+                   log=LogView(common), commit=2),
+        3: Replica(3, four, incarnation=33, rng=random.Random(3), hard_state=HardState(1, 1),
+                   log=LogView([*common, Entry(1, 3, encode_config(demoted))]), commit=2),
+        4: Replica(4, four, incarnation=44, rng=random.Random(4), hard_state=HardState(1, 1),
+                   log=LogView(common), commit=2),
+    }
+    assert not nodes[3].config.counts(3, 33) and nodes[3].can_campaign()
+    _pump(nodes, 20 * nodes[2].timing.election_ticks)
+    assert all(r.commit >= 3 and r.config == demoted for r in nodes.values())
+    assert not nodes[3].can_campaign() and nodes[3].role != Role.LEADER
+    assert any(r.role == Role.LEADER for r in nodes.values())

@@ -325,8 +325,15 @@ class Replica:
         return self.tracker.counts(src, inc)
 
     def can_campaign(self) -> bool:
-        """Only a voter of our own configuration, under our own incarnation, runs elections."""
-        return "learner_campaigns" in self.bugs or self.config.counts(self.id, self.inc)
+        """Only a voter, under our own incarnation, runs elections: a voter of our latest
+        configuration, or of our committed one while a later one that drops us is pending.
+        That pending change may never commit, and until it does the committed voters may
+        need us: we may hold the freshest log, which no one else can win without (the Raft
+        thesis, 4.2.2). We count promises by the latest configuration, never our own, and
+        step down once it commits, as a leader removed while leading does."""
+        if "learner_campaigns" in self.bugs or self.config.counts(self.id, self.inc):
+            return True
+        return self.config_index > self.commit and self.committed_config().counts(self.id, self.inc)
 
     @property
     def removed(self) -> bool:

@@ -206,9 +206,10 @@ class SimOperator:
             if key not in self.led:
                 self.led.add(key)
                 self.commit_seen[key] = rep.commit  # what it knew as a follower was counted by others
-                if not rep.config.counts(rep.id, rep.inc):
-                    raise Violation(f"tick {self.c.now}: node {node.id} leads epoch {rep.hs.epoch} but is not a "
-                                    f"voter of its configuration (learners and observers never lead)")
+                if not (rep.config.counts(rep.id, rep.inc) or rep.committed_config().counts(rep.id, rep.inc)):
+                    raise Violation(f"tick {self.c.now}: node {node.id} leads epoch {rep.hs.epoch} but is a voter "
+                                    f"of neither its configuration nor its committed one (learners and observers "
+                                    f"never lead)")
             self._check_pending_configs(node.id, rep)
             self._check_no_incarnation_returns(node.id, rep)
             if rep.commit > self.commit_seen.get(key, 0):
