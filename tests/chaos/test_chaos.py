@@ -34,6 +34,7 @@ from zrep.chaos.workload import Stats, Worker, WorkloadSettings, client_config
 from zrep.client import OutcomeUnknown, Receipt, Rejected, Unavailable
 from zrep.core.messages import Entry
 from zrep.local.cluster import CLIENT_HOST, LocalCluster
+from zrep.storage.wal import Wal
 from zrep.storage.wal_format import Scan, StopKind, encode_entry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,3 +259,19 @@ def test_the_report_counts_power_cuts_by_scope() -> None:
            {"kind": "kill", "nodes": [1]}]
     assert power_cut_summary(log) == {"cuts": 2, "all_nodes": 1, "one_node": 1, "minority": 0, "torn": 1,
                                       "disks_cut": 4, "unsynced_bytes_dropped": 18, "torn_bytes_kept": 3}
+
+
+def test_a_torn_tail_lands_right_after_the_last_record_of_a_preallocated_wal(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    wal, _ = Wal.open(path)
+    entries = [Entry(1, i, b"y" * i) for i in range(1, 6)]
+    wal.append_entries(entries)
+    wal.sync()
+    end = wal.synced_offset
+    wal.close()
+    for seed in range(20):
+        what = tear_tail(path, random.Random(seed))
+        assert what.endswith(f"after byte {end}"), what
+        wal, replay = Wal.open(path)  # the node's own repair: cut it, and say so
+        wal.close()
+        assert replay.entries == entries and replay.torn_bytes > 0 and "torn tail" in replay.warnings[0]

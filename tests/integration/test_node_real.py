@@ -23,7 +23,7 @@ from zrep.config import write_config
 from zrep.core.messages import Append, Entry, Heartbeat, Role
 from zrep.node.start import EXIT_CORRUPT_LOG, EXIT_OK
 from zrep.node.transport import peer_identity
-from zrep.storage.wal_format import Scan
+from zrep.storage.wal_format import Scan, encode_record
 from zrep.wire.client_messages import ClientReply, ClientRequest, Code
 from zrep.wire.codec import decode, encode
 
@@ -263,11 +263,15 @@ def test_torn_wal_tails_are_cut_and_the_node_rejoins(make_cluster: MakeCluster) 
     send_seq(c, "t", range(1, 31), lambda s: "box", acked)
     c.wait_converged(15)
     f1, f2 = [i for i in c.ids if i != lead]
-    # Zeros after the last record (a crash while the file grew): the follower
-    # restarts alone while the others keep writing.
+    # The first 16 bytes of a record after the last one, then the preallocated zeros
+    # (a crash inside a write): the follower restarts alone while the others keep writing.
     c.kill(f1)
-    with open(c.wal_path(f1), "ab") as wal:
-        wal.write(bytes(16))
+    data = c.wal_path(f1).read_bytes()
+    records = list(Scan(data))
+    end = records[-1][0] + len(encode_record(records[-1][1]))
+    with open(c.wal_path(f1), "r+b") as wal:
+        wal.seek(end)
+        wal.write(encode_record(Entry(99, 10**6, b"never acknowledged"))[:16])
     c.start(f1)
     send_seq(c, "t", range(31, 41), lambda s: "box", acked, via=lambda s: lead)
     c.wait_converged(20)
@@ -281,7 +285,7 @@ def test_torn_wal_tails_are_cut_and_the_node_rejoins(make_cluster: MakeCluster) 
     data = path.read_bytes()
     records = list(Scan(data))
     last = max(n for n, (_, rec) in enumerate(records) if isinstance(rec, Entry))
-    end = records[last + 1][0] if last + 1 < len(records) else len(data)
+    end = records[last][0] + len(encode_record(records[last][1]))
     os.truncate(path, end - 7)  # inside the last ENTRY record, and whatever came after it
     c.start(f2)
     send_seq(c, "t", range(41, 51), lambda s: "box", acked, via=lambda s: lead)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from zrep.chaos.powerfs.journal import reordered_pages
+from zrep.chaos.powerfs.journal import lost_pages, subtract
 from zrep.chaos.powerfs.mount import PowerMount, unavailable
 from zrep.errors import CorruptLogError
 from zrep.storage import bugs
@@ -144,7 +144,13 @@ def test_a_last_batch_that_reached_the_disk_out_of_order_is_cut_as_torn(pm: Powe
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(10)
-    seed = next(s for s in range(1000) if reordered_pages(random.Random(s), said["durable"], said["size"])[1])
+    def hole(seed: int) -> bool:  # a lost page of the batch before a page of it that landed
+        unsynced = [(said["durable"], said["size"])]
+        lost = lost_pages(random.Random(seed), unsynced)
+        landed = subtract(unsynced, lost)
+        return bool(lost and landed and lost[0][0] < landed[-1][1])
+
+    seed = next(s for s in range(1000) if hole(s))
     pm.reboot(seed=seed, reorder=True)  # a hole in the batch, valid records after it
     wal, replay = Wal.open(pm.mountpoint / "wal")
     wal.close()

@@ -19,7 +19,7 @@ from zrep.core.messages import Entry, HardState
 from zrep.errors import CorruptLogError, InvariantError, StorageError
 from zrep.cli.log import log
 from zrep.storage.wal import Wal
-from zrep.storage.wal_format import Commit, Scan, SnapshotMark, Truncate, encode_record
+from zrep.storage.wal_format import Commit, Scan, SnapshotMark, Truncate, encode_record, written_tail, zeros_from
 
 
 def write_file(path, data: bytes) -> None:
@@ -31,6 +31,16 @@ def write_file(path, data: bytes) -> None:
 def read_file(path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def log_bytes(path) -> bytes:
+    """A WAL file's records, without the zeros it preallocates after them (checked to be zeros)."""
+    data = read_file(path)
+    scan = Scan(data)
+    for _ in scan:
+        pass
+    assert scan.stop is not None and zeros_from(data, scan.stop.offset), "something other than zeros follows"
+    return data[:scan.stop.offset]
 
 
 def open_fresh(path, data: bytes):
@@ -146,8 +156,9 @@ def test_replay_after_a_crash_is_the_synced_state_plus_whole_records(
             wal.sync()
         except StorageError:
             pass
-    on_disk = read_file(wal.path)  # what the crash leaves; close() below is only cleanup
-    assert len(on_disk) == m.offset
+    raw = read_file(wal.path)  # what the crash leaves; close() below is only cleanup
+    on_disk = raw[:m.offset]
+    assert zeros_from(raw, m.offset)  # the preallocated rest
     assert wal.synced_offset == m.synced
     wal.close()
 
@@ -164,9 +175,9 @@ def test_replay_after_a_crash_is_the_synced_state_plus_whole_records(
 
     wal2, replay = open_fresh(path, crashed)
     assert (replay.entries, replay.hard_state, replay.commit) == (entries, hs, commit)
-    assert replay.torn_bytes == len(crashed) - good_end
+    assert replay.torn_bytes == written_tail(crashed, good_end)  # zeros after it are preallocated space
     assert bool(replay.warnings) == (replay.torn_bytes > 0)
-    assert wal2.synced_offset == good_end == os.path.getsize(path)
+    assert wal2.synced_offset == good_end and zeros_from(read_file(path), good_end)
     # The repaired log takes new writes and replays cleanly with them.
     extra = Entry(hs.epoch, len(entries) + 1, b"after")
     wal2.append_entries([extra])
@@ -190,7 +201,7 @@ def small_log(path) -> tuple[bytes, list[int]]:
     wal.append_entries([Entry(2, 3, bytes(range(256)) + b"the last one")])
     wal.sync()
     wal.close()
-    data = read_file(path)
+    data = log_bytes(path)
     return data, [offset for offset, _ in Scan(data)]
 
 
@@ -209,9 +220,11 @@ def test_torn_tail_at_every_byte_of_the_last_record(tmp_path, fill) -> None:
         wal.close()
         assert replay.entries == EXPECTED_BEFORE_LAST, cut
         assert (replay.hard_state, replay.commit) == (HardState(1, 1), 1)
-        assert replay.torn_bytes == len(torn) - last
-        assert f"torn tail of {len(torn) - last} bytes at byte {last}" in replay.warnings[0]
-        assert os.path.getsize(path) == last
+        written = len(data[last:cut].rstrip(b"\0"))  # a cut inside the length's zero bytes left none
+        assert replay.torn_bytes == written
+        assert len(replay.warnings) == (1 if written else 0)
+        assert not written or f"torn tail of {written} bytes at byte {last}" in replay.warnings[0]
+        assert log_bytes(path) == data[:last]
         wal, again = Wal.open(path)
         wal.close()
         assert (again.entries, again.torn_bytes, again.warnings) == (EXPECTED_BEFORE_LAST, 0, [])
@@ -372,15 +385,15 @@ def test_group_commit_is_one_write_and_one_flush_and_hints_flush_nothing(tmp_pat
     wal, _ = Wal.open(tmp_path / "wal")
     flushes = count_flushes(monkeypatch)
     writes: list[int] = []
-    real_write = os.write
-    monkeypatch.setattr(os, "write", lambda fd, b: (writes.append(len(b)), real_write(fd, b))[1])
+    real_write = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, b, at: (writes.append(len(b)), real_write(fd, b, at))[1])
     wal.append_entries([Entry(1, i, b"x" * 100) for i in range(1, 101)])
     wal.set_hard_state(HardState(1, 1))
-    assert wal.synced_offset == 0 and os.path.getsize(wal.path) == 0  # buffered only
+    assert wal.synced_offset == 0 and log_bytes(wal.path) == b""  # buffered only
     wal.sync()
     assert (len(writes), len(flushes)) == (1, 1)
     synced = wal.synced_offset
-    assert synced == os.path.getsize(wal.path)
+    assert synced == len(log_bytes(wal.path))
     wal.set_commit(50)
     wal.sync()
     assert (len(writes), len(flushes), wal.synced_offset) == (2, 1, synced)
@@ -412,8 +425,8 @@ def test_failed_flush_is_never_retried_and_poisons_the_wal(tmp_path, monkeypatch
 
 def test_short_writes_are_completed(tmp_path, monkeypatch) -> None:
     wal, _ = Wal.open(tmp_path / "wal")
-    real_write = os.write
-    monkeypatch.setattr(os, "write", lambda fd, b: real_write(fd, bytes(b[:7])))
+    real_write = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, b, at: real_write(fd, bytes(b[:7]), at))
     entries = [Entry(1, i, bytes([i]) * 50) for i in range(1, 11)]
     wal.append_entries(entries)
     wal.sync()
@@ -429,16 +442,16 @@ def test_failed_write_after_a_short_write_poisons_the_wal_and_is_cut_on_restart(
     wal, _ = Wal.open(tmp_path / "wal")
     wal.append_entries([Entry(1, 1, b"kept")])
     wal.sync()
-    real_write = os.write
+    real_write = os.pwrite
     calls = []
 
-    def half_then_fail(fd: int, b) -> int:
+    def half_then_fail(fd: int, b, at: int) -> int:
         calls.append(len(b))
         if len(calls) > 1:
             raise OSError(code, os.strerror(code))
-        return real_write(fd, bytes(b[: len(b) // 2]))
+        return real_write(fd, bytes(b[: len(b) // 2]), at)
 
-    monkeypatch.setattr(os, "write", half_then_fail)
+    monkeypatch.setattr(os, "pwrite", half_then_fail)
     wal.append_entries([Entry(1, 2, b"y" * 100)])
     with pytest.raises(StorageError, match="write failed"):
         wal.sync()
@@ -503,7 +516,7 @@ def test_inspect_corrupt_names_the_byte_and_lists_what_follows(tmp_path) -> None
 
 def test_inspect_json(tmp_path) -> None:
     data, offsets = small_log(tmp_path / "wal")
-    write_file(tmp_path / "wal", data + b"\x00" * 9)
+    write_file(tmp_path / "wal", data + b"\x00" * 8 + b"\x07" + bytes(4096))  # zeros after it: free space
     result = inspect(tmp_path / "wal", "--json")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
@@ -534,3 +547,78 @@ def test_random_damage_never_escapes_as_another_error(tmp_path) -> None:
         except CorruptLogError:
             continue
         wal.close()
+
+
+# -- preallocation -------------------------------------------------------------------
+
+
+def test_the_file_is_preallocated_and_its_zeros_are_free_space_not_a_torn_tail(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(wal_module, "PREALLOC_BYTES", 4096)  # cross many steps with few records
+    path = tmp_path / "wal"
+    wal, _ = Wal.open(path)
+    assert os.path.getsize(path) == 4096
+    entries = [Entry(1, i, bytes([i % 251]) * 300) for i in range(1, 101)]
+    for e in entries:
+        wal.append_entries([e])
+        wal.sync()
+        assert os.path.getsize(path) > wal.synced_offset  # always room ahead: no size change to flush
+    assert os.path.getsize(path) % 4096 == 0
+    wal.close()
+    wal, replay = Wal.open(path)
+    assert (replay.entries, replay.torn_bytes, replay.warnings) == (entries, 0, [])
+    wal.append_entries([Entry(1, 101, b"more")])
+    wal.sync()
+    wal.close()
+    assert len(log_bytes(path)) == wal.synced_offset
+
+
+def test_a_torn_write_into_the_preallocated_space_is_cut_and_zeroed(tmp_path) -> None:
+    path = tmp_path / "wal"
+    wal, _ = Wal.open(path)
+    wal.append_entries([Entry(1, 1, b"kept")])
+    wal.sync()
+    end = wal.synced_offset
+    wal.close()
+    stale = encode_record(Entry(1, 2, b"stale"))  # a write that landed whole, then bytes of another
+    with open(path, "r+b") as f:
+        f.seek(end)
+        f.write(stale[:11])
+    wal, replay = Wal.open(path)
+    assert replay.entries == [Entry(1, 1, b"kept")] and replay.torn_bytes == 11
+    wal.append_entries([Entry(2, 2, b"new")])  # written over the cut bytes
+    wal.sync()
+    wal.close()
+    wal, replay = Wal.open(path)
+    wal.close()
+    assert replay.entries == [Entry(1, 1, b"kept"), Entry(2, 2, b"new")] and replay.warnings == []
+
+
+def test_bytes_after_a_hole_are_read_not_taken_for_free_space(tmp_path) -> None:
+    # A sparse file whose data resumes after a hole: replay must see that data (here a
+    # valid record after the gap: corruption, as a hole inside the log is).
+    path = tmp_path / "wal"
+    first = encode_record(Entry(1, 1, b"one"))
+    with open(path, "wb") as f:
+        f.write(first)
+        f.seek(1 << 20)
+        f.write(encode_record(Entry(1, 2, b"two")))
+        f.truncate(4 << 20)
+    with pytest.raises(CorruptLogError):
+        Wal.open(path)
+
+
+def test_a_file_system_that_cannot_preallocate_still_gets_every_record(tmp_path, monkeypatch) -> None:
+    def refuse(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", refuse)
+    wal, _ = Wal.open(tmp_path / "wal")
+    entries = [Entry(1, i, b"x" * 50) for i in range(1, 21)]
+    for e in entries:
+        wal.append_entries([e])
+        wal.sync()
+    wal.close()
+    assert os.path.getsize(tmp_path / "wal") == wal.synced_offset  # plain appends
+    wal, replay = Wal.open(tmp_path / "wal")
+    wal.close()
+    assert (replay.entries, replay.warnings) == (entries, [])

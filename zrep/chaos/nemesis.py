@@ -61,8 +61,15 @@ from typing import Any
 from zrep.chaos.disks import Disks
 from zrep.chaos.history import HistoryWriter
 from zrep.chaos.netfaults import NetFaults, Pair
+from zrep.core.messages import Entry
 from zrep.local.cluster import ClusterError, LocalCluster, wait_until
-from zrep.storage.wal_format import Scan, StopKind
+from zrep.storage.wal_format import (
+    HEADER_SIZE,
+    Scan,
+    StopKind,
+    encode_entry,
+    zeros_from,
+)
 
 FAULTS = ("kill", "pause", "partition", "torn-tail", "restart-all", "power-cut")
 # Besides the faults: --membership runs zrep.chaos.membership's operator alongside them.
@@ -98,25 +105,35 @@ def majority(n: int) -> int:
 
 
 def tear_tail(path: Path, rng: random.Random) -> str:
-    """Append a torn record after the last complete one; what was done, for the report."""
+    """Write a torn record right after the last complete one (into the WAL's preallocated
+    zeros, or past the end of a file without them); what was done, for the report.
+
+    A torn write leaves the first bytes of a record and then zeros (or nothing). The bytes
+    kept always reach the record's first non-zero byte: a tear that left only zeros is
+    indistinguishable from free space, and the node would have nothing to cut."""
     data = path.read_bytes() if path.exists() else b""
     scan = Scan(data)
     last = None
     for offset, _ in scan:
         last = offset
-    assert scan.stop is not None
-    if scan.stop.kind is not StopKind.CLEAN:
-        return f"left as it was: it already ends in a {scan.stop.kind.value} record at byte {scan.stop.offset}"
-    use_zeros, zeros, cut = rng.random() < 0.25, rng.randint(1, 64), rng.random()  # always three draws
-    if last is None or use_zeros:
-        torn, what = bytes(zeros), f"{zeros} zero bytes"
+    stop = scan.stop
+    assert stop is not None
+    if stop.kind is not StopKind.CLEAN and not zeros_from(data, stop.offset):
+        return f"left as it was: it already ends in a {stop.kind.value} record at byte {stop.offset}"
+    end = stop.offset
+    use_zeros, cut = rng.random() < 0.25, rng.random()
+    record = data[last:end] if last is not None else encode_entry(Entry(1, 1, b"torn"))
+    first = next(i for i, b in enumerate(record) if b)  # in the length field: a body is >= 2 bytes
+    keep = first + 1 + int(cut * (len(record) - 2 - first))  # first + 1 .. len - 1: never the whole record
+    if use_zeros:
+        torn = record[:min(keep, HEADER_SIZE)]
+        what = f"a record header cut after {len(torn)} bytes, its body zeros"
     else:
-        record = data[last:]
-        keep = 1 + int(cut * (len(record) - 1))  # 1 .. len - 1: never the whole record
         torn, what = record[:keep], f"a copy of the last record cut after {keep} of its {len(record)} bytes"
-    with open(path, "ab") as f:
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        f.seek(end)
         f.write(torn)
-    return f"appended {what} after byte {len(data)}"
+    return f"appended {what} after byte {end}"
 
 
 def power_cut_targets(d: Draw, ids: list[int], leader: int | None) -> tuple[list[int], str, int | None]:

@@ -32,6 +32,7 @@ from zrep.storage.wal_format import (
     Truncate,
     find_valid_record,
     record_type,
+    zeros_from,
 )
 from zrep.store.commands import DeleteCommand, decode_command
 
@@ -73,13 +74,13 @@ def _body(data: bytes) -> tuple[str, str]:
 def not_a_wal(buf: bytes) -> str:
     """Why `buf` cannot be a zrep WAL, or '' if it may be one (an empty file is an empty WAL).
 
-    A WAL is records back to back from byte 0. If no valid record is found
+    A WAL is records back to back from byte 0, then zeros. If no valid record is found
     anywhere, and the first 8 bytes are no record header whose record a crash
     could have cut short (a length of 2..MAX_BODY running past the end), the
     file is something else (README.md, a snapshot, a config file).
     """
-    if not buf or find_valid_record(buf, 0) is not None:
-        return ""
+    if zeros_from(buf, 0) or find_valid_record(buf, 0) is not None:
+        return ""  # (all zeros: a new WAL's preallocated space)
     if len(buf) >= HEADER_SIZE:
         length = HEADER.unpack_from(buf, 0)[0]
         if 2 <= length <= MAX_BODY and HEADER_SIZE + length > len(buf):

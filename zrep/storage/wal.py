@@ -25,6 +25,13 @@ Invariants:
 - A failed write or flush is never retried (after a failed fsync the page
   cache may already have dropped the dirty pages): the Wal raises StorageError
   and then refuses every call except close().
+- The file is preallocated ahead of the writes (PREALLOC_BYTES at a time, zeros):
+  a record is written into space the file already has, so its fdatasync flushes
+  the data without a change of the file's size (about a third less per flush on
+  ext4, measured by `zrep bench wal`). The records end where the zeros up to the
+  end of the file begin; replay treats that stretch as free space, never as a
+  torn tail (wal_format.zeros_from). A crash that cuts a write leaves its first
+  bytes and then zeros: a torn tail, cut as before.
 - Replayed bytes are flushed once on open, because they may have come from the
   page cache of a process that died before its fsync; the directory is flushed
   too, so a file created by a crashed run cannot vanish later.
@@ -60,8 +67,10 @@ from zrep.storage.wal_format import (
     Truncate,
     encode_entry,
     encode_record,
+    written_tail,
 )
 
+PREALLOC_BYTES = 4 * 1024 * 1024  # the file grows by this much ahead of its writes
 REWRITE_SUFFIX = ".rewrite-tmp"  # a rewrite's new file, before its rename over the WAL
 
 
@@ -199,8 +208,12 @@ def replay_buffer(buf: bytes, path: str) -> tuple[Replay, int]:
     if stop.kind is StopKind.CORRUPT:
         raise CorruptLogError(path, stop.offset, f"{stop.reason}; valid record follows at byte {stop.next_valid}")
     warnings = []
-    torn = len(buf) - stop.offset
+    torn = 0
     if stop.kind is StopKind.TORN:
+        # Zeros after the last record are the preallocated space (or a cut write that
+        # left nothing): the log just ends. Anything else a crash left is a torn tail.
+        torn = written_tail(buf, stop.offset)
+    if torn:
         warnings.append(
             f"{path}: torn tail of {torn} bytes at byte {stop.offset} ({stop.reason}); "
             f"cut off (an interrupted, never acknowledged write)"
@@ -259,16 +272,38 @@ def _ensure_dir(path: str) -> None:
         sync_dir(os.path.dirname(d))
 
 
-def _read_all(fd: int) -> bytes:
+def _read_all(fd: int) -> tuple[bytes, int]:
+    """(the file's bytes, its size): the bytes stop early where only holes follow, which
+    read as zeros by definition (the preallocated space, not read for nothing)."""
     size = os.fstat(fd).st_size
+    end = _data_end(fd, size)
     chunks, offset = [], 0
-    while offset < size:
-        chunk = os.pread(fd, size - offset, offset)
+    while offset < end:
+        chunk = os.pread(fd, end - offset, offset)
         if not chunk:
             break
         chunks.append(chunk)
         offset += len(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks), size
+
+
+def _data_end(fd: int, size: int) -> int:
+    """Where the file's last stretch of holes begins (`size` if none, or if the file system
+    cannot tell): SEEK_HOLE may call a hole data, never data a hole."""
+    seek_hole, seek_data = getattr(os, "SEEK_HOLE", None), getattr(os, "SEEK_DATA", None)
+    if size == 0 or seek_hole is None or seek_data is None:
+        return size
+    try:
+        hole = os.lseek(fd, 0, seek_hole)
+    except OSError:
+        return size
+    if hole >= size:
+        return size
+    try:
+        os.lseek(fd, hole, seek_data)
+    except OSError as exc:
+        return hole if exc.errno == errno.ENXIO else size  # ENXIO: no data after the hole
+    return size  # data after the first hole: read it all, replay judges it
 
 
 class Wal:
@@ -289,6 +324,8 @@ class Wal:
         self._pack = msgpack.Packer(use_bin_type=True).pack  # reused: a Wal belongs to one thread
         self._offsets = replay.offsets  # where each entry's record starts (for `rewrite`)
         self._end = size  # where the next buffered record will start
+        self._allocated = size  # the file's size: records end at _written, zeros follow
+        self._prealloc = True  # until the file system refuses it
         self._late_flushed = time.monotonic()  # for the planted bug WAL_ACK_BEFORE_FSYNC only
 
     # -- opening ---------------------------------------------------------------
@@ -301,7 +338,7 @@ class Wal:
             _ensure_dir(os.path.dirname(path))
             if os.path.exists(path + REWRITE_SUFFIX):  # a rewrite that died before its rename
                 os.unlink(path + REWRITE_SUFFIX)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # records go at _written (pwrite)
         except OSError as exc:
             raise StorageError(f"{path}: cannot open the WAL: {exc}") from exc
         try:
@@ -317,20 +354,23 @@ class Wal:
         except BlockingIOError:
             raise StorageError(f"{path}: the WAL is in use by another process or Wal") from None
         try:
-            buf = _read_all(fd)
+            buf, size = _read_all(fd)
         except OSError as exc:
             raise StorageError(f"{path}: cannot read the WAL: {exc}") from exc
         replay, keep = replay_buffer(buf, path)
         try:
-            if keep < len(buf):
-                os.ftruncate(fd, keep)
+            if replay.torn_bytes:
+                os.ftruncate(fd, keep)  # our next write must not land before leftover bytes
+            wal = cls(path, fd, replay, keep)
+            wal._allocated = keep if replay.torn_bytes else size
+            wal._reserve(keep + 1)
             # Flush what we replayed (and the cut) before anyone acts on it; a
             # new file is flushed together with its directory entry.
             sync_data(fd)
             sync_dir(os.path.dirname(path))
         except OSError as exc:
             raise StorageError(f"{path}: cannot repair or flush the WAL on open: {exc}") from exc
-        return cls(path, fd, replay, keep), replay
+        return wal, replay
 
     # -- buffered writes ---------------------------------------------------------
 
@@ -434,7 +474,7 @@ class Wal:
     def _replace_file(self, data: bytes) -> None:
         tmp = self.path + REWRITE_SUFFIX
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise self._fail(f"cannot create {tmp} to rewrite the WAL: {exc}") from exc
         try:
@@ -456,7 +496,7 @@ class Wal:
                 sync_dir(os.path.dirname(self.path))
         except OSError as exc:
             raise self._fail(f"fsync of the directory after a rewrite failed: {exc}") from exc
-        self._written = self._synced = len(data)
+        self._written = self._synced = self._allocated = len(data)
 
     # -- durability ----------------------------------------------------------------
 
@@ -499,11 +539,26 @@ class Wal:
                 raise self._fail(f"fsync failed: {exc}") from exc
             self._synced, self._late_flushed = self._written, now
 
+    def _reserve(self, end: int) -> None:
+        """Grow the file with zeros to hold `end` bytes, a whole PREALLOC_BYTES at a time.
+        Best effort: where the file system cannot (or the disk is full), writes simply
+        extend the file, and a full disk fails the write itself."""
+        if end <= self._allocated or not self._prealloc:
+            return
+        size = (end // PREALLOC_BYTES + 1) * PREALLOC_BYTES
+        try:
+            os.posix_fallocate(self._fd, self._allocated, size - self._allocated)  # type: ignore[arg-type]
+        except OSError:
+            self._prealloc = False
+            return
+        self._allocated = size
+
     def _write_all(self, data: bytes) -> None:
+        self._reserve(self._written + len(data))
         view = memoryview(data)
         while view:  # a write may be short (signal, quota, disk filling up): loop
             try:
-                n = os.write(self._fd, view)  # type: ignore[arg-type]
+                n = os.pwrite(self._fd, view, self._written)  # type: ignore[arg-type]
             except OSError as exc:
                 raise self._fail(f"write failed after {len(data) - len(view)} of {len(data)} bytes: {exc}") from exc
             if n <= 0:  # no progress and no error: treat as a full disk rather than spin

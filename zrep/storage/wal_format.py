@@ -1,6 +1,8 @@
 """Framing of write-ahead-log records: bytes in, records out. No file I/O here.
 
-Layout of a WAL file: records back to back, nothing else (no file header).
+Layout of a WAL file: records back to back, nothing else (no file header), then
+zeros: the writer preallocates the file ahead of its writes (zrep.storage.wal), so
+its records end where the first all-zero stretch up to the end of the file begins.
 Each record is::
 
     offset 0   4 bytes   body length L, unsigned big-endian, 2 <= L <= MAX_BODY
@@ -221,6 +223,20 @@ def read_record(buf: bytes, offset: int) -> tuple[Record, int]:
     return decode_body(body), end
 
 
+def zeros_from(buf: bytes, offset: int) -> bool:
+    """Every byte from `offset` on is zero: the space a WAL preallocates past its last record
+    (zrep.storage.wal), or a write a crash cut before any of its bytes landed."""
+    return buf.count(0, offset) == len(buf) - offset
+
+
+def written_tail(buf: bytes, offset: int) -> int:
+    """Bytes from `offset` up to the last non-zero byte: what a torn write left before the
+    preallocated zeros."""
+    if zeros_from(buf, offset):
+        return 0
+    return len(bytes(buf[offset:]).rstrip(b"\0"))
+
+
 def find_valid_record(buf: bytes, start: int) -> int | None:
     """The first offset >= start where a whole valid record sits, or None."""
     for match in _BODY_PREFIX.finditer(buf, start + HEADER_SIZE):
@@ -266,7 +282,8 @@ class Scan:
 
     Why: a crash only damages bytes written after the last fsync, and nothing
     we wrote follows those. Zeros never form a valid record (an empty body does
-    not decode), so a zero-filled tail is torn. Two cases cannot be told apart
+    not decode), so a zero-filled tail is torn: the space a WAL preallocates
+    ahead of its writes ends every scan this way (`zeros_from` tells it apart). Two cases cannot be told apart
     by the bytes alone, and we resolve both towards safety: bit rot in the very
     last record looks torn (it is cut, as an interrupted write would be); a file
     system that persisted a later unsynced page but not an earlier one looks
@@ -313,6 +330,8 @@ class Scan:
 
 
 def _classify(buf: bytes, bad: int, reason: str) -> ScanStop:
+    if zeros_from(buf, bad):
+        return ScanStop(StopKind.TORN, bad, reason)  # (zeros hold no record: no need to search them)
     following = find_valid_record(buf, bad + 1)
     if following is None:
         return ScanStop(StopKind.TORN, bad, reason)

@@ -22,7 +22,8 @@ Invariants:
   * Nothing outside `backing` and `state` is ever touched; both are on one
     file system (ghosts are hard links).
   * The cut is total: after it, every file holds its durable bytes
-    (plus, for `torn`, a seeded prefix of its unsynced appends), and every
+    (plus, for `torn`, a seeded part of its unsynced writes, appends and
+    overwrites alike: a preallocated WAL writes into its own zeros), and every
     directory its durable names; what is not durable is deleted.
   * Caller serialises: one thread at a time (the FS holds a mutex).
 """
@@ -43,6 +44,7 @@ class DataUndo:
 
     durable_size: int
     saved: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, old bytes), oldest first
+    shrunk: bool = False  # truncated below durable_size since: the cut restores it whole
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Journal:
         undo = self._data(st)
         if length < undo.durable_size:
             undo.saved.append((length, os.pread(fd, undo.durable_size - length, length)))
+            undo.shrunk = True
 
     def created(self, ino: int) -> None:
         """A new file: nothing of it is durable (also resets a reused inode number)."""
@@ -155,10 +158,12 @@ class Journal:
 
     def cut(self, seed: int | None = None, reorder: bool = False) -> CutReport:
         """Roll the backing directory back to what a disk holds after losing power now.
-        With a seed (`torn`), each file keeps a random prefix of its unsynced appends; with
-        `reorder` too (`reorder SEED`), each PAGE-sized page of them is kept or zeroed at
-        random and the file ends after the last kept page (pages written out of order, as
-        file systems without ordered data may leave them)."""
+        Without a seed every unsynced write is lost. With a seed (`torn`), each file keeps
+        its unsynced writes below a random offset (written in file order, as a log writes);
+        with `reorder` too (`reorder SEED`), each PAGE-sized page of them is kept or lost at
+        random (pages written out of order, as file systems without ordered data may leave
+        them). An appended file ends after its last kept page; lost pages before it read as
+        zeros, and lost overwrites read as the old bytes."""
         rng = random.Random(seed) if seed is not None else None
         where = self._paths_by_inode()
         restored = dropped = kept = 0
@@ -169,18 +174,17 @@ class Journal:
             restored += 1
             with open(path, "r+b") as f:
                 size = os.fstat(f.fileno()).st_size
-                keep, zeroed = undo.durable_size, []
-                if rng is not None and size > keep and reorder:
-                    keep, zeroed = reordered_pages(rng, undo.durable_size, size)
-                elif rng is not None and size > keep:
-                    keep += rng.randint(0, size - keep)
-                kept += max(0, keep - undo.durable_size) - sum(n for _, n in zeroed)
-                dropped += max(0, size - keep) + sum(n for _, n in zeroed)
-                f.truncate(keep)
-                for offset, n in zeroed:
-                    os.pwrite(f.fileno(), bytes(n), offset)
-                for offset, old in reversed(undo.saved):  # the oldest save is the durable byte
-                    os.pwrite(f.fileno(), old, offset)  # saves lie inside [0, durable_size)
+                changed = unsynced_ranges(undo, size)
+                if rng is None or undo.shrunk:
+                    lost = changed
+                elif reorder:
+                    lost = lost_pages(rng, changed)
+                else:
+                    lost = lost_above(torn_offset(rng, changed), changed)
+                n_changed, n_lost = _length(changed), _length(lost)
+                kept += n_changed - n_lost
+                dropped += n_lost
+                _roll_back(f.fileno(), undo, size, lost)
         removed, relinked = self._restore_names()
         self.data.clear()
         self.names.clear()
@@ -249,16 +253,82 @@ class Journal:
 PAGE = 4096
 
 
-def reordered_pages(rng: random.Random, durable: int, size: int) -> tuple[int, list[tuple[int, int]]]:
-    """(new size, zeroed (offset, length) ranges) when the pages of [durable, size) reach the
-    disk in any order: each page (file offsets, PAGE-aligned) kept or lost at random."""
-    pages, start = [], durable
-    while start < size:
-        end = min(size, (start // PAGE + 1) * PAGE)
-        pages.append((start, end - start, rng.random() < 0.5))
-        start = end
-    last = max((i for i, (_, _, keep) in enumerate(pages) if keep), default=-1)
-    if last < 0:
-        return durable, []
-    offset, n, _ = pages[last]
-    return offset + n, [(o, k) for o, k, keep in pages[:last] if not keep]
+Ranges = list[tuple[int, int]]  # [start, end) byte ranges of a file, sorted, disjoint
+
+
+def unsynced_ranges(undo: DataUndo, size: int) -> Ranges:
+    """The bytes written since the last fsync: durable ranges overwritten, and the appended tail."""
+    spans = sorted([(o, o + len(old)) for o, old in undo.saved] + [(undo.durable_size, max(size, undo.durable_size))])
+    out: Ranges = []
+    for a, b in spans:
+        if a >= b:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def torn_offset(rng: random.Random, ranges: Ranges) -> int:
+    """A random offset splitting the unsynced bytes: those below it reached the disk."""
+    k = rng.randint(0, _length(ranges))
+    for a, b in ranges:
+        if k <= b - a:
+            return a + k
+        k -= b - a
+    return ranges[-1][1] if ranges else 0
+
+
+def lost_above(offset: int, ranges: Ranges) -> Ranges:
+    return [(max(a, offset), b) for a, b in ranges if b > offset]
+
+
+def lost_pages(rng: random.Random, ranges: Ranges) -> Ranges:
+    """The unsynced bytes lost when each PAGE of them (file offsets, PAGE-aligned) reached
+    the disk or not at random."""
+    lost: Ranges = []
+    for a, b in ranges:
+        start = a
+        while start < b:
+            end = min(b, (start // PAGE + 1) * PAGE)
+            if rng.random() >= 0.5:
+                if lost and lost[-1][1] == start:
+                    lost[-1] = (lost[-1][0], end)
+                else:
+                    lost.append((start, end))
+            start = end
+    return lost
+
+
+def _length(ranges: Ranges) -> int:
+    return sum(b - a for a, b in ranges)
+
+
+def _roll_back(fd: int, undo: DataUndo, size: int, lost: Ranges) -> None:
+    """Undo the `lost` unsynced bytes of an inode: an appended tail ends after its last kept
+    byte (earlier lost bytes of it read as zeros), lost overwrites get their old bytes back."""
+    durable = undo.durable_size
+    end = durable
+    for a, b in subtract([(durable, size)] if size > durable else [], lost):
+        end = max(end, b)
+    os.ftruncate(fd, end)
+    for a, b in lost:
+        if b > durable and a < end:
+            os.pwrite(fd, bytes(min(b, end) - max(a, durable)), max(a, durable))
+    for offset, old in reversed(undo.saved):  # the oldest save is the durable byte
+        for a, b in lost:
+            lo, hi = max(a, offset), min(b, offset + len(old))
+            if lo < hi:
+                os.pwrite(fd, old[lo - offset:hi - offset], lo)
+
+
+def subtract(ranges: Ranges, cut: Ranges) -> Ranges:
+    """The parts of `ranges` outside `cut`."""
+    out: Ranges = []
+    for a, b in ranges:
+        pieces = [(a, b)]
+        for c, d in cut:
+            pieces = [p for x, y in pieces for p in ((x, min(y, c)), (max(x, d), y)) if p[0] < p[1]]
+        out.extend(pieces)
+    return out
