@@ -7,7 +7,7 @@ import os
 import pytest
 
 from zrep.bench.options import QUICK, options
-from zrep.bench.report import cpu_seconds, format_cpu
+from zrep.bench.report import DEFAULT_HISTORY, cpu_seconds, format_cpu
 from zrep.bench.suite import _check_errors
 from zrep.bench.workers import (
     BenchError,
@@ -67,3 +67,9 @@ def test_too_many_errors_fail_the_run_with_one_line():
         _check_errors("sends", bad, 0.01)
     with pytest.raises(BenchError, match="no request was answered OK"):
         _check_errors("reads", LevelResult(0, {}, 1.0, 0.0, None, None, None), 0.01)
+
+
+def test_full_runs_go_to_the_repos_bench_history_by_default():
+    # (it once resolved to zrep/bench/history.jsonl, beside the code, where nobody looked)
+    assert DEFAULT_HISTORY.parent.name == "bench" and DEFAULT_HISTORY.parent.parent.joinpath("setup.cfg").is_file()
+    assert DEFAULT_HISTORY.is_file()

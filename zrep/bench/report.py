@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the repo (this is zrep/bench/report.py), for an editable install
 DEFAULT_HISTORY = PACKAGE_ROOT / "bench" / "history.jsonl"
 
 
