@@ -20,8 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +29,7 @@ from zrep.aio import Client as AioClient
 from zrep.client import Client, ClientError, Membership
 from zrep.config import write_config
 from zrep.exit_codes import EXIT_OK, EXIT_REJECTED, NODE_REMOVED
+from zrep.local.writer import BackgroundWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,42 +44,6 @@ def members_json(c: LocalCluster) -> dict[str, Any]:
     proc = admin(c, "members", "--json")
     assert proc.returncode == EXIT_OK, proc.stderr
     return json.loads(proc.stdout)
-
-
-class Writer:
-    """A steady write load on its own thread: every acknowledged body is recorded."""
-
-    def __init__(self, c: LocalCluster, mailbox: str) -> None:
-        self.mailbox = mailbox
-        self.acked: list[str] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._client = Client(c.config_path, timeout_s=10)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            body = f"m{i}"
-            try:
-                self._client.send(self.mailbox, body)
-            except ClientError as e:  # each is a write that may be lost: the test shows them
-                self.errors.append(f"{body}: {e}")
-            else:
-                self.acked.append(body)
-            i += 1
-            time.sleep(0.005)
-
-    def wait_for_more(self, n: int, timeout: float = 10) -> None:
-        target = len(self.acked) + n
-        wait_until(f"{n} more acknowledged writes", lambda: len(self.acked) >= target or None, timeout)
-
-    def stop(self) -> list[str]:
-        self._stop.set()
-        self._thread.join(15)
-        self._client.close()
-        return self.acked
 
 
 def read_all(c: LocalCluster, mailbox: str) -> list[str]:
@@ -129,7 +92,7 @@ def test_remove_a_follower_under_load_then_replace_it(cluster: LocalCluster) -> 
     leader = c.wait_for_leader()
     gone = max(i for i in c.ids if i != leader)
     old_incarnation = c.status(gone)["incarnation"]
-    writer = Writer(c, "load")
+    writer = BackgroundWriter(c, "load", pause_s=0.005)
     try:
         writer.wait_for_more(20)
         with Client(c.config_path, timeout_s=10) as cl:
@@ -253,7 +216,7 @@ def test_transfer_leader_under_load_costs_no_write(cluster: LocalCluster) -> Non
     c = cluster
     old = c.wait_for_leader()
     target = max(i for i in c.ids if i != old)
-    writer = Writer(c, "handover")
+    writer = BackgroundWriter(c, "handover", pause_s=0.005)
     try:
         writer.wait_for_more(20)
         proc = admin(c, "transfer-leader", str(target), "--json")
@@ -324,7 +287,7 @@ def test_a_rolling_restart_with_sigterm_hands_leadership_over(cluster: LocalClus
     over before it stops, so the writes flow on (none lost, none failed)."""
     c = cluster
     c.wait_for_leader()
-    writer = Writer(c, "rolling")
+    writer = BackgroundWriter(c, "rolling", pause_s=0.005)
     try:
         writer.wait_for_more(20)
         for node in c.ids:
@@ -361,7 +324,7 @@ def test_grow_three_to_five_and_shrink_back_under_load(make_cluster: Callable[..
     removed again (they stop with exit 9). Writes flow throughout: none fails, none is lost."""
     c = make_cluster(nodes=5, start=False)
     _form_with(c, [1, 2, 3])
-    writer = Writer(c, "grow")
+    writer = BackgroundWriter(c, "grow", pause_s=0.005)
     try:
         writer.wait_for_more(20)
         with Client(c.config_path, timeout_s=10) as cl:
@@ -391,7 +354,7 @@ def test_removing_the_leader_under_load(cluster: LocalCluster) -> None:
     (exit 9); the two others elect a leader and the writes go on."""
     c = cluster
     leader = c.wait_for_leader()
-    writer = Writer(c, "unlead")
+    writer = BackgroundWriter(c, "unlead", pause_s=0.005)
     try:
         writer.wait_for_more(20)
         with Client(c.config_path, timeout_s=10) as cl:

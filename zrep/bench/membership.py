@@ -15,13 +15,13 @@ from __future__ import annotations
 import shutil
 import signal
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from zrep.client import Client, ClientError
 from zrep.local.cluster import LocalCluster
+from zrep.local.writer import BackgroundWriter
 
 PROMOTE_DEADLINE_S = 120.0
 TRANSFERS = 3
@@ -59,36 +59,8 @@ def learner_time(c: LocalCluster, client: Client, step: Callable[[str], None]) -
     return {"node": node, "add_to_promoted_s": round(seconds, 3)}
 
 
-class _Writer:
-    """One write at a time, each timed, until stopped."""
-
-    def __init__(self, c: LocalCluster) -> None:
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._client = Client(c.config_path, timeout_s=10)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            t = time.perf_counter()
-            try:
-                self._client.send("bench-transfer", f"t{i}")
-            except ClientError as e:
-                self.errors.append(str(e))
-            self.latencies.append(time.perf_counter() - t)
-            i += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
-        self._client.close()
-
-
 def transfer_stall(c: LocalCluster, client: Client, step: Callable[[str], None]) -> dict[str, Any]:
-    writer = _Writer(c)
+    writer = BackgroundWriter(c, "bench-transfer", prefix="t")
     try:
         time.sleep(0.5)  # a baseline of writes before the first transfer
         durations = []
