@@ -309,7 +309,7 @@ def _data_end(fd: int, size: int) -> int:
 class Wal:
     """An open WAL file. Build with `Wal.open(path)`; single-threaded use."""
 
-    def __init__(self, path: str, fd: int, replay: Replay, size: int) -> None:
+    def __init__(self, path: str, fd: int, replay: Replay, size: int, allocated: int | None = None) -> None:
         self.path = path
         self._fd: int | None = fd
         self._failed: str | None = None
@@ -324,7 +324,7 @@ class Wal:
         self._pack = msgpack.Packer(use_bin_type=True).pack  # reused: a Wal belongs to one thread
         self._offsets = replay.offsets  # where each entry's record starts (for `rewrite`)
         self._end = size  # where the next buffered record will start
-        self._allocated = size  # the file's size: records end at _written, zeros follow
+        self._allocated = size if allocated is None else allocated  # the file's size: zeros after _written
         self._prealloc = True  # until the file system refuses it
         self._late_flushed = time.monotonic()  # for the planted bug WAL_ACK_BEFORE_FSYNC only
 
@@ -361,8 +361,7 @@ class Wal:
         try:
             if replay.torn_bytes:
                 os.ftruncate(fd, keep)  # our next write must not land before leftover bytes
-            wal = cls(path, fd, replay, keep)
-            wal._allocated = keep if replay.torn_bytes else size
+            wal = cls(path, fd, replay, keep, allocated=keep if replay.torn_bytes else size)
             wal._reserve(keep + 1)
             # Flush what we replayed (and the cut) before anyone acts on it; a
             # new file is flushed together with its directory entry.
