@@ -381,6 +381,20 @@ def test_check_quorum_leader_cut_off_steps_down():
     assert r.role == Role.FOLLOWER
 
 
+def test_ticks_missed_in_a_long_turn_are_owed_to_the_heartbeat_but_to_no_timeout():
+    # A leader busy for many ticks (a flood of bad frames) that then heard a peer ticks once:
+    # its heartbeat is still due, or the followers, which count wall time, would elect another.
+    r = leader_of_epoch(1)
+    settle(r)
+    r.tick(unheard=T.heartbeat_ticks)
+    assert of(r.ready().messages, Heartbeat), "the heartbeat is owed on wall time"
+    # The same missed ticks charge no silence: a follower that just heard its leader waits.
+    f = following(1)
+    for _ in range(3):
+        f.tick(unheard=T.election_ticks)
+    assert f.role == Role.FOLLOWER and f.leader == 3
+
+
 def test_follower_forwards_proposals_to_its_leader():
     r = replica(2)
     r.step(Append(1, 2, 1, 0, 0, (), 0, 0))

@@ -180,10 +180,14 @@ class Replica:
 
     # ----------------------------------------------------------------- API
 
-    def tick(self) -> None:
+    def tick(self, unheard: int = 0) -> None:
+        """One tick of time. `unheard` more ticks passed in which the shell did not read
+        (a long turn) but has since heard from a peer: they are owed to the heartbeat
+        schedule, a duty on wall time (a peer waits for our heartbeat however busy we
+        were), and to no timeout, which would charge our own delay as a peer's silence."""
         self.now += 1
         self._elapsed += 1
-        self._hb_elapsed += 1
+        self._hb_elapsed += 1 + unheard
         if self._hb_elapsed >= self.timing.heartbeat_ticks:
             self._hb_elapsed = 0
             self._heartbeat()

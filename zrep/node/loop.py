@@ -9,8 +9,9 @@ Each turn of the loop:
   3. run `replica.tick()` once per tick that has elapsed (capped after a
      long pause, which only ever makes timeouts longer; one tick only if a
      peer's message was read in this turn: the time the loop did not read
-     is not that peer's silence), and the snapshot schedule's turn
-     (zrep.node.compaction);
+     is not that peer's silence, though it still counts toward the next
+     heartbeat, which peers wait for on wall time), and the snapshot
+     schedule's turn (zrep.node.compaction);
   4. `service.process(wal, send, note)`: the shared driver sends, persists
      with one fsync (group commit), sends acks, applies; then every answer
      becomes a ClientReply; then the log is compacted if a snapshot allows it;
@@ -199,8 +200,12 @@ class Node:
                 # The ticks missed while the loop did not read count only if no peer spoke
                 # since: run after messages that waited, they would charge that time as the
                 # silence of a peer just heard (a false suspicion, a needless pre-vote).
-                for _ in range(1 if heard else min(elapsed, self._max_catchup_ticks)):
-                    self.replica.tick()
+                # Heartbeats are still owed on wall time: a busy leader must not starve them.
+                if heard:
+                    self.replica.tick(unheard=elapsed - 1)
+                else:
+                    for _ in range(min(elapsed, self._max_catchup_ticks)):
+                        self.replica.tick()
                 next_tick += elapsed * tick_s
                 busy = True
                 compaction.turn()
