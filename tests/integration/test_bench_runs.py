@@ -146,3 +146,16 @@ def test_bench_secure_reports_the_cost_of_curve_beside_plain_sends():
     for n, s in report["secure"]["sends"].items():
         assert s["per_s"] > 0 and s["errors"] == {}
         assert report["secure"]["secure_over_plain"][n] > 0
+
+
+def test_a_load_worker_counts_each_refused_read_by_its_code(tmp_path):
+    # One node of three, alone: no leader, so every linearizable read is refused. The worker
+    # reads its answers with codec.reply_outcomes (ids and codes only) and must count each.
+    from zrep.bench.workers import run_level
+    from zrep.local.cluster import LocalCluster
+    with LocalCluster(tmp_path, start=False) as c:
+        c.start(1)
+        r = run_level(c.rpc(1), op="read", in_flight=8, workers=1, count=200, seconds=10, warmup=0,
+                      mailbox="bench", body_bytes=10)
+    assert r.acked == 0
+    assert set(r.errors) == {"NO_LEADER"} and r.errors["NO_LEADER"] == 200

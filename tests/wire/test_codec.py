@@ -653,6 +653,36 @@ def test_replies_frames_split_by_count_and_size_in_order() -> None:
         pack_reply(error_reply(1, Code.TIMEOUT, "\ud800"))
 
 
+def test_pack_same_requests_is_the_frame_encode_makes_of_the_batch() -> None:
+    args = {"mailbox": "bench", "after": -1, "limit": 1}
+    for first, n in ((1, 1), (5, 15), (7, 16), (100_000, MAX_BATCH_REQUESTS), (2**40, 300)):
+        batch = ClientBatch(tuple(ClientRequest(i, "stale_read", args) for i in range(first, first + n)))
+        assert codec.pack_same_requests(first, n, "stale_read", args) == encode(batch)
+    with pytest.raises(ValueError, match="limit is 1..1024"):
+        codec.pack_same_requests(1, MAX_BATCH_REQUESTS + 1, "read", args)
+    with pytest.raises(ValueError, match="req_id"):
+        codec.pack_same_requests(2**63 - 2, 5, "read", args)  # the last id is out of range
+    with pytest.raises(ValueError):
+        codec.pack_same_requests(1, 2, "read", {"mailbox": "bench"})  # the args are checked
+    with pytest.raises(ValueError, match="over the limit"):
+        codec.pack_same_requests(1, 100, "read", args, max_bytes=1000)
+
+
+def test_reply_outcomes_reads_ids_and_codes_and_refuses_what_is_not_a_reply() -> None:
+    replies = [ok_reply(3, {"messages": []}), error_reply(4, Code.TIMEOUT, "late"),
+               error_reply(5, Code.BAD_REQUEST, "no", {"reason": "BAD_MAILBOX"})]
+    frame, _ = replies_frames([pack_reply(r) for r in replies])[0]
+    assert codec.reply_outcomes(frame) == [(3, True, "OK"), (4, False, "TIMEOUT"), (5, False, "BAD_MAILBOX")]
+    assert codec.reply_outcomes(encode(replies[1])) == [(4, False, "TIMEOUT")]
+    bad = [b"", b"\x02\x41\x90", encode(ClientRequest(1, "status", {})),
+           bytes((codec.VERSION, codec.KIND_OF[ClientReplies])) + msgpack.packb([[[1, "yes", "OK", "", {}]]]),
+           bytes((codec.VERSION, codec.KIND_OF[ClientReplies])) + msgpack.packb([[[1, True]]]),
+           bytes((codec.VERSION, codec.KIND_OF[ClientReply])) + b"\xc1"]
+    for payload in bad:
+        with pytest.raises(DecodeError):
+            codec.reply_outcomes(payload)
+
+
 # ---------------------------------------------------------------- expansion bombs
 
 

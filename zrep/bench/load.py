@@ -13,6 +13,13 @@ frame (the node then answers each in its own ClientReply): the figure of a
 client that does not batch. Either way `--in-flight` counts requests, not
 frames, and each latency runs from when its request left to its own reply.
 
+The worker shares the machine with the nodes it measures, so it spends as
+little as it can: batched reads, alike but for their ids, are packed with
+codec.pack_same_requests (op and args checked and packed once), and answers
+are read with codec.reply_outcomes (each reply's id, ok and code; the nodes'
+results are not checked again). That halved its CPU per read (15 to 7 µs)
+and moved the stale-read figure from 56k to 93k/s on 2 cores.
+
 Protocol with the parent (zrep.bench.workers), one line each on stdout:
   ready                  warm-up done, nothing in flight; waits for "go" on stdin
   progress ACKED ERRORS  every PROGRESS_S while measuring
@@ -40,17 +47,11 @@ from typing import Any
 
 import zmq
 
+from zrep.errors import DecodeError
 from zrep.security.keys import load_secret
 from zrep.security.zap import curve_client
-from zrep.wire.client_messages import (
-    MAX_BATCH_REQUESTS,
-    ClientBatch,
-    ClientReplies,
-    ClientReply,
-    ClientRequest,
-    Op,
-)
-from zrep.wire.codec import decode, encode
+from zrep.wire.client_messages import MAX_BATCH_REQUESTS, ClientBatch, ClientRequest, Op
+from zrep.wire.codec import encode, pack_same_requests, reply_outcomes
 
 PROGRESS_S = 0.5
 NO_ANSWER_S = 15.0  # past the node's own request deadline (10 s): its TIMEOUT answer should come first
@@ -78,6 +79,7 @@ class _Load:
         self.errors: Counter[str] = Counter()
         self.acked = 0
         self.cpu_start = 0.0  # process_time() when the current run began
+        self._read_args: dict[str, Any] = {"mailbox": args.mailbox, "after": -1, "limit": READ_LIMIT}
 
     def _request(self) -> ClientRequest:
         a, req_id = self.a, self.next_id
@@ -86,11 +88,14 @@ class _Load:
             args: dict[str, Any] = {"client": a.client, "seq": req_id, "low": low, "ack": "majority",
                                     "sender": "", "to": a.mailbox, "body": self.body}
         else:
-            args = {"mailbox": a.mailbox, "after": -1, "limit": READ_LIMIT}
+            args = self._read_args
         return ClientRequest(req_id, a.op, args)
 
     def _send(self, n: int) -> None:
         """Issue `n` requests: one frame each, or (batching) ClientBatch frames of up to MAX_BATCH_REQUESTS."""
+        if self.a.batch and n > 1 and self.a.op != Op.SEND:
+            self._send_reads(n)
+            return
         now, reqs = time.monotonic(), []
         for _ in range(n):
             self.waiting[self.next_id] = now  # before _request: low counts this one too
@@ -102,6 +107,16 @@ class _Load:
             return
         for at in range(0, n, MAX_BATCH_REQUESTS):
             self.sock.send(encode(ClientBatch(tuple(reqs[at:at + MAX_BATCH_REQUESTS]))))
+
+    def _send_reads(self, n: int) -> None:
+        """Reads are all alike but for their ids: their frames are packed without a
+        ClientRequest each (this process shares the machine with the nodes it measures)."""
+        now, args, first = time.monotonic(), self._read_args, self.next_id
+        for req_id in range(first, first + n):
+            self.waiting[req_id] = now
+        self.next_id += n
+        for at in range(0, n, MAX_BATCH_REQUESTS):
+            self.sock.send(pack_same_requests(first + at, min(MAX_BATCH_REQUESTS, n - at), self.a.op, args))
 
     def _receive(self, timeout_ms: int, record: bool) -> None:
         sock = self.sock
@@ -120,27 +135,25 @@ class _Load:
             except zmq.Again:
                 return
             now = time.monotonic()
-            frame = decode(payload)
-            if type(frame) is ClientReplies:
-                for reply in frame.replies:
-                    self._count(reply, now, record)
-            elif type(frame) is ClientReply:
-                self._count(frame, now, record)
-            else:
-                self.errors["UNMATCHED_REPLY"] += 1
+            try:
+                outcomes = reply_outcomes(payload)
+            except DecodeError:
+                self.errors["UNDECODABLE_REPLY"] += 1
+                continue
+            for req_id, ok, code in outcomes:
+                self._count(req_id, ok, code, now, record)
 
-    def _count(self, reply: ClientReply, now: float, record: bool) -> None:
-        sent = self.waiting.pop(reply.req_id, None)
+    def _count(self, req_id: int, ok: bool, code: str, now: float, record: bool) -> None:
+        sent = self.waiting.pop(req_id, None)
         if sent is None:
             self.errors["UNMATCHED_REPLY"] += 1
-        elif reply.ok:
+        elif ok:
             if record:
                 self.acked += 1
                 if self.a.latencies:
                     self.latencies.append((now - sent) * 1000)
         else:  # counted in the warm-up too: no failure goes unreported
-            reason = reply.result.get("reason")
-            self.errors[reason if isinstance(reason, str) and reason else str(reply.code)] += 1
+            self.errors[code] += 1
 
     def run(self, count: int, seconds: float, record: bool, progress: bool = False) -> tuple[float, float]:
         """Issue `count` requests (or until `seconds`), `in_flight` at a time; wait for the answers."""

@@ -99,6 +99,7 @@ from zrep.core.messages import (
 from zrep.errors import DecodeError
 from zrep.wire.client_messages import (
     MAX_BATCH_REPLIES,
+    MAX_BATCH_REQUESTS,
     MAX_MAP_KEYS,
     MAX_TEXT_CHARS,
     ClientBatch,
@@ -335,6 +336,29 @@ def decode(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_B
     return kind.build(_check_body(kind, body))
 
 
+def reply_outcomes(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_FRAME_BYTES
+                   ) -> list[tuple[int, bool, str]]:
+    """(req_id, ok, code) of each reply in a ClientReply or ClientReplies frame, for a
+    load generator that counts answers: the header, the frame's shape and those three
+    fields are checked (DecodeError), the results are not (`decode` checks everything).
+    The code of a refusal is the store's reason when it gives one (BAD_MAILBOX, ...)."""
+    kind = _header(payload, max_bytes)
+    if kind.code not in _REPLY_KINDS:
+        raise DecodeError(f"expected a ClientReply or ClientReplies frame, got {kind.cls.__name__}")
+    body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes, max_bytes)
+    try:
+        items = body[0] if kind.code == KIND_OF[ClientReplies] else (body,)
+        out = []
+        for req_id, ok, code, _message, result in items:
+            if type(req_id) is not int or type(ok) is not bool or type(code) is not str:
+                raise DecodeError("a reply's req_id, ok and code must be int, bool and str")
+            reason = None if ok else result.get("reason")
+            out.append((req_id, ok, reason if type(reason) is str and reason else code))
+        return out
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        raise DecodeError(f"malformed {kind.cls.__name__}: {e}") from None
+
+
 def _item_budget(code: int, max_bytes: int) -> int:
     """How many array items and map entries, in all, a frame of this kind may expand into."""
     if code in _REQUEST_KINDS:
@@ -388,6 +412,27 @@ def encode(msg: Frame, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
     return kind.header + packed
 
 
+# ---------------------------------------------------------------- ClientBatch of one query, repeated
+
+
+_BATCH_HEADER = bytes((VERSION, KIND_OF[ClientBatch])) + b"\x91"  # the body: an array of one field
+
+
+def pack_same_requests(first_id: int, n: int, op: str, args: dict[str, Any], max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """The frame encode(ClientBatch) makes of `n` requests with ids first_id..first_id+n-1
+    that share `op` and `args` (a load generator's reads): checked as ClientRequest checks
+    one, with the op and args packed once. ValueError as encode raises it."""
+    if not 1 <= n <= MAX_BATCH_REQUESTS:
+        raise ValueError(f"cannot encode ClientBatch: {n} requests, the limit is 1..{MAX_BATCH_REQUESTS}")
+    check_request(first_id, op, args)
+    check_request(first_id + n - 1, op, args)  # ids between two valid ones are valid
+    tail = _pack(op) + _pack(args)
+    body = _array_header(n) + b"".join(b"\x93" + _pack(i) + tail for i in range(first_id, first_id + n))
+    if len(body) + 1 > max_bytes:
+        raise ValueError(f"ClientBatch body of {len(body) + 1} bytes is over the limit of {max_bytes}")
+    return _BATCH_HEADER + body
+
+
 # ---------------------------------------------------------------- ClientReplies, built piecewise
 
 
@@ -411,7 +456,7 @@ def pack_reply_fields(req_id: int, ok: bool, code: str, message: str, result: di
 
 
 def _array_header(n: int) -> bytes:
-    return bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")  # n <= MAX_BATCH_REPLIES
+    return bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")  # n <= 1024 (a batch's limit)
 
 
 def replies_frames(packed: list[bytes], max_bytes: int = MAX_FRAME_BYTES) -> list[tuple[bytes, int]]:
