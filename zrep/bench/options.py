@@ -19,7 +19,9 @@ class Options:
     directory: Path | None = None  # where the cluster lives, kept afterwards; None: a temp dir
     phases: tuple[str, ...] = PHASES
     seconds: float = 10.0  # per send/read level, at most
-    count: int = 100_000  # requests per send/read level, at most
+    # Requests per send/read level, at most. High enough that `seconds` ends every level: at
+    # 100,000 a stale-read level (60-90k/s) was over in 1-2 s, a window too short to be a figure.
+    count: int = 1_000_000
     warmup: int = 500  # requests per level before the window
     workers: int = 2  # worker processes per level with more than 1 in flight
     catchup_messages: int = 100_000
