@@ -17,8 +17,8 @@ The worker shares the machine with the nodes it measures, so it spends as
 little as it can: batched reads, alike but for their ids, are packed with
 codec.pack_same_requests (op and args checked and packed once), and answers
 are read with codec.reply_outcomes (each reply's id, ok and code; the nodes'
-results are not checked again). That halved its CPU per read (15 to 7 µs)
-and moved the stale-read figure from 56k to 93k/s on 2 cores.
+results are not checked again). That halved its CPU per read (13-19 to
+6-11 µs in `zrep bench`, docs/figures.md).
 
 Protocol with the parent (zrep.bench.workers), one line each on stdout:
   ready                  warm-up done, nothing in flight; waits for "go" on stdin
