@@ -345,7 +345,7 @@ def reply_outcomes(payload: bytes | bytearray | memoryview, max_bytes: int = MAX
     kind = _header(payload, max_bytes)
     if kind.code not in _REPLY_KINDS:
         raise DecodeError(f"expected a ClientReply or ClientReplies frame, got {kind.cls.__name__}")
-    body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes, max_bytes)
+    body = _unpack(memoryview(payload)[HEADER_BYTES:], max_bytes, _item_budget(kind.code, max_bytes))
     try:
         items = body[0] if kind.code == KIND_OF[ClientReplies] else (body,)
         out = []
